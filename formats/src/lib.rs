@@ -1,0 +1,17 @@
+//! Pure wire formats of Nix binary caches, shared by subserve's crates without pulling in sqlite or HTTP.
+//!
+//! Everything here is a pure function of its input: Nix32 ([`nixbase32`]), content hashes
+//! ([`hash`]), store path names ([`store_path`]), the narinfo text ([`narinfo`]) and the NAR
+//! archive framing ([`nar`]).
+
+pub mod error;
+pub mod hash;
+pub mod nar;
+pub mod narinfo;
+pub mod nixbase32;
+pub mod store_path;
+
+pub use error::Error;
+pub use hash::NarHash;
+pub use narinfo::NarInfo;
+pub use store_path::{StorePath, StorePathHash};
