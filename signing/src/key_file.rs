@@ -1,0 +1,305 @@
+//! Reading and writing key files, where the secret touches the disk and permissions matter.
+//!
+//! A secret key file is refused if its group or others have any access, and a new one is
+//! created with mode 0600 from the first byte, so there is no moment when it is readable.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use crate::{Error, PublicKey, SecretKey};
+
+/// Reads a secret key file as written by `nix key generate-secret` or [`write_key_pair`].
+///
+/// On unix, a file whose mode gives its group or others any access (`mode & 0o077 != 0`) is
+/// refused with an error naming the path, the mode and the `chmod 600` that fixes it.
+/// The mode is checked on the opened file, so it cannot change between the check and the read.
+pub fn read_secret_key_file(path: &Path) -> Result<SecretKey, Error> {
+    let file = File::open(path).map_err(|source| read_error(path, source))?;
+    #[cfg(unix)]
+    check_private(&file, path)?;
+    let text = read_all(file, path)?;
+    SecretKey::parse(&text).map_err(|source| key_file_error(path, source))
+}
+
+/// Reads a public key file, `name:base64` with optional surrounding whitespace.
+pub fn read_public_key_file(path: &Path) -> Result<PublicKey, Error> {
+    let file = File::open(path).map_err(|source| read_error(path, source))?;
+    let text = read_all(file, path)?;
+    PublicKey::parse(&text).map_err(|source| key_file_error(path, source))
+}
+
+/// Writes `secret` to `secret_out` (mode 0600) and its public key to `public_out` (mode 0644),
+/// refusing to replace either file if it exists, and syncs both to disk.
+///
+/// The secret file has no trailing newline, like `nix key generate-secret`; the public file
+/// ends in one, like `nix key convert-secret-to-public`. If anything fails after the files were
+/// created, both are removed again so that no half-written key is left behind.
+pub fn write_key_pair(
+    secret: &SecretKey,
+    secret_out: &Path,
+    public_out: &Path,
+) -> Result<(), Error> {
+    let secret_file = create_new(secret_out, 0o600)?;
+    let public_file = match create_new(public_out, 0o644) {
+        Ok(file) => file,
+        Err(error) => {
+            drop(secret_file);
+            let _ = fs::remove_file(secret_out);
+            return Err(error);
+        }
+    };
+    let written = write_synced(secret_file, secret_out, secret.to_nix_string().as_bytes())
+        .and_then(|()| {
+            let public = format!("{}\n", secret.to_public());
+            write_synced(public_file, public_out, public.as_bytes())
+        })
+        .and_then(|()| sync_parent(secret_out))
+        .and_then(|()| sync_parent(public_out));
+    if written.is_err() {
+        let _ = fs::remove_file(secret_out);
+        let _ = fs::remove_file(public_out);
+    }
+    written
+}
+
+/// Refuses a secret key file that its group or others can access in any way.
+#[cfg(unix)]
+fn check_private(file: &File, path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+
+    let mode = file
+        .metadata()
+        .map_err(|source| read_error(path, source))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(Error::InsecurePermissions {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+fn read_all(mut file: File, path: &Path) -> Result<String, Error> {
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|source| read_error(path, source))?;
+    Ok(text)
+}
+
+/// Creates a file that must not exist yet, with `mode` applied at creation on unix.
+fn create_new(path: &Path, mode: u32) -> Result<File, Error> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    options.open(path).map_err(|source| {
+        if source.kind() == io::ErrorKind::AlreadyExists {
+            Error::AlreadyExists {
+                path: path.to_owned(),
+            }
+        } else {
+            write_error(path, source)
+        }
+    })
+}
+
+fn write_synced(mut file: File, path: &Path, contents: &[u8]) -> Result<(), Error> {
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .map_err(|source| write_error(path, source))
+}
+
+/// Syncs the directory holding `path`, so that the new directory entry survives a crash too.
+fn sync_parent(path: &Path) -> Result<(), Error> {
+    #[cfg(unix)]
+    {
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+            _ => std::path::PathBuf::from("."),
+        };
+        File::open(&dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|source| write_error(&dir, source))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+fn read_error(path: &Path, source: io::Error) -> Error {
+    Error::Read {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn write_error(path: &Path, source: io::Error) -> Error {
+    Error::Write {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn key_file_error(path: &Path, source: Error) -> Error {
+    Error::KeyFile {
+        path: path.to_owned(),
+        source: Box::new(source),
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    const SECRET: &str = "test-cache-1:3RYTN0JwkMRMunJQdy82GW+lwR/u9TwtXAntnBfvdqyCy51dorjLzHL5rI5nV+sHE5AIOhAneQ8o/UwwEp1vSA==";
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    fn write_with_mode(path: &Path, contents: &str, mode: u32) {
+        fs::write(path, contents).unwrap();
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn written_pair_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (secret_path, public_path) = (dir.path().join("key.sec"), dir.path().join("key.pub"));
+        let key = SecretKey::generate("cache.example.org-1").unwrap();
+        write_key_pair(&key, &secret_path, &public_path).unwrap();
+
+        let secret = read_secret_key_file(&secret_path).unwrap();
+        let public = read_public_key_file(&public_path).unwrap();
+        assert_eq!(secret.to_nix_string(), key.to_nix_string());
+        assert_eq!(public, key.to_public());
+        assert!(public.verify("fp", &secret.sign("fp")));
+
+        assert_eq!(
+            fs::read_to_string(&secret_path).unwrap(),
+            key.to_nix_string()
+        );
+        assert_eq!(
+            fs::read_to_string(&public_path).unwrap(),
+            format!("{}\n", key.to_public())
+        );
+    }
+
+    #[test]
+    fn written_secret_file_has_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let (secret_path, public_path) = (dir.path().join("key.sec"), dir.path().join("key.pub"));
+        let key = SecretKey::generate("k").unwrap();
+        write_key_pair(&key, &secret_path, &public_path).unwrap();
+        assert_eq!(mode(&secret_path), 0o600);
+        // The public file is created 0644, less whatever the umask removes.
+        assert_eq!(mode(&public_path) & !0o644, 0);
+    }
+
+    #[test]
+    fn write_key_pair_refuses_to_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let (secret_path, public_path) = (dir.path().join("key.sec"), dir.path().join("key.pub"));
+        write_with_mode(&secret_path, SECRET, 0o600);
+        let key = SecretKey::generate("k").unwrap();
+
+        let err = write_key_pair(&key, &secret_path, &public_path).unwrap_err();
+        assert!(matches!(err, Error::AlreadyExists { ref path } if *path == secret_path));
+        assert!(err.to_string().contains(&secret_path.display().to_string()));
+        assert_eq!(fs::read_to_string(&secret_path).unwrap(), SECRET);
+        assert!(!public_path.exists());
+    }
+
+    #[test]
+    fn existing_public_file_leaves_no_secret_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let (secret_path, public_path) = (dir.path().join("key.sec"), dir.path().join("key.pub"));
+        fs::write(&public_path, "old").unwrap();
+        let key = SecretKey::generate("k").unwrap();
+
+        let err = write_key_pair(&key, &secret_path, &public_path).unwrap_err();
+        assert!(matches!(err, Error::AlreadyExists { ref path } if *path == public_path));
+        assert!(!secret_path.exists());
+        assert_eq!(fs::read_to_string(&public_path).unwrap(), "old");
+    }
+
+    #[test]
+    fn secret_file_readable_by_others_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.sec");
+        for bad in [0o644, 0o640, 0o604, 0o610, 0o601] {
+            write_with_mode(&path, SECRET, bad);
+            let err = read_secret_key_file(&path).unwrap_err();
+            assert!(
+                matches!(err, Error::InsecurePermissions { mode, .. } if mode == bad),
+                "{bad:o}: {err:?}"
+            );
+            let message = err.to_string();
+            assert!(message.contains(&path.display().to_string()), "{message}");
+            assert!(
+                message.contains(&format!("chmod 600 {}", path.display())),
+                "{message}"
+            );
+            assert!(message.contains(&format!("{bad:04o}")), "{message}");
+        }
+    }
+
+    #[test]
+    fn secret_file_private_to_owner_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.sec");
+        for good in [0o600, 0o400] {
+            write_with_mode(&path, SECRET, good);
+            assert_eq!(read_secret_key_file(&path).unwrap().to_nix_string(), SECRET);
+        }
+    }
+
+    #[test]
+    fn nix_style_file_with_trailing_newline_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.sec");
+        write_with_mode(&path, &format!("{SECRET}\n"), 0o600);
+        assert_eq!(read_secret_key_file(&path).unwrap().to_nix_string(), SECRET);
+    }
+
+    #[test]
+    fn bad_key_in_file_names_the_file_without_echoing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.sec");
+        let data = SECRET.split_once(':').unwrap().1;
+        write_with_mode(&path, &format!("{data}:test-cache-1"), 0o600);
+
+        let err = read_secret_key_file(&path).unwrap_err();
+        let Error::KeyFile {
+            path: ref named,
+            ref source,
+        } = err
+        else {
+            panic!("unexpected error {err:?}");
+        };
+        assert_eq!(*named, path);
+        assert!(matches!(**source, Error::Base64 { .. }));
+        let printed = format!("{err:?} {err} {source}");
+        assert!(!printed.contains(&data[..16]), "{printed}");
+    }
+
+    #[test]
+    fn missing_file_is_a_read_error_naming_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("absent.pub");
+        let err = read_public_key_file(&path).unwrap_err();
+        assert!(matches!(err, Error::Read { .. }));
+        assert!(err.to_string().contains(&path.display().to_string()));
+    }
+}
