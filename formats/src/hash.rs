@@ -93,10 +93,7 @@ mod tests {
             nar.resize(nar.len().next_multiple_of(8), 0);
         }
         assert_eq!(nar.len(), 120);
-        assert_eq!(
-            NarHash::digest(&nar).to_string(),
-            "sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw"
-        );
+        assert_eq!(NarHash::digest(&nar).to_string(), "sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw");
     }
 
     #[test]

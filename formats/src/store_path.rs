@@ -65,9 +65,8 @@ pub struct StorePath {
 impl StorePath {
     /// Parses a basename `<hash>-<name>`.
     pub fn from_basename(s: &str) -> Result<Self, Error> {
-        let (hash, name) = s
-            .split_at_checked(HASH_PART_LEN)
-            .ok_or_else(|| Error::HashPart(s.chars().take(64).collect()))?;
+        let (hash, name) =
+            s.split_at_checked(HASH_PART_LEN).ok_or_else(|| Error::HashPart(s.chars().take(64).collect()))?;
         let hash = StorePathHash::parse(hash)?;
         let name = name
             .strip_prefix('-')
@@ -79,10 +78,7 @@ impl StorePath {
     /// Parses an absolute path `<store_dir>/<hash>-<name>`.
     pub fn from_absolute(store_dir: &str, path: &str) -> Result<Self, Error> {
         let not_in_store = || Error::NotInStore { path: path.to_owned(), store_dir: store_dir.to_owned() };
-        let base = path
-            .strip_prefix(store_dir)
-            .and_then(|rest| rest.strip_prefix('/'))
-            .ok_or_else(not_in_store)?;
+        let base = path.strip_prefix(store_dir).and_then(|rest| rest.strip_prefix('/')).ok_or_else(not_in_store)?;
         Self::from_basename(base)
     }
 
@@ -128,7 +124,14 @@ mod tests {
     #[test]
     fn hash_parts() {
         assert!(StorePathHash::parse(H).is_ok());
-        for bad in ["", "i9pmrzmpshapij2kin22pff6fc2adav", "e9pmrzmpshapij2kin22pff6fc2adavx", "I9PMRZMPSHAPIJ2KIN22PFF6FC2ADAVX", "../../../../../../../../etc/pass", "i9pmrzmpshapij2kin22pff6fc2adavxx"] {
+        for bad in [
+            "",
+            "i9pmrzmpshapij2kin22pff6fc2adav",
+            "e9pmrzmpshapij2kin22pff6fc2adavx",
+            "I9PMRZMPSHAPIJ2KIN22PFF6FC2ADAVX",
+            "../../../../../../../../etc/pass",
+            "i9pmrzmpshapij2kin22pff6fc2adavxx",
+        ] {
             assert!(StorePathHash::parse(bad).is_err(), "{bad:?}");
         }
     }

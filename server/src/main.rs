@@ -1,2 +1,99 @@
-//! placeholder
-fn main() {}
+//! The `subserve` binary: reads argv, the environment and the config file, and hands
+//! everything else to the library.
+
+use std::os::unix::fs::MetadataExt as _;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use subserve::cli::{Cli, Command, KeygenArgs, ServeArgs};
+use subserve::settings::{self, Env, FileConfig};
+use subserve::startup::{self, KeySource};
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Keygen(args) => keygen(args),
+    };
+    if let Err(e) = result {
+        eprintln!("subserve: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SUBSERVE_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let env = Env {
+        vars: std::env::vars()
+            .filter(|(k, _)| k.starts_with("SUBSERVE_") || k == "HOME" || k == "XDG_STATE_HOME")
+            .collect(),
+        is_root: std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false),
+    };
+    let config_path = args.config.clone().or_else(|| env.vars.get("SUBSERVE_CONFIG").map(Into::into));
+    let file = match &config_path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            FileConfig::parse(&text).with_context(|| format!("in {}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let settings = settings::resolve(&args, &env, &file)?;
+    let (state, keys) = startup::build_state(&settings)?;
+    match keys {
+        KeySource::Generated { secret, public } => tracing::info!(
+            secret = %secret.display(), public = %public.display(),
+            "no signing key configured: generated one"
+        ),
+        KeySource::StateDir(path) => {
+            tracing::info!(path = %path.display(), "using the signing key from the state directory")
+        }
+        KeySource::Configured => {}
+    }
+    for key in &state.keys {
+        tracing::info!(public_key = %key.to_public(), "signing narinfos");
+    }
+
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        tracing::info!(
+            listen = %listener.local_addr()?,
+            store_dir = %settings.store.store_dir,
+            real_store_dir = %settings.store.real_store_dir.display(),
+            compression = %settings.compression,
+            "serving"
+        );
+        subserve::run(listener, Arc::new(state), shutdown_signal()).await.context("server failed")
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT, starting a graceful shutdown.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    tracing::info!("shutting down");
+}
+
+fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
+    let key = signing::SecretKey::generate(&args.name).context("cannot generate a key")?;
+    signing::write_key_pair(&key, &args.secret_out, &args.public_out)?;
+    let public = key.to_public();
+    let url = args.url.unwrap_or_else(|| format!("http://{}:5000", startup::hostname()));
+    println!("{public}");
+    eprintln!("wrote {} (secret, mode 0600) and {}", args.secret_out.display(), args.public_out.display());
+    eprintln!("serve with: subserve serve --sign-key-file {}", args.secret_out.display());
+    eprintln!("add to /etc/nix/nix.conf on each client:");
+    println!("substituters = {url}");
+    println!("trusted-public-keys = {public}");
+    Ok(())
+}

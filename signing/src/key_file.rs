@@ -35,11 +35,7 @@ pub fn read_public_key_file(path: &Path) -> Result<PublicKey, Error> {
 /// The secret file has no trailing newline, like `nix key generate-secret`; the public file
 /// ends in one, like `nix key convert-secret-to-public`. If anything fails after the files were
 /// created, both are removed again so that no half-written key is left behind.
-pub fn write_key_pair(
-    secret: &SecretKey,
-    secret_out: &Path,
-    public_out: &Path,
-) -> Result<(), Error> {
+pub fn write_key_pair(secret: &SecretKey, secret_out: &Path, public_out: &Path) -> Result<(), Error> {
     let secret_file = create_new(secret_out, 0o600)?;
     let public_file = match create_new(public_out, 0o644) {
         Ok(file) => file,
@@ -68,25 +64,16 @@ pub fn write_key_pair(
 fn check_private(file: &File, path: &Path) -> Result<(), Error> {
     use std::os::unix::fs::PermissionsExt;
 
-    let mode = file
-        .metadata()
-        .map_err(|source| read_error(path, source))?
-        .permissions()
-        .mode()
-        & 0o7777;
+    let mode = file.metadata().map_err(|source| read_error(path, source))?.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
-        return Err(Error::InsecurePermissions {
-            path: path.to_owned(),
-            mode,
-        });
+        return Err(Error::InsecurePermissions { path: path.to_owned(), mode });
     }
     Ok(())
 }
 
 fn read_all(mut file: File, path: &Path) -> Result<String, Error> {
     let mut text = String::new();
-    file.read_to_string(&mut text)
-        .map_err(|source| read_error(path, source))?;
+    file.read_to_string(&mut text).map_err(|source| read_error(path, source))?;
     Ok(text)
 }
 
@@ -103,9 +90,7 @@ fn create_new(path: &Path, mode: u32) -> Result<File, Error> {
     let _ = mode;
     options.open(path).map_err(|source| {
         if source.kind() == io::ErrorKind::AlreadyExists {
-            Error::AlreadyExists {
-                path: path.to_owned(),
-            }
+            Error::AlreadyExists { path: path.to_owned() }
         } else {
             write_error(path, source)
         }
@@ -113,9 +98,7 @@ fn create_new(path: &Path, mode: u32) -> Result<File, Error> {
 }
 
 fn write_synced(mut file: File, path: &Path, contents: &[u8]) -> Result<(), Error> {
-    file.write_all(contents)
-        .and_then(|()| file.sync_all())
-        .map_err(|source| write_error(path, source))
+    file.write_all(contents).and_then(|()| file.sync_all()).map_err(|source| write_error(path, source))
 }
 
 /// Syncs the directory holding `path`, so that the new directory entry survives a crash too.
@@ -126,9 +109,7 @@ fn sync_parent(path: &Path) -> Result<(), Error> {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
             _ => std::path::PathBuf::from("."),
         };
-        File::open(&dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(|source| write_error(&dir, source))?;
+        File::open(&dir).and_then(|dir| dir.sync_all()).map_err(|source| write_error(&dir, source))?;
     }
     #[cfg(not(unix))]
     let _ = path;
@@ -136,24 +117,15 @@ fn sync_parent(path: &Path) -> Result<(), Error> {
 }
 
 fn read_error(path: &Path, source: io::Error) -> Error {
-    Error::Read {
-        path: path.to_owned(),
-        source,
-    }
+    Error::Read { path: path.to_owned(), source }
 }
 
 fn write_error(path: &Path, source: io::Error) -> Error {
-    Error::Write {
-        path: path.to_owned(),
-        source,
-    }
+    Error::Write { path: path.to_owned(), source }
 }
 
 fn key_file_error(path: &Path, source: Error) -> Error {
-    Error::KeyFile {
-        path: path.to_owned(),
-        source: Box::new(source),
-    }
+    Error::KeyFile { path: path.to_owned(), source: Box::new(source) }
 }
 
 #[cfg(all(test, unix))]
@@ -162,7 +134,8 @@ mod tests {
 
     use super::*;
 
-    const SECRET: &str = "test-cache-1:3RYTN0JwkMRMunJQdy82GW+lwR/u9TwtXAntnBfvdqyCy51dorjLzHL5rI5nV+sHE5AIOhAneQ8o/UwwEp1vSA==";
+    const SECRET: &str =
+        "test-cache-1:3RYTN0JwkMRMunJQdy82GW+lwR/u9TwtXAntnBfvdqyCy51dorjLzHL5rI5nV+sHE5AIOhAneQ8o/UwwEp1vSA==";
 
     fn mode(path: &Path) -> u32 {
         fs::metadata(path).unwrap().permissions().mode() & 0o7777
@@ -186,14 +159,8 @@ mod tests {
         assert_eq!(public, key.to_public());
         assert!(public.verify("fp", &secret.sign("fp")));
 
-        assert_eq!(
-            fs::read_to_string(&secret_path).unwrap(),
-            key.to_nix_string()
-        );
-        assert_eq!(
-            fs::read_to_string(&public_path).unwrap(),
-            format!("{}\n", key.to_public())
-        );
+        assert_eq!(fs::read_to_string(&secret_path).unwrap(), key.to_nix_string());
+        assert_eq!(fs::read_to_string(&public_path).unwrap(), format!("{}\n", key.to_public()));
     }
 
     #[test]
@@ -241,16 +208,10 @@ mod tests {
         for bad in [0o644, 0o640, 0o604, 0o610, 0o601] {
             write_with_mode(&path, SECRET, bad);
             let err = read_secret_key_file(&path).unwrap_err();
-            assert!(
-                matches!(err, Error::InsecurePermissions { mode, .. } if mode == bad),
-                "{bad:o}: {err:?}"
-            );
+            assert!(matches!(err, Error::InsecurePermissions { mode, .. } if mode == bad), "{bad:o}: {err:?}");
             let message = err.to_string();
             assert!(message.contains(&path.display().to_string()), "{message}");
-            assert!(
-                message.contains(&format!("chmod 600 {}", path.display())),
-                "{message}"
-            );
+            assert!(message.contains(&format!("chmod 600 {}", path.display())), "{message}");
             assert!(message.contains(&format!("{bad:04o}")), "{message}");
         }
     }
@@ -281,11 +242,7 @@ mod tests {
         write_with_mode(&path, &format!("{data}:test-cache-1"), 0o600);
 
         let err = read_secret_key_file(&path).unwrap_err();
-        let Error::KeyFile {
-            path: ref named,
-            ref source,
-        } = err
-        else {
+        let Error::KeyFile { path: ref named, ref source } = err else {
             panic!("unexpected error {err:?}");
         };
         assert_eq!(*named, path);

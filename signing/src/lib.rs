@@ -30,8 +30,7 @@ pub use secret_key::SecretKey;
 /// This is Nix's acceptance rule for a substituted path: signatures by unknown key names are
 /// simply not counted, and one good signature is enough.
 pub fn verify_any(keys: &[PublicKey], fingerprint: &str, sigs: &[String]) -> bool {
-    sigs.iter()
-        .any(|sig| keys.iter().any(|key| key.verify(fingerprint, sig)))
+    sigs.iter().any(|sig| keys.iter().any(|key| key.verify(fingerprint, sig)))
 }
 
 /// Splits a `name:base64` key at the first `:` and decodes the base64 part as Nix does.
@@ -62,10 +61,12 @@ mod tests {
     use super::*;
 
     // The throwaway key and signature of docs/protocol.md §1.3, made by the real Nix.
-    const SECRET: &str = "test-cache-1:3RYTN0JwkMRMunJQdy82GW+lwR/u9TwtXAntnBfvdqyCy51dorjLzHL5rI5nV+sHE5AIOhAneQ8o/UwwEp1vSA==";
+    const SECRET: &str =
+        "test-cache-1:3RYTN0JwkMRMunJQdy82GW+lwR/u9TwtXAntnBfvdqyCy51dorjLzHL5rI5nV+sHE5AIOhAneQ8o/UwwEp1vSA==";
     const PUBLIC: &str = "test-cache-1:gsudXaK4y8xy+ayOZ1frBxOQCDoQJ3kPKP1MMBKdb0g=";
     const FINGERPRINT: &str = "1;/nix/store/i9pmrzmpshapij2kin22pff6fc2adavx-hello.txt;sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw;120;";
-    const SIG: &str = "test-cache-1:DRiCvx4YLygRdFAaRWbQCbIJmM5lbkCfMMHm5KlsxlwixZkHgwuv2nSPJgc93MnBsvIMcjxoXKE9sZHFZmJSDg==";
+    const SIG: &str =
+        "test-cache-1:DRiCvx4YLygRdFAaRWbQCbIJmM5lbkCfMMHm5KlsxlwixZkHgwuv2nSPJgc93MnBsvIMcjxoXKE9sZHFZmJSDg==";
 
     #[test]
     fn protocol_vector_signs_byte_for_byte() {
@@ -148,12 +149,7 @@ mod tests {
         let sigs: Vec<String> = keys.iter().map(|k| k.sign(FINGERPRINT)).collect();
         for key in &keys {
             let public = key.to_public();
-            assert_eq!(
-                sigs.iter()
-                    .filter(|s| public.verify(FINGERPRINT, s))
-                    .count(),
-                1
-            );
+            assert_eq!(sigs.iter().filter(|s| public.verify(FINGERPRINT, s)).count(), 1);
             assert!(verify_any(&[public], FINGERPRINT, &sigs));
         }
     }

@@ -25,26 +25,20 @@ impl PublicKey {
     pub fn parse(text: &str) -> Result<PublicKey, Error> {
         let kind = KeyKind::Public;
         let (name, bytes) = decode_named_key(kind, text.trim())?;
-        let bytes: [u8; PUBLIC_KEY_LENGTH] =
-            bytes.as_slice().try_into().map_err(|_| Error::Length {
-                kind,
-                expected: PUBLIC_KEY_LENGTH,
-                actual: bytes.len(),
-            })?;
-        let key = VerifyingKey::from_bytes(&bytes).map_err(|source| Error::InvalidPublicKey {
-            name: name.to_owned(),
-            source,
+        let bytes: [u8; PUBLIC_KEY_LENGTH] = bytes.as_slice().try_into().map_err(|_| Error::Length {
+            kind,
+            expected: PUBLIC_KEY_LENGTH,
+            actual: bytes.len(),
         })?;
+        let key = VerifyingKey::from_bytes(&bytes)
+            .map_err(|source| Error::InvalidPublicKey { name: name.to_owned(), source })?;
         Ok(PublicKey::new(name, key))
     }
 
     /// Pairs a name with a verifying key; the secret key's [`to_public`](crate::SecretKey::to_public)
     /// is the usual way to get here.
     pub(crate) fn new(name: &str, key: VerifyingKey) -> PublicKey {
-        PublicKey {
-            name: name.to_owned(),
-            key,
-        }
+        PublicKey { name: name.to_owned(), key }
     }
 
     /// The key's name, which signatures must carry to be checked against it.
@@ -77,9 +71,7 @@ impl PublicKey {
             return false;
         };
         let signature = Signature::from_bytes(&bytes);
-        self.key
-            .verify_strict(fingerprint.as_bytes(), &signature)
-            .is_ok()
+        self.key.verify_strict(fingerprint.as_bytes(), &signature).is_ok()
     }
 }
 
@@ -92,9 +84,7 @@ impl fmt::Display for PublicKey {
 
 impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("PublicKey")
-            .field(&self.to_nix_string())
-            .finish()
+        f.debug_tuple("PublicKey").field(&self.to_nix_string()).finish()
     }
 }
 
@@ -124,35 +114,20 @@ mod tests {
     fn parse_errors_say_what_was_wrong() {
         assert!(matches!(
             PublicKey::parse("gsudXaK4y8xy+ayOZ1frBxOQCDoQJ3kPKP1MMBKdb0g="),
-            Err(Error::MissingColon {
-                kind: KeyKind::Public
-            })
+            Err(Error::MissingColon { kind: KeyKind::Public })
         ));
         assert!(matches!(
             PublicKey::parse(":gsudXaK4y8xy+ayOZ1frBxOQCDoQJ3kPKP1MMBKdb0g="),
             Err(Error::EmptyName { .. })
         ));
-        assert!(matches!(
-            PublicKey::parse("k:AAEC"),
-            Err(Error::Length {
-                expected: 32,
-                actual: 3,
-                ..
-            })
-        ));
-        assert!(matches!(
-            PublicKey::parse("k:gsudXaK4y8xy+ayOZ1frBxOQCDoQJ3kPKP1MMBKdb0g"),
-            Err(Error::Base64 { .. })
-        ));
+        assert!(matches!(PublicKey::parse("k:AAEC"), Err(Error::Length { expected: 32, actual: 3, .. })));
+        assert!(matches!(PublicKey::parse("k:gsudXaK4y8xy+ayOZ1frBxOQCDoQJ3kPKP1MMBKdb0g"), Err(Error::Base64 { .. })));
     }
 
     #[test]
     fn parse_refuses_bytes_off_the_curve() {
         // About half of all y coordinates have no point; find one rather than hard-code it.
-        let off_curve = (0..=255u8)
-            .map(|b| [b; 32])
-            .find(|bytes| VerifyingKey::from_bytes(bytes).is_err())
-            .unwrap();
+        let off_curve = (0..=255u8).map(|b| [b; 32]).find(|bytes| VerifyingKey::from_bytes(bytes).is_err()).unwrap();
         let text = format!("k:{}", BASE64.encode(&off_curve));
         assert!(matches!(
             PublicKey::parse(&text),

@@ -29,22 +29,17 @@ impl SecretKey {
     pub fn parse(text: &str) -> Result<SecretKey, Error> {
         let kind = KeyKind::Secret;
         let (name, bytes) = decode_named_key(kind, text.trim())?;
-        let bytes: &[u8; KEYPAIR_LENGTH] =
-            bytes.as_slice().try_into().map_err(|_| Error::Length {
-                kind,
-                expected: KEYPAIR_LENGTH,
-                actual: bytes.len(),
-            })?;
+        let bytes: &[u8; KEYPAIR_LENGTH] = bytes.as_slice().try_into().map_err(|_| Error::Length {
+            kind,
+            expected: KEYPAIR_LENGTH,
+            actual: bytes.len(),
+        })?;
         // Nix itself signs with the seed and never checks the public half, but a mismatch
         // means the file was damaged or hand-assembled, and the public key derived from it
         // would not be the one clients were told to trust.
-        let key = SigningKey::from_keypair_bytes(bytes).map_err(|_| Error::PublicHalfMismatch {
-            name: name.to_owned(),
-        })?;
-        Ok(SecretKey {
-            name: name.to_owned(),
-            key,
-        })
+        let key =
+            SigningKey::from_keypair_bytes(bytes).map_err(|_| Error::PublicHalfMismatch { name: name.to_owned() })?;
+        Ok(SecretKey { name: name.to_owned(), key })
     }
 
     /// Makes a new key from operating-system randomness, like `nix key generate-secret`.
@@ -54,18 +49,11 @@ impl SecretKey {
     /// survive a round trip through a key file or a `Sig:` line.
     pub fn generate(name: &str) -> Result<SecretKey, Error> {
         if name.is_empty() || name.contains(':') || name.chars().any(char::is_whitespace) {
-            return Err(Error::InvalidName {
-                name: name.to_owned(),
-            });
+            return Err(Error::InvalidName { name: name.to_owned() });
         }
         let mut seed = [0u8; SECRET_KEY_LENGTH];
-        OsRng
-            .try_fill_bytes(&mut seed)
-            .map_err(|source| Error::Randomness { source })?;
-        Ok(SecretKey {
-            name: name.to_owned(),
-            key: SigningKey::from_bytes(&seed),
-        })
+        OsRng.try_fill_bytes(&mut seed).map_err(|source| Error::Randomness { source })?;
+        Ok(SecretKey { name: name.to_owned(), key: SigningKey::from_bytes(&seed) })
     }
 
     /// The key's name, which every signature it makes carries.
@@ -82,11 +70,7 @@ impl SecretKey {
     ///
     /// Only for writing a key file (see [`write_key_pair`](crate::write_key_pair)); never log it.
     pub fn to_nix_string(&self) -> String {
-        format!(
-            "{}:{}",
-            self.name,
-            BASE64.encode(&self.key.to_keypair_bytes())
-        )
+        format!("{}:{}", self.name, BASE64.encode(&self.key.to_keypair_bytes()))
     }
 
     /// Signs a fingerprint (`docs/protocol.md` §1.3) and returns the value of a narinfo `Sig:`
@@ -102,10 +86,7 @@ impl SecretKey {
 
 impl fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SecretKey")
-            .field("name", &self.name)
-            .field("secret", &"<redacted>")
-            .finish()
+        f.debug_struct("SecretKey").field("name", &self.name).field("secret", &"<redacted>").finish()
     }
 }
 
@@ -117,7 +98,8 @@ mod tests {
 
     use super::*;
 
-    const SECRET: &str = "test-cache-1:3RYTN0JwkMRMunJQdy82GW+lwR/u9TwtXAntnBfvdqyCy51dorjLzHL5rI5nV+sHE5AIOhAneQ8o/UwwEp1vSA==";
+    const SECRET: &str =
+        "test-cache-1:3RYTN0JwkMRMunJQdy82GW+lwR/u9TwtXAntnBfvdqyCy51dorjLzHL5rI5nV+sHE5AIOhAneQ8o/UwwEp1vSA==";
 
     fn secret_base64() -> &'static str {
         SECRET.split_once(':').unwrap().1
@@ -137,9 +119,7 @@ mod tests {
     /// True if `printed` contains any 8-character window of the secret's base64.
     fn leaks(printed: &str, secret_base64: &str) -> bool {
         let chars: Vec<char> = secret_base64.chars().collect();
-        chars
-            .windows(8)
-            .any(|w| printed.contains(&w.iter().collect::<String>()))
+        chars.windows(8).any(|w| printed.contains(&w.iter().collect::<String>()))
     }
 
     fn with_bytes(name: &str, bytes: &[u8]) -> String {
@@ -157,12 +137,7 @@ mod tests {
     #[test]
     fn parse_refuses_missing_colon() {
         let err = SecretKey::parse(secret_base64()).unwrap_err();
-        assert!(matches!(
-            err,
-            Error::MissingColon {
-                kind: KeyKind::Secret
-            }
-        ));
+        assert!(matches!(err, Error::MissingColon { kind: KeyKind::Secret }));
     }
 
     #[test]
@@ -175,26 +150,14 @@ mod tests {
     fn parse_refuses_seed_without_public_half() {
         let bytes = BASE64.decode(secret_base64().as_bytes()).unwrap();
         let err = SecretKey::parse(&with_bytes("k", &bytes[..32])).unwrap_err();
-        assert!(matches!(
-            err,
-            Error::Length {
-                kind: KeyKind::Secret,
-                expected: 64,
-                actual: 32
-            }
-        ));
+        assert!(matches!(err, Error::Length { kind: KeyKind::Secret, expected: 64, actual: 32 }));
     }
 
     #[test]
     fn parse_refuses_mismatched_public_half() {
         let mut bytes = BASE64.decode(secret_base64().as_bytes()).unwrap();
-        let other = SecretKey::generate("other")
-            .unwrap()
-            .to_public()
-            .to_nix_string();
-        let other = BASE64
-            .decode(other.split_once(':').unwrap().1.as_bytes())
-            .unwrap();
+        let other = SecretKey::generate("other").unwrap().to_public().to_nix_string();
+        let other = BASE64.decode(other.split_once(':').unwrap().1.as_bytes()).unwrap();
         bytes[32..].copy_from_slice(&other);
         let err = SecretKey::parse(&with_bytes("test-cache-1", &bytes)).unwrap_err();
         assert!(matches!(err, Error::PublicHalfMismatch { ref name } if name == "test-cache-1"));
@@ -205,10 +168,7 @@ mod tests {
         let key = SecretKey::parse(SECRET).unwrap();
         let debug = format!("{key:?} {key:#?}");
         assert!(!leaks(&debug, secret_base64()), "{debug}");
-        assert_eq!(
-            format!("{key:?}"),
-            r#"SecretKey { name: "test-cache-1", secret: "<redacted>" }"#
-        );
+        assert_eq!(format!("{key:?}"), r#"SecretKey { name: "test-cache-1", secret: "<redacted>" }"#);
     }
 
     #[test]

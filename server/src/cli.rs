@@ -1,0 +1,115 @@
+//! Command-line interface of the `subserve` binary (clap definitions only; no I/O here).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::compression::Compression;
+
+/// subserve: a binary-cache server for Nix stores.
+#[derive(Debug, Parser)]
+#[command(name = "subserve", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve a store as a signed binary cache.
+    Serve(ServeArgs),
+    /// Generate a signing key pair and print the nix.conf lines clients need.
+    Keygen(KeygenArgs),
+}
+
+/// Flags of `subserve serve`. Each may also come from a `SUBSERVE_*` environment variable or
+/// the TOML file given by `--config`; a flag beats the environment, which beats the file.
+#[derive(Debug, Clone, Default, Args)]
+#[command(after_help = "Every flag has an environment variable: SUBSERVE_ plus the flag name in upper case \
+with '-' as '_' (SUBSERVE_LISTEN, SUBSERVE_SIGN_KEY_FILE as a comma-separated list, ...). \
+Precedence: flag > environment > config file > default. See docs/config.md.")]
+pub struct ServeArgs {
+    /// TOML configuration file [env: SUBSERVE_CONFIG].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:5000].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// The store directory as clients see it [default: /nix/store].
+    #[arg(long, value_name = "DIR")]
+    pub store_dir: Option<String>,
+    /// Root of a chroot store (as made by `nix-store --store ROOT`): sets the real store dir,
+    /// the DB and the log dir below ROOT unless they are given.
+    #[arg(long, value_name = "ROOT")]
+    pub store_root: Option<PathBuf>,
+    /// Where the store's files physically are [default: the store dir].
+    #[arg(long, value_name = "DIR")]
+    pub real_store_dir: Option<PathBuf>,
+    /// The store's SQLite DB [default: /nix/var/nix/db/db.sqlite].
+    #[arg(long, value_name = "FILE")]
+    pub db: Option<PathBuf>,
+    /// Build logs directory [default: /nix/var/log/nix/drvs].
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+    /// Secret key to sign narinfos with (repeatable) [default: STATE_DIR/signing-key.sec,
+    /// generated on first start].
+    #[arg(long = "sign-key-file", value_name = "FILE")]
+    pub sign_key_files: Vec<PathBuf>,
+    /// Compression advertised in narinfos [default: none].
+    #[arg(long, value_name = "none|zstd|xz")]
+    pub compression: Option<Compression>,
+    /// zstd level for on-the-fly compression, 1-19 [default: 3].
+    #[arg(long, value_name = "N")]
+    pub zstd_level: Option<i32>,
+    /// xz preset for on-the-fly compression, 0-9 [default: 2].
+    #[arg(long, value_name = "N")]
+    pub xz_level: Option<u32>,
+    /// Priority in /nix-cache-info; lower is preferred (cache.nixos.org is 40) [default: 30].
+    #[arg(long, value_name = "N")]
+    pub priority: Option<i32>,
+    /// Where subserve keeps its own state, e.g. a generated key [default: /var/lib/subserve
+    /// as root, else $XDG_STATE_HOME/subserve].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Key file formats `keygen` can write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeyFormat {
+    /// `name:base64` Ed25519 keys, as `nix key generate-secret` writes them.
+    Nix,
+}
+
+/// Flags of `subserve keygen`.
+#[derive(Debug, Clone, Args)]
+pub struct KeygenArgs {
+    /// Key name, conventionally the host name and a number (`cache.example.org-1`).
+    #[arg(long)]
+    pub name: String,
+    /// Where to write the secret key (created with mode 0600; never overwritten).
+    #[arg(long, value_name = "FILE")]
+    pub secret_out: PathBuf,
+    /// Where to write the public key.
+    #[arg(long, value_name = "FILE")]
+    pub public_out: PathBuf,
+    /// Key format.
+    #[arg(long, value_enum, default_value = "nix")]
+    pub format: KeyFormat,
+    /// The URL clients will use, for the printed nix.conf lines [default: http://HOSTNAME:5000].
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,52 @@
+//! The one error type of the HTTP layer, and the only place that maps failures to status codes.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+/// Why a request could not be answered with what it asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The path is not (or no longer) in the store, or the URL names nothing we serve.
+    #[error("not found")]
+    NotFound,
+    /// The URL is malformed: a bad hash, a bad name, a bad extension.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// A `Range` that starts beyond the end of the NAR.
+    #[error("range not satisfiable for size {size}")]
+    RangeNotSatisfiable {
+        /// Size of the whole resource.
+        size: u64,
+    },
+    /// The store could not be read.
+    #[error(transparent)]
+    Store(#[from] store_reader::Error),
+    /// A blocking task panicked or was cancelled.
+    #[error("internal task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            AppError::NotFound => StatusCode::NOT_FOUND,
+            AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            AppError::Store(_) | AppError::Task(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let body = match &self {
+            AppError::BadRequest(why) => format!("{why}\n"),
+            _ => format!("{}\n", status.canonical_reason().unwrap_or("error")),
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        let mut response = (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response();
+        if let AppError::RangeNotSatisfiable { size } = self {
+            if let Ok(v) = format!("bytes */{size}").parse() {
+                response.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+        }
+        response
+    }
+}

@@ -1,0 +1,81 @@
+//! The URL space of the cache: one module per endpoint, wired together by [`router`].
+
+mod cache_info;
+mod listing;
+mod log;
+mod nar;
+mod narinfo;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Path, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use formats::StorePathHash;
+use store_reader::PathInfo;
+
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// Builds the router for `state`. GET routes answer HEAD too, with the same headers.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/nix-cache-info", get(cache_info::get))
+        .route("/{file}", get(top_level))
+        .route("/nar/{file}", get(nar::get))
+        .route("/log/{drv}", get(log::get))
+        .fallback(|| async { AppError::NotFound })
+        .with_state(state)
+        .layer(middleware::from_fn(log_request))
+}
+
+/// `/<hash>.narinfo` and `/<hash>.ls` share one path segment, so they share one route.
+async fn top_level(state: State<Arc<AppState>>, Path(file): Path<String>) -> Result<Response, AppError> {
+    if let Some(hash) = file.strip_suffix(".narinfo") {
+        narinfo::get(state, hash).await
+    } else if let Some(hash) = file.strip_suffix(".ls") {
+        listing::get(state, hash).await
+    } else {
+        Err(AppError::NotFound)
+    }
+}
+
+/// Validates a hash part taken from a URL and looks its path up, off the async runtime.
+///
+/// A path that the DB lists but whose files are missing is treated as absent: promising it
+/// in a narinfo would only make the NAR download fail.
+async fn lookup(state: &Arc<AppState>, hash: &str) -> Result<PathInfo, AppError> {
+    let hash = StorePathHash::parse(hash).map_err(|_| AppError::BadRequest("invalid store path hash"))?;
+    let state = Arc::clone(state);
+    tokio::task::spawn_blocking(move || {
+        let Some(info) = state.store.query_by_hash(&hash)? else {
+            return Err(AppError::NotFound);
+        };
+        let real = state.store.real_path(&info.path);
+        if std::fs::symlink_metadata(&real).is_err() {
+            tracing::warn!(path = %real.display(), "valid in the store DB but missing on disk");
+            return Err(AppError::NotFound);
+        }
+        Ok(info)
+    })
+    .await?
+}
+
+/// One log line per request: method, path, status, time to response headers.
+async fn log_request(request: Request, next: Next) -> impl IntoResponse {
+    let method = request.method().clone();
+    let uri = request.uri().path().to_owned();
+    let start = Instant::now();
+    let response = next.run(request).await;
+    tracing::info!(
+        %method,
+        path = %uri.escape_debug(),
+        status = response.status().as_u16(),
+        ms = start.elapsed().as_secs_f64() * 1e3,
+        "request"
+    );
+    response
+}

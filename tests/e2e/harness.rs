@@ -1,0 +1,178 @@
+//! Running the tools: the `subserve` binary as a child process, and Nix commands with an
+//! isolated configuration (own `NIX_CONF_DIR`, own `XDG_CACHE_HOME`).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Path of the binary under test, built by cargo for this test target.
+pub const SUBSERVE: &str = env!("CARGO_BIN_EXE_subserve");
+
+/// Fails loudly, with the install command, when the Nix tools are missing.
+pub fn require_nix() {
+    let ok = Command::new("nix-store").arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(
+        ok,
+        "nix-store not found: the end-to-end tests need the real Nix client.\n\
+         Install it with `apt-get install nix-bin` (or run scripts/test, which does)."
+    );
+}
+
+/// A scratch directory for one test, under cargo's target dir, emptied first.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// An isolated Nix configuration: its own conf dir and client cache, so neither the host's
+/// `/etc/nix/nix.conf` nor an earlier run's cached narinfos change what a test sees.
+#[derive(Debug, Clone)]
+pub struct NixEnv {
+    /// Holds `nix.conf`.
+    pub conf_dir: PathBuf,
+    /// `XDG_CACHE_HOME`, fresh for every environment.
+    pub cache_dir: PathBuf,
+}
+
+impl NixEnv {
+    /// Creates the environment in `dir` with `extra` appended to a base nix.conf that works
+    /// as root without network.
+    pub fn new(dir: &Path, extra: &str) -> Self {
+        let conf_dir = dir.join("nix-conf");
+        let cache_dir = dir.join("xdg-cache");
+        std::fs::create_dir_all(&conf_dir).unwrap();
+        std::fs::create_dir_all(&cache_dir).unwrap();
+        let base = "build-users-group =\nexperimental-features = nix-command\nsandbox = true\n\
+                    substituters =\nconnect-timeout = 5\n";
+        std::fs::write(conf_dir.join("nix.conf"), format!("{base}{extra}\n")).unwrap();
+        Self { conf_dir, cache_dir }
+    }
+
+    /// A command for `program` with this environment.
+    pub fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.env("NIX_CONF_DIR", &self.conf_dir)
+            .env("XDG_CACHE_HOME", &self.cache_dir)
+            .env("HOME", self.cache_dir.parent().unwrap())
+            .env_remove("NIX_REMOTE")
+            .env_remove("NIX_PATH")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `program args`, asserting success; returns stdout.
+    pub fn run(&self, program: &str, args: &[&str]) -> String {
+        let out = self.cmd(program).args(args).output().unwrap();
+        check(program, args, &out);
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+/// Panics with the command's output unless it succeeded.
+pub fn check(program: &str, args: &[&str], out: &Output) {
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A running `subserve serve`, stopped with SIGTERM on drop.
+pub struct Server {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Everything it logged so far.
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts `subserve serve --listen 127.0.0.1:0 <args>` and waits until it says where it
+    /// listens (the kernel picks the port: no pick-then-bind race).
+    pub fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    /// Like [`Server::start`], with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(SUBSERVE)
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .envs(env.iter().copied())
+            .env("SUBSERVE_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn subserve");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let log2 = Arc::clone(&log);
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                log2.lock().unwrap().push_str(&line);
+                log2.lock().unwrap().push('\n');
+                if let Some(addr) = listen_addr(&line) {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr);
+                    }
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("subserve did not start:\n{}", log.lock().unwrap());
+            }
+        };
+        Self { child, addr, log }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the server with SIGTERM and waits for it to exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        for _ in 0..200 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!("subserve did not stop on SIGTERM within 10 s");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn listen_addr(line: &str) -> Option<SocketAddr> {
+    if !line.contains("serving") {
+        return None;
+    }
+    let rest = &line[line.find("listen=")? + "listen=".len()..];
+    rest.split_whitespace().next()?.parse().ok()
+}
