@@ -188,4 +188,44 @@ CA: fixed:r:sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw
         let no_comp = NarInfo::parse(&REAL.replace("Compression: xz\n", "")).unwrap();
         assert_eq!(no_comp.compression, "bzip2");
     }
+
+    fn basename() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::strategy::Strategy as _;
+        ("[0-9a-df-np-sv-z]{32}", "[a-zA-Z0-9+._?=-]{1,40}").prop_map(|(h, n)| format!("{h}-{n}"))
+    }
+
+    proptest::proptest! {
+        /// Whatever we render, Nix's line syntax parses back to the same narinfo (sorted).
+        #[test]
+        fn render_then_parse_round_trips(
+            path in basename(),
+            refs in proptest::collection::vec(basename(), 0..8),
+            deriver in proptest::option::of(basename()),
+            sigs in proptest::collection::vec("[a-z0-9.-]{1,20}:[A-Za-z0-9+/]{86}==", 0..3),
+            hash in proptest::array::uniform32(proptest::num::u8::ANY),
+            size in 1u64..u64::MAX,
+            compressed in proptest::bool::ANY,
+        ) {
+            let mut info = NarInfo {
+                store_path: format!("/nix/store/{path}"),
+                url: format!("nar/{path}.nar"),
+                compression: if compressed { "zstd" } else { "none" }.to_owned(),
+                file_hash: (!compressed).then_some(NarHash(hash)),
+                file_size: (!compressed).then_some(size),
+                nar_hash: NarHash(hash),
+                nar_size: size,
+                references: refs,
+                deriver,
+                sigs,
+                ca: None,
+            };
+            let text = info.render();
+            let parsed = NarInfo::parse(&text).unwrap();
+            info.references.sort();
+            info.sigs.sort();
+            info.sigs.dedup();
+            proptest::prop_assert_eq!(parsed, info);
+            proptest::prop_assert!(text.ends_with('\n') && !text.contains("\n\n") && !text.contains('\r'));
+        }
+    }
 }

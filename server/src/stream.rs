@@ -63,7 +63,9 @@ impl Write for ChannelWriter {
 /// `produce` hands the writer back when it is done (after finishing any encoder wrapped around
 /// it), and only then is the body ended cleanly; if it returns an error, the body ends with
 /// that error and the connection is aborted.
-pub(crate) fn body_from_writer<F>(produce: F) -> Body
+///
+/// `what` names the thing streamed in the warning logged on failure.
+pub(crate) fn body_from_writer<F>(what: String, produce: F) -> Body
 where
     F: FnOnce(ChannelWriter) -> io::Result<ChannelWriter> + Send + 'static,
 {
@@ -73,7 +75,7 @@ where
         let writer = ChannelWriter { tx, buf: BytesMut::with_capacity(CHUNK) };
         if let Err(e) = produce(writer).and_then(ChannelWriter::finish) {
             if e.kind() != io::ErrorKind::BrokenPipe {
-                tracing::warn!(error = %e, "aborting response stream");
+                tracing::warn!(%what, error = %e, "aborting response stream");
             }
             let _ = err_tx.blocking_send(Err(e));
         }

@@ -16,6 +16,9 @@ pub struct Reply {
     pub headers: Vec<(String, String)>,
     /// The body, de-chunked.
     pub body: Vec<u8>,
+    /// Whether the body ended as HTTP says a whole body ends: `Content-Length` bytes, or the
+    /// last chunk. A server that aborts a stream leaves this false.
+    pub complete: bool,
 }
 
 impl Reply {
@@ -59,26 +62,31 @@ fn parse(raw: &[u8], head: bool) -> Reply {
         .collect();
     let rest = &raw[end + 4..];
     let chunked = headers.iter().any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
-    let body = if head {
-        Vec::new()
+    let length = headers.iter().find(|(n, _)| n == "content-length").map(|(_, v)| v.parse::<usize>().unwrap());
+    let (body, complete) = if head {
+        (Vec::new(), true)
     } else if chunked {
         dechunk(rest)
     } else {
-        rest.to_vec()
+        (rest.to_vec(), length.is_none_or(|l| l == rest.len()))
     };
-    Reply { status, headers, body }
+    Reply { status, headers, body, complete }
 }
 
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
+/// Decodes a chunked body; the flag says whether the terminating zero-size chunk arrived.
+fn dechunk(mut data: &[u8]) -> (Vec<u8>, bool) {
     let mut out = Vec::new();
     loop {
-        let line_end = data.windows(2).position(|w| w == b"\r\n").expect("chunk size line");
+        let Some(line_end) = data.windows(2).position(|w| w == b"\r\n") else { return (out, false) };
         let size = usize::from_str_radix(std::str::from_utf8(&data[..line_end]).unwrap().trim(), 16).unwrap();
         data = &data[line_end + 2..];
         if size == 0 {
-            return out;
+            return (out, true);
         }
-        assert!(data.len() >= size + 2, "truncated chunked body");
+        if data.len() < size + 2 {
+            out.extend_from_slice(&data[..size.min(data.len())]);
+            return (out, false);
+        }
         out.extend_from_slice(&data[..size]);
         data = &data[size + 2..];
     }
@@ -235,4 +243,75 @@ fn build_logs_are_served_decompressed() {
     assert!(String::from_utf8_lossy(&reply.body).contains("subserve-fixture-log: building top"));
     assert_eq!(reply.header("content-encoding"), None);
     assert_eq!(get(srv.addr, "/log/00000000000000000000000000000000-none.drv").status, 404);
+}
+
+/// A store path on disk without a row in `ValidPaths` (a build in progress, a GC victim) is
+/// not served; a valid path whose file shrank after it was registered aborts the stream in
+/// every compression instead of ending as a clean, short 200.
+#[test]
+fn invalid_paths_are_absent_and_changed_files_abort_the_stream() {
+    crate::harness::require_nix();
+    let dir = scratch("http-integrity");
+    let env = crate::harness::NixEnv::new(&dir, "");
+    let root = dir.join("root");
+    let src = dir.join("data.bin");
+    std::fs::write(&src, (0..1_000_000u32).flat_map(|i| i.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    let path = env.run("nix-store", &["--store", root.to_str().unwrap(), "--add", src.to_str().unwrap()]);
+    let path = path.trim();
+    let physical = root.join(path.trim_start_matches('/'));
+    let ghost = root.join("nix/store/7h6zklgbgjmqnkxpa7v7pqkvhwqjpjvs-ghost");
+    std::fs::write(&ghost, "not registered\n").unwrap();
+
+    let srv =
+        Server::start(&["--store-root", root.to_str().unwrap(), "--state-dir", dir.join("state").to_str().unwrap()]);
+    assert_eq!(get(srv.addr, "/7h6zklgbgjmqnkxpa7v7pqkvhwqjpjvs.narinfo").status, 404);
+    assert_eq!(get(srv.addr, "/7h6zklgbgjmqnkxpa7v7pqkvhwqjpjvs.ls").status, 404);
+
+    let narinfo = get(srv.addr, &format!("/{}.narinfo", hash_part(path)));
+    let info = formats::NarInfo::parse(std::str::from_utf8(&narinfo.body).unwrap()).unwrap();
+    let stem = info.url.strip_suffix(".nar").unwrap().to_owned();
+    let whole = get(srv.addr, &format!("/{stem}.nar"));
+    assert!(whole.complete && whole.body.len() as u64 == info.nar_size);
+
+    // Shrink the registered file behind the server's back (as root, the store's 0444 is no obstacle).
+    let mut perms = std::fs::metadata(&physical).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
+    std::fs::set_permissions(&physical, perms).unwrap();
+    std::fs::OpenOptions::new().write(true).open(&physical).unwrap().set_len(3_000_000).unwrap();
+    for ext in ["", ".zst", ".xz"] {
+        let reply = get(srv.addr, &format!("/{stem}.nar{ext}"));
+        assert_eq!(reply.status, 200, "{ext}");
+        assert!(!reply.complete, "a shortened file was served as a complete NAR ({ext:?})");
+    }
+    let range = request(srv.addr, "GET", format!("/{stem}.nar").as_bytes(), "Range: bytes=1000-\r\n");
+    assert!(!range.complete, "a shortened file was served as a complete range");
+    let log = srv.log.lock().unwrap().clone();
+    assert!(log.contains("aborting response stream") && log.contains(path.trim_start_matches('/')), "{log}");
+    // The server is still fine.
+    assert_eq!(get(srv.addr, "/nix-cache-info").status, 200);
+}
+
+/// Several `--sign-key-file`s: one `Sig` each, all valid.
+#[test]
+fn every_configured_key_signs() {
+    let fx = fixture::get();
+    let dir = scratch("http-two-keys");
+    let keys: Vec<signing::SecretKey> =
+        ["one-1", "two-1"].iter().map(|n| signing::SecretKey::generate(n).unwrap()).collect();
+    let mut args = vec!["--store-root".to_owned(), fx.store_arg()];
+    for (i, key) in keys.iter().enumerate() {
+        let (sec, public) = (dir.join(format!("{i}.sec")), dir.join(format!("{i}.pub")));
+        signing::write_key_pair(key, &sec, &public).unwrap();
+        args.extend(["--sign-key-file".to_owned(), sec.display().to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let srv = Server::start(&args);
+    let reply = get(srv.addr, &format!("/{}.narinfo", hash_part(&fx.top)));
+    let info = formats::NarInfo::parse(std::str::from_utf8(&reply.body).unwrap()).unwrap();
+    assert_eq!(info.sigs.len(), 2);
+    for key in &keys {
+        assert!(signing::verify_any(&[key.to_public()], &info.fingerprint("/nix/store"), &info.sigs));
+    }
+    let log = srv.log.lock().unwrap();
+    assert!(log.contains(&keys[0].to_public().to_string()) && log.contains(&keys[1].to_public().to_string()));
 }

@@ -36,7 +36,7 @@ fn client(dir: &Path, url: &str, trusted: &str) -> NixEnv {
 
 /// Substitutes the closure of `top` through `url` into a fresh store and checks the result
 /// path by path against the fixture; prints the figures.
-fn substitute_and_verify(fx: &Fixture, dir: &Path, url: &str, public: &str, label: &str) {
+fn substitute_and_verify(fx: &Fixture, dir: &Path, srv: &Server, url: &str, public: &str, label: &str) {
     let env = client(dir, url, public);
     let dst = dir.join("dst").display().to_string();
     let start = Instant::now();
@@ -61,12 +61,15 @@ fn substitute_and_verify(fx: &Fixture, dir: &Path, url: &str, public: &str, labe
     env.run("nix-store", &["--store", &dst, "--verify", "--check-contents"]);
     let references = fx.env.run("nix-store", &["--store", &fx.store_arg(), "-q", "--references", &fx.top]);
     assert_eq!(env.run("nix-store", &["--store", &dst, "-q", "--references", &fx.top]), references);
+    let rss = srv.peak_rss_mib();
     eprintln!(
-        "e2e substitution [{label}]: {} paths, {:.1} MiB of NAR in {secs:.2} s ({:.0} MiB/s)",
+        "e2e substitution [{label}]: {} paths, {:.1} MiB of NAR in {secs:.2} s ({:.0} MiB/s), server peak RSS {rss:.1} MiB",
         fx.closure.len(),
         bytes as f64 / (1 << 20) as f64,
         bytes as f64 / (1 << 20) as f64 / secs
     );
+    // NARs are streamed: a 256 MiB path must not make the server hold it.
+    assert!(rss < 96.0, "server peak RSS {rss:.1} MiB while streaming a 256 MiB NAR");
 }
 
 fn serve(fx: &Fixture, dir: &Path, secret: &str, compression: &str) -> Server {
@@ -92,7 +95,7 @@ fn substitutes_closure_uncompressed_resuming_a_broken_download() {
     let (secret, public) = keygen(&dir, "subserve-test-1");
     let srv = serve(fx, &dir, &secret, "none");
     let relay = Relay::start(srv.addr, 64 << 20);
-    substitute_and_verify(fx, &dir, &relay.url(), &public, "none, one broken connection");
+    substitute_and_verify(fx, &dir, &srv, &relay.url(), &public, "none, one broken connection");
     assert!(relay.cut.load(Ordering::SeqCst), "the relay never broke a download");
     assert!(relay.saw_range.load(Ordering::SeqCst), "Nix did not resume with a Range request");
     assert!(relay.saw_206.load(Ordering::SeqCst), "subserve did not answer the Range with 206");
@@ -104,7 +107,7 @@ fn substitutes_closure_zstd() {
     let dir = scratch("subst-zstd");
     let (secret, public) = keygen(&dir, "subserve-test-1");
     let srv = serve(fx, &dir, &secret, "zstd");
-    substitute_and_verify(fx, &dir, &srv.url(), &public, "zstd");
+    substitute_and_verify(fx, &dir, &srv, &srv.url(), &public, "zstd");
 }
 
 #[test]
@@ -113,7 +116,7 @@ fn substitutes_closure_xz() {
     let dir = scratch("subst-xz");
     let (secret, public) = keygen(&dir, "subserve-test-1");
     let srv = serve(fx, &dir, &secret, "xz");
-    substitute_and_verify(fx, &dir, &srv.url(), &public, "xz");
+    substitute_and_verify(fx, &dir, &srv, &srv.url(), &public, "xz");
 }
 
 /// A client that trusts another key refuses our input-addressed paths, but still accepts a

@@ -33,7 +33,7 @@ pub(super) async fn get(
     if method == Method::HEAD {
         return Ok(headers.into_response());
     }
-    let body = body_from_writer(move |mut out| {
+    let body = body_from_writer(format!("log of {base}"), move |mut out| {
         if bzip2 {
             io::copy(&mut bzip2::read::MultiBzDecoder::new(io::BufReader::new(file)), &mut out)?;
         } else {

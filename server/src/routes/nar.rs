@@ -43,7 +43,7 @@ pub(super) async fn get(
         if method == Method::HEAD {
             return Ok(response.body(Body::empty()).expect("valid response").into_response());
         }
-        let body = body_from_writer(move |out| {
+        let body = body_from_writer(root.display().to_string(), move |out| {
             compression::encode(compression, levels, out, |w| {
                 let mut exact = ExactWriter { inner: w, remaining: size };
                 store_reader::nar::dump(&root, &mut exact).map_err(io::Error::other)?;
@@ -66,7 +66,7 @@ pub(super) async fn get(
     if method == Method::HEAD {
         return Ok(response.body(Body::empty()).expect("valid response"));
     }
-    let body = body_from_writer(move |mut out| {
+    let body = body_from_writer(root.display().to_string(), move |mut out| {
         let mut exact = ExactWriter { inner: &mut out, remaining: end - start };
         store_reader::nar::dump_range(&root, start, end, &mut exact).map_err(io::Error::other)?;
         exact.finish()?;

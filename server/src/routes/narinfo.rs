@@ -7,6 +7,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use formats::narinfo::{fingerprint, MIME_NARINFO};
 use formats::NarInfo;
+use signing::SecretKey;
 use store_reader::PathInfo;
 
 use crate::compression::Compression;
@@ -15,7 +16,7 @@ use crate::state::AppState;
 
 pub(super) async fn get(State(state): State<Arc<AppState>>, hash: &str) -> Result<Response, AppError> {
     let info = super::lookup(&state, hash).await?;
-    let body = render(&state, &info);
+    let body = render(state.store.store_dir(), &state.keys, state.compression, &info);
     Ok(([(header::CONTENT_TYPE, MIME_NARINFO)], body).into_response())
 }
 
@@ -28,19 +29,18 @@ pub(crate) fn nar_url(info: &PathInfo, compression: Compression) -> String {
     format!("nar/{}-{}.nar{}", info.path.hash(), info.nar_hash.to_nix32(), compression.extension())
 }
 
-/// Renders the narinfo, keeping the signatures the DB has and adding one per configured key.
-pub(crate) fn render(state: &AppState, info: &PathInfo) -> String {
-    let store_dir = state.store.store_dir();
+/// Renders the narinfo, keeping the signatures the DB has and adding one per key in `keys`.
+pub(crate) fn render(store_dir: &str, keys: &[SecretKey], compression: Compression, info: &PathInfo) -> String {
     let store_path = info.path.absolute(store_dir);
     let full_refs: Vec<String> = info.references.iter().map(|r| r.absolute(store_dir)).collect();
     let fp = fingerprint(&store_path, &info.nar_hash, info.nar_size, &full_refs);
     let mut sigs = info.sigs.clone();
-    sigs.extend(state.keys.iter().map(|k| k.sign(&fp)));
-    let uncompressed = state.compression == Compression::None;
+    sigs.extend(keys.iter().map(|k| k.sign(&fp)));
+    let uncompressed = compression == Compression::None;
     NarInfo {
         store_path,
-        url: nar_url(info, state.compression),
-        compression: state.compression.name().to_owned(),
+        url: nar_url(info, compression),
+        compression: compression.name().to_owned(),
         // The bare NAR's file is the NAR itself; compressed sizes are unknown until streamed.
         file_hash: uncompressed.then_some(info.nar_hash),
         file_size: uncompressed.then_some(info.nar_size),
@@ -52,4 +52,64 @@ pub(crate) fn render(state: &AppState, info: &PathInfo) -> String {
         ca: info.ca.clone(),
     }
     .render()
+}
+
+#[cfg(test)]
+mod tests {
+    use formats::{NarHash, StorePath};
+    use signing::PublicKey;
+
+    use super::*;
+
+    fn info() -> PathInfo {
+        let p = |s: &str| StorePath::from_basename(s).unwrap();
+        PathInfo {
+            path: p("i9pmrzmpshapij2kin22pff6fc2adavx-hello"),
+            nar_hash: NarHash::parse("sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw").unwrap(),
+            nar_size: 120,
+            references: vec![p("0rhbmkw0ia6kxc0s9zsvv7fb8w5zcggb-dep"), p("i9pmrzmpshapij2kin22pff6fc2adavx-hello")],
+            deriver: Some(p("1b8m03r63zqhnjf7l5wnldhh7c134ap5-hello.drv")),
+            sigs: vec!["cache.example.org-1:AAAA".into()],
+            ca: None,
+            registration_time: 0,
+        }
+    }
+
+    #[test]
+    fn keeps_db_signatures_and_adds_one_per_key() {
+        let keys = [SecretKey::generate("first-1").unwrap(), SecretKey::generate("second-1").unwrap()];
+        let text = render("/nix/store", &keys, Compression::Zstd, &info());
+        let parsed = NarInfo::parse(&text).unwrap();
+        assert_eq!(parsed.sigs.len(), 3);
+        assert!(parsed.sigs.contains(&"cache.example.org-1:AAAA".to_owned()));
+        let fp = parsed.fingerprint("/nix/store");
+        for key in &keys {
+            let public: PublicKey = key.to_public();
+            assert!(signing::verify_any(&[public], &fp, &parsed.sigs), "{}", key.name());
+        }
+    }
+
+    #[test]
+    fn fields_follow_the_compression() {
+        let info = info();
+        let text = render("/nix/store", &[], Compression::Zstd, &info);
+        let want = "StorePath: /nix/store/i9pmrzmpshapij2kin22pff6fc2adavx-hello\n\
+             URL: nar/i9pmrzmpshapij2kin22pff6fc2adavx-04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw.nar.zst\n\
+             Compression: zstd\n\
+             NarHash: sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw\n\
+             NarSize: 120\n\
+             References: 0rhbmkw0ia6kxc0s9zsvv7fb8w5zcggb-dep i9pmrzmpshapij2kin22pff6fc2adavx-hello\n\
+             Deriver: 1b8m03r63zqhnjf7l5wnldhh7c134ap5-hello.drv\n\
+             Sig: cache.example.org-1:AAAA\n";
+        assert_eq!(text, want);
+        let bare = NarInfo::parse(&render("/nix/store", &[], Compression::None, &info)).unwrap();
+        assert_eq!(
+            (bare.compression.as_str(), bare.file_hash, bare.file_size),
+            ("none", Some(info.nar_hash), Some(120))
+        );
+        assert!(bare.url.ends_with(".nar"));
+        let xz = NarInfo::parse(&render("/nix/store", &[], Compression::Xz, &info)).unwrap();
+        assert_eq!((xz.compression.as_str(), xz.file_hash, xz.file_size), ("xz", None, None));
+        assert!(xz.url.ends_with(".nar.xz"));
+    }
 }
