@@ -4,6 +4,7 @@
 //! ([`hash`]), store path names ([`store_path`]), the narinfo text ([`narinfo`]) and the NAR
 //! archive framing ([`nar`]).
 
+pub mod compression;
 pub mod error;
 pub mod hash;
 pub mod nar;
@@ -11,6 +12,7 @@ pub mod narinfo;
 pub mod nixbase32;
 pub mod store_path;
 
+pub use compression::Compression;
 pub use error::Error;
 pub use hash::NarHash;
 pub use narinfo::NarInfo;

@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve a store as a signed binary cache.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Generate a signing key pair and print the nix.conf lines clients need.
     Keygen(KeygenArgs),
 }
@@ -70,6 +70,25 @@ pub struct ServeArgs {
     /// Priority in /nix-cache-info; lower is preferred (cache.nixos.org is 40) [default: 30].
     #[arg(long, value_name = "N")]
     pub priority: Option<i32>,
+    /// Upstream cache to proxy (repeatable; `none` turns proxying off)
+    /// [default: cache.nixos.org, with its key].
+    #[arg(long = "upstream", value_name = "URL")]
+    pub upstreams: Vec<String>,
+    /// Public key trusted for the --upstream caches (repeatable), `name:base64`.
+    #[arg(long = "upstream-key", value_name = "KEY")]
+    pub upstream_keys: Vec<String>,
+    /// Deadline in seconds for an upstream's response headers (and whole narinfo) [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    pub upstream_timeout: Option<u64>,
+    /// Where proxied narinfos and NARs are cached [default: STATE_DIR/cache].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Size limit of the cache, e.g. 50G, 512M, or bytes [default: 10G].
+    #[arg(long, value_name = "SIZE")]
+    pub cache_max_size: Option<String>,
+    /// Seconds a path that no upstream has is remembered as absent [default: 300].
+    #[arg(long, value_name = "SECONDS")]
+    pub negative_ttl: Option<u64>,
     /// Where subserve keeps its own state, e.g. a generated key [default: /var/lib/subserve
     /// as root, else $XDG_STATE_HOME/subserve].
     #[arg(long, value_name = "DIR")]

@@ -1,67 +1,17 @@
-//! The NAR compressions subserve offers, their narinfo names and URL extensions, and the
-//! encoders that compress a NAR on the fly.
+//! The NAR compressions subserve produces on the fly, and their encoders. The vocabulary of
+//! compression names and extensions is `formats::Compression`; a compression is never sent
+//! as a `Content-Encoding` (protocol.md §3.5).
 
-use std::fmt;
 use std::io::{self, Write};
-use std::str::FromStr;
 
-/// A compression a NAR can be served with. The narinfo's `Compression:` field names it; it is
-/// never sent as a `Content-Encoding` (protocol.md §3.5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Compression {
-    /// The bare NAR: exact `Content-Length`, `Range` support, any Nix version.
-    None,
-    /// zstd: fast, needs Nix ≥ 2.4.
-    Zstd,
-    /// xz: smallest, slowest, readable by every Nix version.
-    Xz,
-}
+pub use formats::Compression;
 
-impl Compression {
-    /// Every compression, in the order URLs are tried when parsing.
-    pub const ALL: [Compression; 3] = [Compression::Zstd, Compression::Xz, Compression::None];
+/// The compressions subserve can produce on the fly (and so may advertise for local paths).
+pub const ENCODABLE: [Compression; 3] = [Compression::None, Compression::Zstd, Compression::Xz];
 
-    /// The name in the narinfo `Compression:` field and in config.
-    pub fn name(self) -> &'static str {
-        match self {
-            Compression::None => "none",
-            Compression::Zstd => "zstd",
-            Compression::Xz => "xz",
-        }
-    }
-
-    /// The file extension after `.nar`, as Nix names its own uploads.
-    pub fn extension(self) -> &'static str {
-        match self {
-            Compression::None => "",
-            Compression::Zstd => ".zst",
-            Compression::Xz => ".xz",
-        }
-    }
-}
-
-impl fmt::Display for Compression {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// An unknown compression name.
-#[derive(Debug, thiserror::Error)]
-#[error("unknown compression {0:?} (expected none, zstd or xz)")]
-pub struct UnknownCompression(String);
-
-impl FromStr for Compression {
-    type Err = UnknownCompression;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "none" => Ok(Compression::None),
-            "zstd" => Ok(Compression::Zstd),
-            "xz" => Ok(Compression::Xz),
-            other => Err(UnknownCompression(other.to_owned())),
-        }
-    }
+/// Whether `c` can be produced on the fly.
+pub fn can_encode(c: Compression) -> bool {
+    ENCODABLE.contains(&c)
 }
 
 /// Compression levels for on-the-fly encoding.
@@ -104,6 +54,7 @@ pub fn encode<W: Write>(
             produce(&mut enc)?;
             enc.finish()
         }
+        Compression::Bzip2 => Err(io::Error::new(io::ErrorKind::Unsupported, "bzip2 is not produced on the fly")),
     }
 }
 
@@ -112,18 +63,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_round_trip() {
-        for c in Compression::ALL {
-            assert_eq!(c.name().parse::<Compression>().unwrap(), c);
-        }
-        assert!("gzip".parse::<Compression>().is_err());
-        assert!("".parse::<Compression>().is_err());
-    }
-
-    #[test]
     fn encoders_round_trip() {
         let data: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect();
-        for c in Compression::ALL {
+        for c in ENCODABLE {
             let out = encode(c, Levels::default(), Vec::new(), |w| w.write_all(&data)).unwrap();
             let back = match c {
                 Compression::None => out,
@@ -133,6 +75,7 @@ mod tests {
                     io::Read::read_to_end(&mut xz2::read::XzDecoder::new(&out[..]), &mut v).unwrap();
                     v
                 }
+                Compression::Bzip2 => unreachable!("not encodable"),
             };
             assert_eq!(back, data, "{c}");
         }

@@ -13,7 +13,7 @@ use subserve::startup::{self, KeySource};
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Keygen(args) => keygen(args),
     };
     if let Err(e) = result {
@@ -55,6 +55,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     for key in &state.keys {
         tracing::info!(public_key = %key.to_public(), "signing narinfos");
+    }
+    match &settings.proxy {
+        Some(proxy) => {
+            for up in &proxy.upstreams {
+                tracing::info!(upstream = %up.url, priority = up.priority, "proxying");
+            }
+            tracing::info!(cache_dir = %proxy.cache_dir.display(), max_size = proxy.max_size, "proxy cache");
+        }
+        None => tracing::info!("proxying turned off"),
     }
 
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

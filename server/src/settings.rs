@@ -10,8 +10,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use std::time::Duration;
+
 use serde::Deserialize;
+use signing::PublicKey;
 use store_reader::StoreConfig;
+use upstream::{ProxyConfig, UpstreamConfig};
 
 use crate::cli::ServeArgs;
 use crate::compression::{Compression, Levels};
@@ -51,6 +55,29 @@ pub struct FileConfig {
     pub priority: Option<i32>,
     /// subserve's state directory.
     pub state_dir: Option<PathBuf>,
+    /// Upstream caches to proxy; an empty list turns proxying off.
+    pub upstream: Option<Vec<FileUpstream>>,
+    /// Proxy cache directory.
+    pub cache_dir: Option<PathBuf>,
+    /// Proxy cache size limit (`50G`, `512M`, bytes).
+    pub cache_max_size: Option<String>,
+    /// Seconds a miss is remembered.
+    pub negative_ttl: Option<u64>,
+}
+
+/// One `[[upstream]]` table of the config file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileUpstream {
+    /// Base URL.
+    pub url: String,
+    /// Trusted public keys, `name:base64`.
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// Lower is asked first [default: the order in the file].
+    pub priority: Option<i32>,
+    /// Seconds to wait for response headers [default: 10].
+    pub timeout: Option<u64>,
 }
 
 impl FileConfig {
@@ -97,7 +124,16 @@ pub struct Settings {
     pub priority: i32,
     /// subserve's state directory.
     pub state_dir: PathBuf,
+    /// The pull-through proxy, unless turned off.
+    pub proxy: Option<ProxyConfig>,
 }
+
+/// Default size limit of the proxy cache.
+pub const DEFAULT_CACHE_MAX_SIZE: u64 = 10 << 30;
+/// Default upstream timeout.
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time a miss is remembered.
+pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(300);
 
 /// A setting that is malformed or out of range.
 #[derive(Debug, thiserror::Error)]
@@ -164,6 +200,12 @@ pub fn resolve(args: &ServeArgs, env: &Env, file: &FileConfig) -> Result<Setting
         .transpose()?;
     let compression =
         pick(args.compression, env_var(env, "COMPRESSION")?, file_compression).unwrap_or(Compression::None);
+    if !crate::compression::can_encode(compression) {
+        return Err(invalid(
+            "--compression",
+            format!("{compression} cannot be produced on the fly (use none, zstd or xz)"),
+        ));
+    }
     let defaults = Levels::default();
     let zstd = pick(args.zstd_level, env_var(env, "ZSTD_LEVEL")?, file.zstd_level).unwrap_or(defaults.zstd);
     if !(1..=19).contains(&zstd) {
@@ -179,7 +221,10 @@ pub fn resolve(args: &ServeArgs, env: &Env, file: &FileConfig) -> Result<Setting
     let state_dir = pick(args.state_dir.clone(), env_var(env, "STATE_DIR")?, file.state_dir.clone())
         .map_or_else(|| default_state_dir(env), Ok)?;
 
+    let proxy = resolve_proxy(args, env, file, &store_dir, &state_dir)?;
+
     Ok(Settings {
+        proxy,
         listen,
         store: StoreConfig { store_dir, real_store_dir, db },
         log_dir,
@@ -189,6 +234,116 @@ pub fn resolve(args: &ServeArgs, env: &Env, file: &FileConfig) -> Result<Setting
         priority,
         state_dir,
     })
+}
+
+/// The proxy settings: upstreams from flags, else `SUBSERVE_UPSTREAM`, else the file's
+/// `[[upstream]]` tables, else cache.nixos.org; `none` (or an empty list in the file) turns
+/// the proxy off.
+fn resolve_proxy(
+    args: &ServeArgs,
+    env: &Env,
+    file: &FileConfig,
+    store_dir: &str,
+    state_dir: &Path,
+) -> Result<Option<ProxyConfig>, SettingsError> {
+    let timeout = pick(args.upstream_timeout, env_var(env, "UPSTREAM_TIMEOUT")?, None)
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT);
+    let list = |v: &String| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect::<Vec<_>>();
+    let flag_urls = (!args.upstreams.is_empty()).then(|| args.upstreams.clone());
+    let flag_keys = (!args.upstream_keys.is_empty()).then(|| args.upstream_keys.clone());
+    let urls = flag_urls.or_else(|| env.vars.get("SUBSERVE_UPSTREAM").map(list));
+    let upstreams: Vec<FileUpstream> = match urls {
+        Some(urls) => {
+            let keys = flag_keys.or_else(|| env.vars.get("SUBSERVE_UPSTREAM_KEY").map(list)).unwrap_or_default();
+            if urls.iter().any(|u| u == "none") {
+                if urls.len() > 1 {
+                    return Err(invalid("--upstream", "`none` cannot be combined with other upstreams".into()));
+                }
+                return Ok(None);
+            }
+            urls.into_iter()
+                .enumerate()
+                .map(|(i, url)| FileUpstream { url, keys: keys.clone(), priority: Some(i as i32), timeout: None })
+                .collect()
+        }
+        None => file.upstream.clone().unwrap_or_else(|| {
+            vec![FileUpstream {
+                url: upstream::CACHE_NIXOS_ORG.into(),
+                keys: vec![upstream::CACHE_NIXOS_ORG_KEY.into()],
+                priority: Some(40),
+                timeout: None,
+            }]
+        }),
+    };
+    if upstreams.is_empty() {
+        return Ok(None);
+    }
+    let upstreams = upstreams
+        .into_iter()
+        .enumerate()
+        .map(|(i, up)| upstream_config(i, up, timeout))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cache_dir = pick(args.cache_dir.clone(), env_var(env, "CACHE_DIR")?, file.cache_dir.clone())
+        .unwrap_or_else(|| state_dir.join("cache"));
+    let max_size = match pick(args.cache_max_size.clone(), env_var(env, "CACHE_MAX_SIZE")?, file.cache_max_size.clone())
+    {
+        Some(s) => {
+            parse_size(&s).ok_or_else(|| invalid("--cache-max-size", format!("{s:?} is not a size like 50G")))?
+        }
+        None => DEFAULT_CACHE_MAX_SIZE,
+    };
+    let negative_ttl = pick(args.negative_ttl, env_var(env, "NEGATIVE_TTL")?, file.negative_ttl)
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_NEGATIVE_TTL);
+    Ok(Some(ProxyConfig {
+        upstreams,
+        cache_dir,
+        max_size,
+        negative_ttl,
+        store_dir: store_dir.to_owned(),
+        stall_timeout: Duration::from_secs(60),
+        breaker_cool_down: Duration::from_secs(30),
+    }))
+}
+
+/// Validates one upstream: an http(s) URL and at least one trusted key (cache.nixos.org's
+/// own key is implied for cache.nixos.org).
+fn upstream_config(index: usize, up: FileUpstream, timeout: Duration) -> Result<UpstreamConfig, SettingsError> {
+    if !(up.url.starts_with("http://") || up.url.starts_with("https://")) {
+        return Err(invalid("--upstream", format!("{:?} is not an http:// or https:// URL", up.url)));
+    }
+    let mut keys = up
+        .keys
+        .iter()
+        .map(|k| PublicKey::parse(k).map_err(|e| invalid("--upstream-key", format!("{k:?}: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    if keys.is_empty() && up.url.trim_end_matches('/') == upstream::CACHE_NIXOS_ORG {
+        keys.push(PublicKey::parse(upstream::CACHE_NIXOS_ORG_KEY).expect("valid built-in key"));
+    }
+    if keys.is_empty() {
+        return Err(invalid("--upstream-key", format!("no trusted key for upstream {}", up.url)));
+    }
+    Ok(UpstreamConfig {
+        url: up.url,
+        keys,
+        priority: up.priority.unwrap_or(index as i32),
+        timeout: up.timeout.map(Duration::from_secs).unwrap_or(timeout),
+    })
+}
+
+/// Parses `1024`, `512K`, `512M`, `50G`, `2T` (binary units; a trailing `B`/`iB` is allowed).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let s = s.strip_suffix("iB").or_else(|| s.strip_suffix('B')).unwrap_or(s);
+    let (digits, shift) = match s.chars().last()?.to_ascii_uppercase() {
+        'K' => (&s[..s.len() - 1], 10),
+        'M' => (&s[..s.len() - 1], 20),
+        'G' => (&s[..s.len() - 1], 30),
+        'T' => (&s[..s.len() - 1], 40),
+        _ => (s, 0),
+    };
+    digits.trim().parse::<u64>().ok()?.checked_mul(1u64 << shift)
 }
 
 fn pick<T>(flag: Option<T>, env: Option<T>, file: Option<T>) -> Option<T> {
@@ -316,6 +471,66 @@ mod tests {
         e.vars.insert("XDG_STATE_HOME".into(), "/xdg".into());
         let s = resolve(&ServeArgs::default(), &e, &FileConfig::default()).unwrap();
         assert_eq!(s.state_dir, PathBuf::from("/xdg/subserve"));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1024"), Some(1024));
+        assert_eq!(parse_size("50G"), Some(50 << 30));
+        assert_eq!(parse_size("512m"), Some(512 << 20));
+        assert_eq!(parse_size("2TiB"), Some(2 << 40));
+        assert_eq!(parse_size("1KB"), Some(1024));
+        for bad in ["", "G", "1.5G", "-1", "10X", "99999999999T"] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn upstreams_default_to_cache_nixos_org_and_can_be_turned_off() {
+        let s = resolve(&ServeArgs::default(), &env(&[]), &FileConfig::default()).unwrap();
+        let proxy = s.proxy.unwrap();
+        assert_eq!(proxy.upstreams.len(), 1);
+        assert_eq!(proxy.upstreams[0].url, upstream::CACHE_NIXOS_ORG);
+        assert_eq!(proxy.upstreams[0].keys[0].to_string(), upstream::CACHE_NIXOS_ORG_KEY);
+        assert_eq!(proxy.cache_dir, PathBuf::from("/var/lib/subserve/cache"));
+        assert_eq!(proxy.max_size, DEFAULT_CACHE_MAX_SIZE);
+        let off = ServeArgs { upstreams: vec!["none".into()], ..Default::default() };
+        assert_eq!(resolve(&off, &env(&[]), &FileConfig::default()).unwrap().proxy, None);
+        let off = FileConfig { upstream: Some(vec![]), ..Default::default() };
+        assert_eq!(resolve(&ServeArgs::default(), &env(&[]), &off).unwrap().proxy, None);
+        let e = env(&[("SUBSERVE_UPSTREAM", "none")]);
+        assert_eq!(resolve(&ServeArgs::default(), &e, &FileConfig::default()).unwrap().proxy, None);
+    }
+
+    #[test]
+    fn flag_upstreams_take_flag_keys_and_need_one() {
+        let key = "test-cache-1:gsudXaK4y8xy+ayOZ1frBxOQCDoQJ3kPKP1MMBKdb0g=";
+        let args = ServeArgs {
+            upstreams: vec!["http://127.0.0.1:1".into(), "http://127.0.0.1:2/".into()],
+            upstream_keys: vec![key.into()],
+            cache_max_size: Some("1G".into()),
+            ..Default::default()
+        };
+        let proxy = resolve(&args, &env(&[]), &FileConfig::default()).unwrap().proxy.unwrap();
+        assert_eq!(proxy.upstreams.len(), 2);
+        assert!(proxy.upstreams.iter().all(|u| u.keys[0].to_string() == key));
+        assert_eq!((proxy.upstreams[0].priority, proxy.upstreams[1].priority), (0, 1));
+        assert_eq!(proxy.max_size, 1 << 30);
+        let no_key = ServeArgs { upstreams: vec!["http://127.0.0.1:1".into()], ..Default::default() };
+        let msg = resolve(&no_key, &env(&[]), &FileConfig::default()).unwrap_err().to_string();
+        assert!(msg.contains("no trusted key"), "{msg}");
+        let bad_url =
+            ServeArgs { upstreams: vec!["ftp://x".into()], upstream_keys: vec![key.into()], ..Default::default() };
+        assert!(resolve(&bad_url, &env(&[]), &FileConfig::default()).is_err());
+        let bad_key =
+            ServeArgs { upstreams: vec!["http://x".into()], upstream_keys: vec!["nope".into()], ..Default::default() };
+        assert!(resolve(&bad_key, &env(&[]), &FileConfig::default()).is_err());
+        let file = FileConfig::parse(&format!(
+            "[[upstream]]\nurl = \"http://127.0.0.1:3\"\nkeys = [\"{key}\"]\npriority = 5\ntimeout = 2\n"
+        ))
+        .unwrap();
+        let up = &resolve(&ServeArgs::default(), &env(&[]), &file).unwrap().proxy.unwrap().upstreams[0];
+        assert_eq!((up.priority, up.timeout), (5, Duration::from_secs(2)));
     }
 
     #[test]

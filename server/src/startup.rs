@@ -35,6 +35,12 @@ pub fn build_state(settings: &Settings) -> anyhow::Result<(AppState, KeySource)>
         "cannot open the store (set --store-dir, --real-store-dir and --db, or --store-root for a chroot store)",
     )?;
     let (keys, source) = load_keys(settings)?;
+    let proxy = match &settings.proxy {
+        Some(config) => Some(upstream::Proxy::open(config.clone()).with_context(|| {
+            format!("cannot open the proxy cache in {} (set --cache-dir)", config.cache_dir.display())
+        })?),
+        None => None,
+    };
     let state = AppState {
         store,
         keys,
@@ -42,6 +48,7 @@ pub fn build_state(settings: &Settings) -> anyhow::Result<(AppState, KeySource)>
         levels: settings.levels,
         priority: settings.priority,
         log_dir: settings.log_dir.clone(),
+        proxy,
     };
     Ok((state, source))
 }

@@ -22,4 +22,6 @@ pub struct AppState {
     pub priority: i32,
     /// Build logs: `<log_dir>/<2 chars>/<rest of drv basename>[.bz2]`.
     pub log_dir: PathBuf,
+    /// The pull-through proxy for paths the store lacks, if enabled.
+    pub proxy: Option<upstream::Proxy>,
 }

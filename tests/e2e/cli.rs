@@ -39,7 +39,12 @@ fn keygen_writes_private_key_and_prints_client_config() {
 }
 
 fn serve_fails(args: &[&str]) -> String {
-    let out = Command::new(SUBSERVE).arg("serve").args(["--listen", "127.0.0.1:0"]).args(args).output().unwrap();
+    let out = Command::new(SUBSERVE)
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--upstream", "none"])
+        .args(args)
+        .output()
+        .unwrap();
     assert!(!out.status.success(), "serve {args:?} started");
     let stderr = String::from_utf8(out.stderr).unwrap();
     let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();

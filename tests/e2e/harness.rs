@@ -103,9 +103,12 @@ impl Server {
 
     /// Like [`Server::start`], with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        // Tests never reach outside 127.0.0.1: no default upstream unless a test names one.
+        let no_proxy: &[&str] = if args.contains(&"--upstream") { &[] } else { &["--upstream", "none"] };
         let mut child = Command::new(SUBSERVE)
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
+            .args(no_proxy)
             .args(args)
             .envs(env.iter().copied())
             .env("SUBSERVE_LOG", "info")

@@ -92,9 +92,11 @@ fn dechunk(mut data: &[u8]) -> (Vec<u8>, bool) {
     }
 }
 
-fn server() -> Server {
+/// A server on the fixture store with a state directory of its own (`name`), so that tests
+/// running in parallel never share a generated key.
+fn server(name: &str) -> Server {
     let fx = fixture::get();
-    let dir = scratch("http");
+    let dir = scratch(name);
     Server::start(&["--store-root", &fx.store_arg(), "--state-dir", dir.join("state").to_str().unwrap()])
 }
 
@@ -105,7 +107,7 @@ fn hash_part(path: &str) -> &str {
 #[test]
 fn cache_info_narinfo_and_head_headers() {
     let fx = fixture::get();
-    let srv = server();
+    let srv = server("http-cache_info_narinfo_and_head_headers");
     let info = get(srv.addr, "/nix-cache-info");
     assert_eq!(info.status, 200);
     assert_eq!(String::from_utf8(info.body).unwrap(), "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n");
@@ -132,7 +134,7 @@ fn cache_info_narinfo_and_head_headers() {
 #[test]
 fn range_requests_on_the_bare_nar() {
     let fx = fixture::get();
-    let srv = server();
+    let srv = server("http-range_requests_on_the_bare_nar");
     let narinfo = get(srv.addr, &format!("/{}.narinfo", hash_part(&fx.big)));
     let info = formats::NarInfo::parse(std::str::from_utf8(&narinfo.body).unwrap()).unwrap();
     let url = format!("/{}", info.url);
@@ -162,7 +164,7 @@ fn range_requests_on_the_bare_nar() {
 #[test]
 fn hostile_urls_get_4xx_and_the_server_keeps_serving() {
     let fx = fixture::get();
-    let srv = server();
+    let srv = server("http-hostile_urls_get_4xx_and_the_server_keeps_serving");
     let h = hash_part(&fx.top);
     let long = "a".repeat(10_000);
     let table: Vec<Vec<u8>> = vec![
@@ -211,7 +213,7 @@ fn hostile_urls_get_4xx_and_the_server_keeps_serving() {
 #[test]
 fn listing_matches_the_nar() {
     let fx = fixture::get();
-    let srv = server();
+    let srv = server("http-listing_matches_the_nar");
     let odd = fx.closure.iter().find(|p| p.ends_with("-odd-files")).unwrap();
     let reply = get(srv.addr, &format!("/{}.ls", hash_part(odd)));
     assert_eq!(reply.status, 200);
@@ -236,7 +238,7 @@ fn listing_matches_the_nar() {
 #[test]
 fn build_logs_are_served_decompressed() {
     let fx = fixture::get();
-    let srv = server();
+    let srv = server("http-build_logs_are_served_decompressed");
     let drv = fx.top_drv.trim_start_matches("/nix/store/");
     let reply = get(srv.addr, &format!("/log/{drv}"));
     assert_eq!(reply.status, 200);

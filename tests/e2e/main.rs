@@ -12,4 +12,5 @@ mod fixture;
 mod harness;
 mod http;
 mod nar_equality;
+mod proxy;
 mod substitute;

@@ -12,7 +12,7 @@ use crate::fixture::{self, Fixture};
 use crate::harness::{scratch, NixEnv, Server, SUBSERVE};
 
 /// Generates a key pair with `subserve keygen`; returns (secret file, public key).
-fn keygen(dir: &Path, name: &str) -> (String, String) {
+pub(crate) fn keygen(dir: &Path, name: &str) -> (String, String) {
     let secret = dir.join(format!("{name}.sec"));
     let public = dir.join(format!("{name}.pub"));
     let out = std::process::Command::new(SUBSERVE)
@@ -27,7 +27,7 @@ fn keygen(dir: &Path, name: &str) -> (String, String) {
     (secret.display().to_string(), public)
 }
 
-fn client(dir: &Path, url: &str, trusted: &str) -> NixEnv {
+pub(crate) fn client(dir: &Path, url: &str, trusted: &str) -> NixEnv {
     NixEnv::new(
         dir,
         &format!("substituters = {url}\ntrusted-public-keys = {trusted}\nrequire-sigs = true\nfallback = false"),

@@ -1,20 +1,25 @@
-//! `GET /nar/<store hash>-<nar hash>.nar[.zst|.xz]`: the NAR, streamed from the store's files.
+//! `GET /nar/<store hash>-<nar hash>.nar[.zst|.xz|.bz2]`: a NAR from the local store, or
+//! from the proxy for paths the store lacks.
 //!
-//! The bare NAR has an exact `Content-Length` and honours `Range`, so Nix can resume a broken
-//! download. Compressed NARs are encoded on the fly and sent without a length. Every
+//! A local bare NAR has an exact `Content-Length` and honours `Range`, so Nix can resume a
+//! broken download; compressed ones are encoded on the fly and sent without a length. Every
 //! compression is served whatever the narinfo currently advertises, so URLs cached by clients
-//! stay valid.
+//! stay valid. Proxied NARs are served in the upstream's compression, from the cache file
+//! (with `Range`) or straight from the download in progress.
 
-use std::io::{self, Write};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
-use formats::NarHash;
+use axum::response::Response;
+use formats::{NarHash, StorePathHash};
+use upstream::NarSource;
 
-use crate::compression::{self, Compression};
+use crate::compression::{self, can_encode, Compression, Levels};
 use crate::error::AppError;
 use crate::range::{self, ByteRange};
 use crate::state::AppState;
@@ -30,18 +35,31 @@ pub(super) async fn get(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let (store_hash, nar_hash, compression) = parse_file_name(&file)?;
-    let info = super::lookup(&state, store_hash).await?;
-    if info.nar_hash != nar_hash {
-        // The path was rebuilt with other contents since this URL was handed out.
-        return Err(AppError::NotFound);
+    match super::lookup(&state, store_hash).await {
+        // A local path with the URL's NarHash, in a compression we can produce.
+        Ok(info) if info.nar_hash == nar_hash && can_encode(compression) => {
+            let root = state.store.real_path(&info.path);
+            Ok(local(root, info.nar_size, compression, state.levels, &method, &headers)?)
+        }
+        // Not here (any more): maybe the proxy handed out this URL.
+        Ok(_) | Err(AppError::NotFound) => proxied(&state, store_hash, nar_hash, compression, &method, &headers).await,
+        Err(e) => Err(e),
     }
-    let root = state.store.real_path(&info.path);
-    let size = info.nar_size;
-    let levels = state.levels;
-    let mut response = Response::builder().header(header::CONTENT_TYPE, MIME_NAR);
+}
+
+/// Streams a local store path's NAR, encoded on the fly, or a byte range of the bare NAR.
+fn local(
+    root: PathBuf,
+    size: u64,
+    compression: Compression,
+    levels: Levels,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Response, AppError> {
+    let response = Response::builder().header(header::CONTENT_TYPE, MIME_NAR);
     if compression != Compression::None {
         if method == Method::HEAD {
-            return Ok(response.body(Body::empty()).expect("valid response").into_response());
+            return Ok(response.body(Body::empty()).expect("valid response"));
         }
         let body = body_from_writer(root.display().to_string(), move |out| {
             compression::encode(compression, levels, out, |w| {
@@ -52,17 +70,7 @@ pub(super) async fn get(
         });
         return Ok(response.body(body).expect("valid response"));
     }
-
-    let range = range::parse(headers.get(header::RANGE), size)?;
-    response = response.header(header::ACCEPT_RANGES, "bytes");
-    let ByteRange { start, end } = range.unwrap_or(ByteRange { start: 0, end: size });
-    response = response.header(header::CONTENT_LENGTH, end - start);
-    if range.is_some() {
-        let content_range = format!("bytes {start}-{}/{size}", end - 1);
-        response = response
-            .status(StatusCode::PARTIAL_CONTENT)
-            .header(header::CONTENT_RANGE, HeaderValue::from_str(&content_range).expect("ascii"));
-    }
+    let (response, ByteRange { start, end }) = ranged(response, headers, size)?;
     if method == Method::HEAD {
         return Ok(response.body(Body::empty()).expect("valid response"));
     }
@@ -75,13 +83,66 @@ pub(super) async fn get(
     Ok(response.body(body).expect("valid response"))
 }
 
+/// A NAR the proxy knows: a verified file from its cache (with `Range`), or the download in
+/// progress, streamed as it arrives.
+async fn proxied(
+    state: &AppState,
+    store_hash: &str,
+    nar_hash: NarHash,
+    compression: Compression,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Response, AppError> {
+    let proxy = state.proxy.as_ref().ok_or(AppError::NotFound)?;
+    let hash = StorePathHash::parse(store_hash).map_err(|_| AppError::BadRequest("invalid store path hash"))?;
+    let response = Response::builder().header(header::CONTENT_TYPE, MIME_NAR);
+    match proxy.nar(&hash, &nar_hash, compression).await.ok_or(AppError::NotFound)? {
+        NarSource::Stream(stream) => {
+            let body = if method == Method::HEAD { Body::empty() } else { Body::from_stream(stream) };
+            Ok(response.body(body).expect("valid response"))
+        }
+        NarSource::File { path, size } => {
+            let (response, ByteRange { start, end }) = ranged(response, headers, size)?;
+            if method == Method::HEAD {
+                return Ok(response.body(Body::empty()).expect("valid response"));
+            }
+            let body = body_from_writer(path.display().to_string(), move |mut out| {
+                let mut file = File::open(&path)?;
+                file.seek(SeekFrom::Start(start))?;
+                let copied = io::copy(&mut file.take(end - start), &mut out)?;
+                if copied != end - start {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "cached NAR file shrank"));
+                }
+                Ok(out)
+            });
+            Ok(response.body(body).expect("valid response"))
+        }
+    }
+}
+
+/// Adds `Accept-Ranges`, `Content-Length` and, for a `Range` request, `206` and
+/// `Content-Range`; returns the byte range to send.
+fn ranged(
+    mut response: axum::http::response::Builder,
+    headers: &HeaderMap,
+    size: u64,
+) -> Result<(axum::http::response::Builder, ByteRange), AppError> {
+    let range = range::parse(headers.get(header::RANGE), size)?;
+    let ByteRange { start, end } = range.unwrap_or(ByteRange { start: 0, end: size });
+    response = response.header(header::ACCEPT_RANGES, "bytes").header(header::CONTENT_LENGTH, end - start);
+    if range.is_some() {
+        let content_range = format!("bytes {start}-{}/{size}", end - 1);
+        response = response
+            .status(StatusCode::PARTIAL_CONTENT)
+            .header(header::CONTENT_RANGE, HeaderValue::from_str(&content_range).expect("ascii"));
+    }
+    Ok((response, ByteRange { start, end }))
+}
+
 /// Splits `<32-char store hash>-<52-char nar hash>.nar<ext>` into its parts.
 fn parse_file_name(file: &str) -> Result<(&str, NarHash, Compression), AppError> {
     let bad = AppError::BadRequest("invalid NAR file name");
-    let (stem, compression) = Compression::ALL
-        .iter()
-        .find_map(|&c| file.strip_suffix(c.extension()).and_then(|s| s.strip_suffix(".nar")).map(|s| (s, c)))
-        .ok_or(AppError::NotFound)?;
+    let (stem, compression) = Compression::split_file_name(file).ok_or(AppError::NotFound)?;
     let (store_hash, nar_hash) = stem.split_once('-').ok_or(bad)?;
     let nar_hash = NarHash::from_nix32(nar_hash).map_err(|_| AppError::BadRequest("invalid NAR hash"))?;
     Ok((store_hash, nar_hash, compression))

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use formats::narinfo::{fingerprint, MIME_NARINFO};
-use formats::NarInfo;
+use formats::{NarInfo, StorePathHash};
 use signing::SecretKey;
 use store_reader::PathInfo;
 
@@ -14,19 +14,27 @@ use crate::compression::Compression;
 use crate::error::AppError;
 use crate::state::AppState;
 
+/// The local store first; on a miss, the proxy (which answers "absent" for any upstream
+/// trouble, so a narinfo is never a 5xx because of an upstream).
 pub(super) async fn get(State(state): State<Arc<AppState>>, hash: &str) -> Result<Response, AppError> {
-    let info = super::lookup(&state, hash).await?;
-    let body = render(state.store.store_dir(), &state.keys, state.compression, &info);
+    let body = match super::lookup(&state, hash).await {
+        Ok(info) => render(state.store.store_dir(), &state.keys, state.compression, &info),
+        Err(AppError::NotFound) => {
+            let proxy = state.proxy.as_ref().ok_or(AppError::NotFound)?;
+            let hash = StorePathHash::parse(hash).map_err(|_| AppError::BadRequest("invalid store path hash"))?;
+            let mut info = proxy.narinfo(&hash).await.ok_or(AppError::NotFound)?;
+            let fingerprint = info.fingerprint(state.store.store_dir());
+            info.sigs.extend(state.keys.iter().map(|k| k.sign(&fingerprint)));
+            info.render()
+        }
+        Err(e) => return Err(e),
+    };
     Ok(([(header::CONTENT_TYPE, MIME_NARINFO)], body).into_response())
 }
 
-/// The URL of `info`'s NAR with `compression`: `nar/<store hash>-<nar hash>.nar[.ext]`.
-///
-/// Both hashes are in the URL so that it stays valid for exactly as long as the path keeps
-/// the same contents; a rebuilt path with another NarHash gets a new URL. This is also
-/// nix-serve's layout, so URLs cached by clients of nix-serve keep working.
+/// The URL of `info`'s NAR with `compression` (see `formats::compression::nar_file_name`).
 pub(crate) fn nar_url(info: &PathInfo, compression: Compression) -> String {
-    format!("nar/{}-{}.nar{}", info.path.hash(), info.nar_hash.to_nix32(), compression.extension())
+    format!("nar/{}", formats::compression::nar_file_name(info.path.hash(), &info.nar_hash, compression))
 }
 
 /// Renders the narinfo, keeping the signatures the DB has and adding one per key in `keys`.

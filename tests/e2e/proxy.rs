@@ -1,0 +1,202 @@
+//! The pull-through proxy with real parts: upstream binary caches written by real
+//! `nix copy --to file://…` (xz and zstd, signed), served by a static file server on
+//! 127.0.0.1, and the real Nix client substituting through subserve — then again with the
+//! upstreams gone.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use crate::fixture;
+use crate::harness::{scratch, NixEnv, Server};
+use crate::http::get;
+use crate::substitute::{client, keygen};
+
+/// `python3 -m http.server` on a directory: a static server no one here wrote. Its request log
+/// tells how often each file was fetched.
+struct StaticServer {
+    child: Child,
+    url: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl StaticServer {
+    fn start(dir: &Path) -> Self {
+        let mut child = Command::new("python3")
+            .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory"])
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3 is needed for the proxy tests: apt-get install python3");
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        // "Serving HTTP on 127.0.0.1 port 40123 (http://127.0.0.1:40123/) ..."
+        let port: u16 =
+            first.split(" port ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().parse().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (stderr, log2) = (child.stderr.take().unwrap(), Arc::clone(&log));
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                log2.lock().unwrap().push(line);
+            }
+        });
+        Self { child, url: format!("http://127.0.0.1:{port}"), log }
+    }
+
+    /// How many GETs asked for `path`.
+    fn gets(&self, path: &str) -> usize {
+        let needle = format!("\"GET {path} ");
+        self.log.lock().unwrap().iter().filter(|l| l.contains(&needle)).count()
+    }
+
+    fn nar_gets(&self) -> Vec<String> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| {
+                l.split("\"GET ").nth(1)?.split(' ').next().filter(|p| p.starts_with("/nar/")).map(str::to_owned)
+            })
+            .collect()
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for StaticServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn closure_of(env: &NixEnv, root: &Path, path: &str) -> Vec<String> {
+    let mut v: Vec<String> =
+        env.run("nix-store", &["--store", root.to_str().unwrap(), "-qR", path]).lines().map(str::to_owned).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn proxies_nix_copy_caches_and_serves_them_after_the_upstreams_are_gone() {
+    let fx = fixture::get();
+    let dir = scratch("proxy-nix-copy");
+    let (up_sec, up_pub) = keygen(&dir, "upstream-1");
+    let (our_sec, our_pub) = keygen(&dir, "subserve-1");
+    let from = format!("local?root={}", fx.store_arg());
+    let lib = fx.closure.iter().find(|p| p.ends_with("-lib-14")).unwrap().clone();
+    let odd = fx.closure.iter().find(|p| p.ends_with("-odd-files")).unwrap().clone();
+    let (xz_dir, zstd_dir) = (dir.join("upstream-xz"), dir.join("upstream-zstd"));
+    for (cache, compression, path) in [(&xz_dir, "xz", &lib), (&zstd_dir, "zstd", &odd)] {
+        let to = format!("file://{}?compression={compression}&secret-key={up_sec}", cache.display());
+        fx.env.run("nix", &["copy", "--from", &from, "--to", &to, path]);
+    }
+    let mut xz_up = StaticServer::start(&xz_dir);
+    let mut zstd_up = StaticServer::start(&zstd_dir);
+
+    // subserve's own store holds one path of that closure: the busybox, added the same way.
+    let local = dir.join("local");
+    let busybox_src = fx.root.parent().unwrap().join("busybox");
+    let local_busybox =
+        fx.env.run("nix-store", &["--store", local.to_str().unwrap(), "--add", busybox_src.to_str().unwrap()]);
+    assert_eq!(local_busybox.trim(), fx.busybox);
+    let cache = dir.join("cache");
+    let srv = Server::start(&[
+        "--store-root",
+        local.to_str().unwrap(),
+        "--sign-key-file",
+        &our_sec,
+        "--upstream",
+        &xz_up.url,
+        "--upstream",
+        &zstd_up.url,
+        "--upstream-key",
+        &up_pub,
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "--state-dir",
+        dir.join("state").to_str().unwrap(),
+    ]);
+
+    // A node that trusts only subserve's key.
+    let want: Vec<String> = {
+        let mut v = closure_of(&fx.env, &fx.root, &lib);
+        v.extend(closure_of(&fx.env, &fx.root, &odd));
+        v.sort();
+        v.dedup();
+        v
+    };
+    let first = client(&dir.join("node-1"), &srv.url(), &our_pub);
+    let dst1 = dir.join("dst-1");
+    first.run("nix-store", &["--store", dst1.to_str().unwrap(), "--realise", &lib, &odd]);
+    let mut got = closure_of(&first, &dst1, &lib);
+    got.extend(closure_of(&first, &dst1, &odd));
+    got.sort();
+    got.dedup();
+    assert_eq!(got, want);
+    first.run("nix-store", &["--store", dst1.to_str().unwrap(), "--verify", "--check-contents"]);
+
+    // The local store won for the busybox: its narinfo is ours, and no upstream was asked.
+    let hash = &fx.busybox["/nix/store/".len()..][..32];
+    let narinfo = String::from_utf8(get(srv.addr, &format!("/{hash}.narinfo")).body).unwrap();
+    assert!(narinfo.contains("Compression: none\n"), "{narinfo}");
+    assert_eq!(xz_up.gets(&format!("/{hash}.narinfo")) + zstd_up.gets(&format!("/{hash}.narinfo")), 0);
+    // Every NAR went over the upstream link exactly once.
+    for up in [&xz_up, &zstd_up] {
+        let nars = up.nar_gets();
+        assert!(!nars.is_empty());
+        for nar in &nars {
+            assert_eq!(up.gets(nar), 1, "{nar} fetched more than once");
+        }
+    }
+
+    // The upstreams go away; a second node, trusting only the upstream's key, is served from
+    // subserve's cache.
+    xz_up.stop();
+    zstd_up.stop();
+    let second = client(&dir.join("node-2"), &srv.url(), &up_pub);
+    let dst2 = dir.join("dst-2");
+    second.run("nix-store", &["--store", dst2.to_str().unwrap(), "--realise", &lib, &odd]);
+    second.run("nix-store", &["--store", dst2.to_str().unwrap(), "--verify", "--check-contents"]);
+
+    // The cache directory is itself a binary cache the real client can use.
+    let third = client(&dir.join("node-3"), &format!("file://{}", cache.display()), &up_pub);
+    let dst3 = dir.join("dst-3");
+    third.run("nix-store", &["--store", dst3.to_str().unwrap(), "--realise", &odd]);
+}
+
+/// With its upstream unreachable subserve still starts, and a path it cannot get is a 404,
+/// never a 5xx (which would abort the client's whole build).
+#[test]
+fn an_unreachable_upstream_is_a_404() {
+    let fx = fixture::get();
+    let dir = scratch("proxy-unreachable");
+    let (_, up_pub) = keygen(&dir, "upstream-1");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cache: PathBuf = dir.join("cache");
+    let srv = Server::start(&[
+        "--store-root",
+        &fx.store_arg(),
+        "--upstream",
+        &format!("http://127.0.0.1:{port}"),
+        "--upstream-key",
+        &up_pub,
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "--state-dir",
+        dir.join("state").to_str().unwrap(),
+    ]);
+    for i in 0..5 {
+        let reply = get(srv.addr, &format!("/{:032}.narinfo", i));
+        assert_eq!(reply.status, 404);
+    }
+    let reply = get(srv.addr, &format!("/nar/{:032}-{}.nar.xz", 7, "0".repeat(52)));
+    assert_eq!(reply.status, 404);
+    // Local paths are unaffected.
+    assert_eq!(get(srv.addr, &format!("/{}.narinfo", &fx.top["/nix/store/".len()..][..32])).status, 200);
+}

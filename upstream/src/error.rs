@@ -1,0 +1,89 @@
+//! Errors of the proxy: the few that reach the server (the cache cannot be opened or written),
+//! and [`FetchError`], which records who failed and whether a retry may help, but is turned
+//! into a miss before any client sees it.
+
+use std::io;
+use std::path::PathBuf;
+
+/// A failure of the proxy's own storage; upstream trouble is never an `Error`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The cache index (SQLite) failed.
+    #[error("cache index {}", path.display())]
+    Index {
+        /// The index database.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A file in the cache directory could not be read or written.
+    #[error("cache file {}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// An upstream URL that does not parse.
+    #[error("invalid upstream URL {url:?}")]
+    Url {
+        /// The URL as configured.
+        url: String,
+    },
+    /// The HTTP client could not be built (TLS set-up).
+    #[error("cannot create the HTTP client")]
+    Client(#[source] reqwest::Error),
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Self::Io { path: path.into(), source }
+    }
+}
+
+/// Why one request to one upstream failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FetchError {
+    /// No answer (connect, headers or body) within the upstream's timeout.
+    #[error("timed out")]
+    Timeout,
+    /// The connection failed or broke.
+    #[error("connection failed: {0}")]
+    Connection(#[source] reqwest::Error),
+    /// An HTTP status that is neither success nor a miss.
+    #[error("HTTP status {0}")]
+    Status(u16),
+    /// A body that is too large, not a narinfo, or for another path.
+    #[error("bad answer: {0}")]
+    Garbage(String),
+    /// A narinfo that no trusted key signed and that has no content address.
+    #[error("narinfo not signed by a trusted key")]
+    Untrusted,
+    /// The downloaded NAR does not match the narinfo.
+    #[error("verification failed: {0}")]
+    Verify(String),
+    /// Our side failed (disk full, cache index); not the upstream's fault.
+    #[error("local failure: {0}")]
+    Local(String),
+}
+
+impl FetchError {
+    /// Whether this failure counts against the upstream's health (the circuit breaker).
+    /// A bad signature or a local failure says nothing about whether the upstream is up.
+    pub(crate) fn is_upstream_fault(&self) -> bool {
+        !matches!(self, FetchError::Untrusted | FetchError::Local(_))
+    }
+}
+
+impl From<reqwest::Error> for FetchError {
+    fn from(e: reqwest::Error) -> Self {
+        if e.is_timeout() {
+            FetchError::Timeout
+        } else {
+            FetchError::Connection(e)
+        }
+    }
+}

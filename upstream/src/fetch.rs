@@ -1,0 +1,67 @@
+//! One request to one upstream: a narinfo GET with a size limit and a deadline, and the start
+//! of a NAR GET. Every failure is a [`FetchError`]; a 404, 403 or 410 is a clean miss.
+
+use std::time::Duration;
+
+use formats::{NarInfo, StorePathHash};
+use futures_util::StreamExt as _;
+
+use crate::error::FetchError;
+use crate::UpstreamConfig;
+
+/// Largest narinfo accepted; real ones are well under 10 KiB even with many references.
+pub(crate) const MAX_NARINFO: usize = 256 * 1024;
+
+/// GETs `<upstream>/<hash>.narinfo`; `Ok(None)` for a miss.
+pub(crate) async fn narinfo(
+    client: &reqwest::Client,
+    up: &UpstreamConfig,
+    hash: &StorePathHash,
+) -> Result<Option<NarInfo>, FetchError> {
+    let url = format!("{}/{hash}.narinfo", up.url);
+    let deadline = tokio::time::Instant::now() + up.timeout;
+    let response =
+        tokio::time::timeout_at(deadline, client.get(&url).send()).await.map_err(|_| FetchError::Timeout)??;
+    match response.status().as_u16() {
+        200 => {}
+        404 | 403 | 410 => return Ok(None),
+        other => return Err(FetchError::Status(other)),
+    }
+    if response.content_length().is_some_and(|l| l > MAX_NARINFO as u64) {
+        return Err(FetchError::Garbage("narinfo too large".into()));
+    }
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = tokio::time::timeout_at(deadline, stream.next()).await.map_err(|_| FetchError::Timeout)? {
+        let chunk = chunk?;
+        if body.len() + chunk.len() > MAX_NARINFO {
+            return Err(FetchError::Garbage("narinfo too large".into()));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8(body).map_err(|_| FetchError::Garbage("narinfo is not UTF-8".into()))?;
+    NarInfo::parse(&text).map(Some).map_err(|e| FetchError::Garbage(e.to_string()))
+}
+
+/// Starts a GET of a NAR file; the caller reads the body with a stall timeout.
+pub(crate) async fn nar(
+    client: &reqwest::Client,
+    url: &str,
+    timeout: Duration,
+) -> Result<reqwest::Response, FetchError> {
+    let response = tokio::time::timeout(timeout, client.get(url).send()).await.map_err(|_| FetchError::Timeout)??;
+    match response.status().as_u16() {
+        200 => Ok(response),
+        other => Err(FetchError::Status(other)),
+    }
+}
+
+/// Resolves a narinfo's `URL` against the upstream's base URL, as Nix does: absolute URLs
+/// are kept, anything else is appended after a `/`.
+pub(crate) fn resolve(base: &str, url: &str) -> String {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        url.to_owned()
+    } else {
+        format!("{base}/{}", url.trim_start_matches('/'))
+    }
+}

@@ -1,0 +1,292 @@
+//! A fake upstream binary cache: an axum router whose answers each test shapes, counting
+//! every request it gets.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use bytes::Bytes;
+use formats::{Compression, NarHash, NarInfo, StorePathHash};
+use signing::SecretKey;
+use upstream::{NarSource, Proxy, ProxyConfig, UpstreamConfig};
+
+/// How the fake answers a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    /// As a healthy cache would.
+    Normal,
+    /// This status, empty body.
+    Status(u16),
+    /// Never sends response headers.
+    Hang,
+    /// Sends headers and half the body, then nothing more (the connection stays open).
+    Stall,
+    /// Sends headers, a Content-Length, half the body, then closes.
+    Truncate,
+    /// Sends the body with one byte flipped in the middle.
+    FlipByte,
+    /// Sends the body slowly: 64 KiB, then waits to be released (see [`Fake::release`]).
+    Gated,
+}
+
+/// One path the fake serves.
+#[derive(Clone)]
+pub struct Item {
+    pub hash: StorePathHash,
+    pub narinfo: String,
+    pub nar_url: String,
+    pub file: Bytes,
+    pub nar: Bytes,
+}
+
+pub struct Shared {
+    pub narinfos: HashMap<String, String>,
+    pub files: HashMap<String, Bytes>,
+    pub narinfo_behaviour: Mutex<HashMap<String, Behaviour>>,
+    pub nar_behaviour: Mutex<HashMap<String, Behaviour>>,
+    pub requests: Mutex<HashMap<String, usize>>,
+    pub gate: tokio::sync::watch::Sender<bool>,
+    pub total: AtomicUsize,
+}
+
+pub struct Fake {
+    pub addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    pub key: SecretKey,
+    pub items: Vec<Item>,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+/// Bytes of a pseudo-random "NAR" of `len` bytes (incompressible enough to be realistic).
+pub fn nar_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+pub fn compress(c: Compression, data: &[u8]) -> Vec<u8> {
+    match c {
+        Compression::None => data.to_vec(),
+        Compression::Zstd => zstd::encode_all(data, 1).unwrap(),
+        Compression::Xz => {
+            let mut w = xz2::write::XzEncoder::new(Vec::new(), 0);
+            w.write_all(data).unwrap();
+            w.finish().unwrap()
+        }
+        Compression::Bzip2 => {
+            let mut w = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+            w.write_all(data).unwrap();
+            w.finish().unwrap()
+        }
+    }
+}
+
+/// A signed narinfo for a path `<hash>-<name>` whose NAR is `nar`, stored as `file`.
+pub fn make_item(key: &SecretKey, hash: &str, name: &str, nar: Vec<u8>, compression: Compression) -> Item {
+    let file = compress(compression, &nar);
+    let nar_url = format!("nar/{}.nar{}", NarHash::digest(&file).to_nix32(), compression.extension());
+    let mut info = NarInfo {
+        store_path: format!("/nix/store/{hash}-{name}"),
+        url: nar_url.clone(),
+        compression: compression.name().into(),
+        file_hash: Some(NarHash::digest(&file)),
+        file_size: Some(file.len() as u64),
+        nar_hash: NarHash::digest(&nar),
+        nar_size: nar.len() as u64,
+        references: vec![format!("{hash}-{name}")],
+        deriver: None,
+        sigs: vec![],
+        ca: None,
+    };
+    info.sigs.push(key.sign(&info.fingerprint("/nix/store")));
+    Item {
+        hash: StorePathHash::parse(hash).unwrap(),
+        narinfo: info.render(),
+        nar_url,
+        file: file.into(),
+        nar: nar.into(),
+    }
+}
+
+impl Fake {
+    pub async fn start(items: Vec<Item>, key: SecretKey) -> Self {
+        let mut shared = Shared {
+            narinfos: HashMap::new(),
+            files: HashMap::new(),
+            narinfo_behaviour: Mutex::default(),
+            nar_behaviour: Mutex::default(),
+            requests: Mutex::default(),
+            gate: tokio::sync::watch::Sender::new(false),
+            total: AtomicUsize::new(0),
+        };
+        for item in &items {
+            shared.narinfos.insert(format!("{}.narinfo", item.hash), item.narinfo.clone());
+            shared.files.insert(item.nar_url.trim_start_matches("nar/").to_owned(), item.file.clone());
+        }
+        let shared = Arc::new(shared);
+        let app = Router::new()
+            .route("/{file}", axum::routing::get(narinfo))
+            .route("/nar/{file}", axum::routing::get(nar))
+            .with_state(Arc::clone(&shared));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self { addr, shared, key, items, _server: server }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set_narinfo(&self, item: &Item, b: Behaviour) {
+        self.shared.narinfo_behaviour.lock().unwrap().insert(format!("{}.narinfo", item.hash), b);
+    }
+
+    pub fn set_nar(&self, item: &Item, b: Behaviour) {
+        self.shared.nar_behaviour.lock().unwrap().insert(item.nar_url.trim_start_matches("nar/").to_owned(), b);
+    }
+
+    /// How many requests the fake got for `path` (`<hash>.narinfo` or `nar/<file>`).
+    pub fn requests(&self, path: &str) -> usize {
+        self.shared.requests.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+
+    pub fn narinfo_requests(&self, item: &Item) -> usize {
+        self.requests(&format!("{}.narinfo", item.hash))
+    }
+
+    pub fn nar_requests(&self, item: &Item) -> usize {
+        self.requests(&item.nar_url)
+    }
+
+    /// Lets every gated body finish.
+    pub fn release(&self) {
+        self.shared.gate.send_replace(true);
+    }
+
+    /// A proxy in front of this fake, caching in `dir`.
+    pub fn proxy(&self, dir: &std::path::Path, max_size: u64) -> Proxy {
+        proxy_for(&[self], dir, max_size)
+    }
+}
+
+pub fn proxy_for(fakes: &[&Fake], dir: &std::path::Path, max_size: u64) -> Proxy {
+    proxy_with_stall(fakes, dir, max_size, Duration::from_millis(500))
+}
+
+/// Like [`proxy_for`] with another stall timeout, for tests that hold a body back on purpose.
+pub fn proxy_with_stall(fakes: &[&Fake], dir: &std::path::Path, max_size: u64, stall: Duration) -> Proxy {
+    Proxy::open(ProxyConfig {
+        upstreams: fakes
+            .iter()
+            .enumerate()
+            .map(|(i, f)| UpstreamConfig {
+                url: f.url(),
+                keys: vec![f.key.to_public()],
+                priority: i as i32,
+                timeout: Duration::from_millis(500),
+            })
+            .collect(),
+        cache_dir: dir.to_path_buf(),
+        max_size,
+        negative_ttl: Duration::from_secs(60),
+        store_dir: "/nix/store".into(),
+        stall_timeout: stall,
+        breaker_cool_down: Duration::from_secs(60),
+    })
+    .unwrap()
+}
+
+fn count(shared: &Shared, path: String) {
+    *shared.requests.lock().unwrap().entry(path).or_default() += 1;
+    shared.total.fetch_add(1, Ordering::SeqCst);
+}
+
+async fn narinfo(State(shared): State<Arc<Shared>>, Path(file): Path<String>) -> Response {
+    count(&shared, file.clone());
+    let behaviour = shared.narinfo_behaviour.lock().unwrap().get(&file).copied().unwrap_or(Behaviour::Normal);
+    let Some(text) = shared.narinfos.get(&file).cloned() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    respond(&shared, behaviour, Bytes::from(text)).await
+}
+
+async fn nar(State(shared): State<Arc<Shared>>, Path(file): Path<String>) -> Response {
+    count(&shared, format!("nar/{file}"));
+    let behaviour = shared.nar_behaviour.lock().unwrap().get(&file).copied().unwrap_or(Behaviour::Normal);
+    let Some(data) = shared.files.get(&file).cloned() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    respond(&shared, behaviour, data).await
+}
+
+async fn respond(shared: &Arc<Shared>, behaviour: Behaviour, data: Bytes) -> Response {
+    let half = data.slice(..data.len() / 2);
+    match behaviour {
+        Behaviour::Normal => data.into_response(),
+        Behaviour::Status(s) => StatusCode::from_u16(s).unwrap().into_response(),
+        Behaviour::Hang => std::future::pending().await,
+        Behaviour::Stall => {
+            let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(half) })
+                .chain(futures_util::stream::pending());
+            Response::new(Body::from_stream(stream))
+        }
+        Behaviour::Truncate => {
+            let len = data.len();
+            let stream = futures_util::stream::iter([Ok::<_, std::io::Error>(half), Err(std::io::Error::other("cut"))]);
+            let mut r = Response::new(Body::from_stream(stream));
+            r.headers_mut().insert("content-length", len.into());
+            r
+        }
+        Behaviour::FlipByte => {
+            let mut v = data.to_vec();
+            let mid = v.len() / 2;
+            v[mid] ^= 0x01;
+            v.into_response()
+        }
+        Behaviour::Gated => {
+            let shared = Arc::clone(shared);
+            let first = data.slice(..64 * 1024);
+            let rest = data.slice(64 * 1024..);
+            let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) }).chain(
+                futures_util::stream::once(async move {
+                    let _ = shared.gate.subscribe().wait_for(|open| *open).await;
+                    Ok(rest)
+                }),
+            );
+            Response::new(Body::from_stream(stream))
+        }
+    }
+}
+
+use futures_util::StreamExt as _;
+
+/// Reads a proxied NAR whole; `Err` if the stream ended with an error.
+pub async fn read_all(source: NarSource) -> Result<Vec<u8>, std::io::Error> {
+    match source {
+        NarSource::File { path, .. } => tokio::fs::read(path).await,
+        NarSource::Stream(mut s) => {
+            let mut out = Vec::new();
+            while let Some(chunk) = s.next().await {
+                out.extend_from_slice(&chunk?);
+            }
+            Ok(out)
+        }
+    }
+}

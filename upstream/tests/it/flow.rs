@@ -1,0 +1,236 @@
+//! The proxy's normal life: fetch, verify, cache, serve from cache; one upstream fetch however
+//! many clients; negative caching; eviction; recovery after a crash.
+
+use std::sync::Arc;
+
+use formats::{Compression, NarHash, StorePathHash};
+use signing::SecretKey;
+use upstream::NarSource;
+
+use crate::fake::{make_item, nar_bytes, proxy_for, read_all, Behaviour, Fake};
+
+const H1: &str = "0rhbmkw0ia6kxc0s9zsvv7fb8w5zcggb";
+const H2: &str = "1b8m03r63zqhnjf7l5wnldhh7c134ap5";
+const H3: &str = "i9pmrzmpshapij2kin22pff6fc2adavx";
+
+async fn fake_with(items: &[(&str, usize, Compression)]) -> Fake {
+    let key = SecretKey::generate("upstream-1").unwrap();
+    let items = items
+        .iter()
+        .enumerate()
+        .map(|(i, (h, len, c))| make_item(&key, h, &format!("p{i}"), nar_bytes(i as u64 + 1, *len), *c))
+        .collect();
+    Fake::start(items, key).await
+}
+
+fn nar_hash(item: &crate::fake::Item) -> NarHash {
+    NarHash::digest(&item.nar)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetches_verifies_caches_and_serves_from_cache() {
+    let fake =
+        fake_with(&[(H1, 300_000, Compression::Xz), (H2, 200_000, Compression::Zstd), (H3, 1000, Compression::None)])
+            .await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = fake.proxy(dir.path(), 1 << 30);
+    for item in &fake.items {
+        let info = proxy.narinfo(&item.hash).await.expect("narinfo");
+        let compression: Compression = info.compression.parse().unwrap();
+        assert_eq!(
+            info.url,
+            format!("nar/{}", formats::compression::nar_file_name(&item.hash, &nar_hash(item), compression))
+        );
+        // The upstream's signature is kept and still verifies: nothing it covers changed.
+        assert!(signing::verify_any(&[fake.key.to_public()], &info.fingerprint("/nix/store"), &info.sigs));
+        let first = read_all(proxy.nar(&item.hash, &nar_hash(item), compression).await.unwrap()).await.unwrap();
+        assert_eq!(first, item.file.to_vec());
+        // Now from disk, as a file with a size, without asking upstream again.
+        match proxy.nar(&item.hash, &nar_hash(item), compression).await.unwrap() {
+            NarSource::File { size, .. } => assert_eq!(size, item.file.len() as u64),
+            NarSource::Stream(_) => panic!("second request was not served from the cache"),
+        }
+        assert_eq!(fake.nar_requests(item), 1);
+        // The cache directory is a plain binary cache an nginx could serve.
+        let on_disk = std::fs::read_to_string(dir.path().join(format!("{}.narinfo", item.hash))).unwrap();
+        assert_eq!(on_disk, info.render());
+        assert!(dir.path().join(&info.url).is_file());
+    }
+    // The narinfos are answered from the index from now on.
+    for item in &fake.items {
+        proxy.narinfo(&item.hash).await.unwrap();
+        assert_eq!(fake.narinfo_requests(item), 1);
+    }
+    // A wrong NarHash or compression in the URL is not served.
+    let item = &fake.items[0];
+    assert!(proxy.nar(&item.hash, &NarHash::digest(b"other"), Compression::Xz).await.is_none());
+    assert!(proxy.nar(&item.hash, &nar_hash(item), Compression::Zstd).await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_clients_one_download_first_bytes_before_the_end() {
+    let fake = fake_with(&[(H1, 8 << 20, Compression::Zstd)]).await;
+    let item = fake.items[0].clone();
+    fake.set_nar(&item, Behaviour::Gated);
+    let dir = tempfile::tempdir().unwrap();
+    // The fake holds the body back until all 50 clients have their first bytes.
+    let proxy = crate::fake::proxy_with_stall(&[&fake], dir.path(), 1 << 30, std::time::Duration::from_secs(120));
+    let info = proxy.narinfo(&item.hash).await.unwrap();
+    assert_eq!(info.compression, "zstd");
+    let mut streams = Vec::new();
+    for _ in 0..50 {
+        match proxy.nar(&item.hash, &nar_hash(&item), Compression::Zstd).await.unwrap() {
+            NarSource::Stream(s) => streams.push(s),
+            NarSource::File { .. } => panic!("served from cache before the download finished"),
+        }
+    }
+    // Every client gets the first bytes while the upstream still holds back the rest.
+    use futures_util::StreamExt as _;
+    for s in &mut streams {
+        let first = s.next().await.unwrap().unwrap();
+        assert!(!first.is_empty());
+        assert_eq!(&first[..], &item.file[..first.len()]);
+    }
+    fake.release();
+    let handles: Vec<_> = streams
+        .into_iter()
+        .map(|mut s| {
+            tokio::spawn(async move {
+                let mut n = 0usize;
+                let mut hasher = Vec::new();
+                while let Some(chunk) = s.next().await {
+                    let chunk = chunk.unwrap();
+                    n += chunk.len();
+                    hasher.extend_from_slice(&chunk);
+                }
+                (n, hasher)
+            })
+        })
+        .collect();
+    for h in handles {
+        let (_, rest) = h.await.unwrap();
+        assert_eq!(&rest[..], &item.file[item.file.len() - rest.len()..]);
+    }
+    assert_eq!(fake.nar_requests(&item), 1, "the upstream saw more than one download");
+    assert_eq!(proxy.stats().nar_fetches.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_narinfo_requests_share_one_upstream_request() {
+    let fake = fake_with(&[(H1, 1000, Compression::Xz)]).await;
+    let item = fake.items[0].clone();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = fake.proxy(dir.path(), 1 << 30);
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (p, h) = (proxy.clone(), item.hash.clone());
+            tokio::spawn(async move { p.narinfo(&h).await })
+        })
+        .collect();
+    for t in tasks {
+        assert!(t.await.unwrap().is_some());
+    }
+    assert_eq!(fake.narinfo_requests(&item), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misses_are_remembered() {
+    let fake = fake_with(&[(H1, 1000, Compression::Xz)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = fake.proxy(dir.path(), 1 << 30);
+    let absent = StorePathHash::parse("00000000000000000000000000000000").unwrap();
+    for _ in 0..100 {
+        assert!(proxy.narinfo(&absent).await.is_none());
+    }
+    assert_eq!(fake.requests("00000000000000000000000000000000.narinfo"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_upstream_with_the_path_wins() {
+    let a = fake_with(&[(H1, 1000, Compression::Xz)]).await;
+    let b = fake_with(&[(H1, 1000, Compression::Xz), (H2, 1000, Compression::Zstd)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = proxy_for(&[&a, &b], dir.path(), 1 << 30);
+    proxy.narinfo(&a.items[0].hash).await.unwrap();
+    assert_eq!((a.narinfo_requests(&a.items[0]), b.narinfo_requests(&b.items[0])), (1, 0));
+    let item = &b.items[1];
+    let info = proxy.narinfo(&item.hash).await.unwrap();
+    assert!(signing::verify_any(&[b.key.to_public()], &info.fingerprint("/nix/store"), &info.sigs));
+    let bytes = read_all(proxy.nar(&item.hash, &nar_hash(item), Compression::Zstd).await.unwrap()).await.unwrap();
+    assert_eq!(bytes, item.file.to_vec());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eviction_keeps_the_cache_under_its_limit_and_narinfos_leave_with_their_nars() {
+    let hashes: Vec<String> = (0..8).map(|i| format!("{i}{}", &H1[1..])).collect();
+    let spec: Vec<(&str, usize, Compression)> =
+        hashes.iter().map(|h| (h.as_str(), 100_000, Compression::None)).collect();
+    let fake = fake_with(&spec).await;
+    let dir = tempfile::tempdir().unwrap();
+    let limit = 350_000;
+    let proxy = fake.proxy(dir.path(), limit);
+    for item in &fake.items {
+        proxy.narinfo(&item.hash).await.unwrap();
+        read_all(proxy.nar(&item.hash, &nar_hash(item), Compression::None).await.unwrap()).await.unwrap();
+        assert_cached(&proxy, item).await;
+        let used: u64 =
+            std::fs::read_dir(dir.path().join("nar")).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+        assert!(used <= limit, "cache holds {used} bytes, limit {limit}");
+    }
+    // Every narinfo file on disk has its NAR beside it.
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if let Some(hash) = name.strip_suffix(".narinfo") {
+            let text = std::fs::read_to_string(dir.path().join(&name)).unwrap();
+            let info = formats::NarInfo::parse(&text).unwrap();
+            assert!(dir.path().join(&info.url).is_file(), "{hash}: narinfo without its NAR");
+        }
+    }
+    assert!(proxy.stats().evictions.load(std::sync::atomic::Ordering::Relaxed) >= 4);
+    // The oldest entry is gone and comes back from upstream when asked again.
+    let first = &fake.items[0];
+    assert!(!dir.path().join(format!("{}.narinfo", first.hash)).exists());
+    proxy.narinfo(&first.hash).await.unwrap();
+    read_all(proxy.nar(&first.hash, &nar_hash(first), Compression::None).await.unwrap()).await.unwrap();
+    assert_eq!(fake.nar_requests(first), 2);
+}
+
+/// A stream that ended cleanly means the entry is committed: the next request is the file.
+async fn assert_cached(proxy: &upstream::Proxy, item: &crate::fake::Item) {
+    let source = proxy.nar(&item.hash, &nar_hash(item), Compression::None).await;
+    assert!(matches!(source, Some(NarSource::File { .. })), "{} is not a cached file after its download", item.hash);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_after_a_crash_drops_partial_files_and_dangling_entries() {
+    let fake = fake_with(&[(H1, 100_000, Compression::None), (H2, 100_000, Compression::None)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let proxy = fake.proxy(dir.path(), 1 << 30);
+        for item in &fake.items {
+            proxy.narinfo(&item.hash).await.unwrap();
+            read_all(proxy.nar(&item.hash, &nar_hash(item), Compression::None).await.unwrap()).await.unwrap();
+            assert_cached(&proxy, item).await;
+        }
+    }
+    // What a kill -9 can leave: a partial download, a NAR whose index row is gone or never
+    // written, an index row whose file is gone.
+    std::fs::write(dir.path().join("tmp/partial.nar.123"), b"half").unwrap();
+    std::fs::write(dir.path().join("nar/orphan.nar"), b"orphan").unwrap();
+    let lost = &fake.items[1];
+    let info =
+        formats::NarInfo::parse(&std::fs::read_to_string(dir.path().join(format!("{}.narinfo", lost.hash))).unwrap())
+            .unwrap();
+    std::fs::remove_file(dir.path().join(&info.url)).unwrap();
+
+    let proxy = Arc::new(fake.proxy(dir.path(), 1 << 30));
+    assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    assert!(!dir.path().join("nar/orphan.nar").exists());
+    assert!(!dir.path().join(format!("{}.narinfo", lost.hash)).exists());
+    // The intact entry is served from disk; the lost one is fetched again, correctly.
+    let kept = &fake.items[0];
+    assert!(matches!(proxy.nar(&kept.hash, &nar_hash(kept), Compression::None).await, Some(NarSource::File { .. })));
+    proxy.narinfo(&lost.hash).await.unwrap();
+    let bytes = read_all(proxy.nar(&lost.hash, &nar_hash(lost), Compression::None).await.unwrap()).await.unwrap();
+    assert_eq!(bytes, lost.file.to_vec());
+}
