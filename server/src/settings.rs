@@ -538,6 +538,9 @@ mod tests {
         let text = include_str!("../../docs/subserve.example.toml");
         let file = FileConfig::parse(text).unwrap();
         assert!(file.listen.is_some() && file.compression.is_some() && file.sign_key_files.is_some());
-        resolve(&ServeArgs::default(), &env(&[]), &file).unwrap();
+        let settings = resolve(&ServeArgs::default(), &env(&[]), &file).unwrap();
+        let proxy = settings.proxy.expect("the example proxies cache.nixos.org");
+        assert_eq!(proxy.upstreams[0].url, upstream::CACHE_NIXOS_ORG);
+        assert_eq!(proxy.max_size, 50 << 30);
     }
 }

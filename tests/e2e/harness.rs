@@ -160,6 +160,12 @@ impl Server {
         kib / 1024.0
     }
 
+    /// Kills the server with SIGKILL, as a crash or the OOM killer would, and reaps it.
+    pub fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Stops the server with SIGTERM and waits for it to exit.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();

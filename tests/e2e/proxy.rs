@@ -200,3 +200,113 @@ fn an_unreachable_upstream_is_a_404() {
     // Local paths are unaffected.
     assert_eq!(get(srv.addr, &format!("/{}.narinfo", &fx.top["/nix/store/".len()..][..32])).status, 200);
 }
+
+/// Builds a zstd upstream holding the fixture's 256 MiB path, serves it, and starts subserve
+/// (empty local store) in front of it. Returns (upstream, subserve, NAR URL path, FileHash).
+fn big_behind_proxy(dir: &Path) -> (StaticServer, Server, String, formats::NarHash, Vec<String>) {
+    let fx = fixture::get();
+    let (up_sec, up_pub) = keygen(dir, "upstream-1");
+    let up_dir = dir.join("upstream");
+    let to = format!("file://{}?compression=zstd&secret-key={up_sec}", up_dir.display());
+    fx.env.run("nix", &["copy", "--from", &format!("local?root={}", fx.store_arg()), "--to", &to, &fx.big]);
+    let up = StaticServer::start(&up_dir);
+    let local = dir.join("local");
+    fx.env.run("nix-store", &["--store", local.to_str().unwrap(), "--init"]);
+    let args: Vec<String> = [
+        "--store-root",
+        local.to_str().unwrap(),
+        "--upstream",
+        &up.url,
+        "--upstream-key",
+        &up_pub,
+        "--cache-dir",
+        dir.join("cache").to_str().unwrap(),
+        "--state-dir",
+        dir.join("state").to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let srv = Server::start(&arg_refs);
+    let hash = &fx.big["/nix/store/".len()..][..32];
+    let reply = get(srv.addr, &format!("/{hash}.narinfo"));
+    assert_eq!(reply.status, 200);
+    let info = formats::NarInfo::parse(std::str::from_utf8(&reply.body).unwrap()).unwrap();
+    assert_eq!(info.compression, "zstd");
+    (up, srv, format!("/{}", info.url), info.file_hash.expect("nix copy writes FileHash"), args)
+}
+
+/// sha256 of what `curl` downloads from `url`, streamed (never held in memory), or None if
+/// the transfer failed.
+fn curl_sha256(url: &str) -> Option<String> {
+    let out = Command::new("bash")
+        .args(["-c", &format!("set -o pipefail; curl -sf '{url}' | sha256sum")])
+        .output()
+        .expect("curl and sha256sum are needed: apt-get install curl coreutils");
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_owned())
+}
+
+/// 50 nodes ask at once for the same cold 256 MiB NAR: one upstream download, identical and
+/// verified bytes for everyone.
+#[test]
+fn fifty_concurrent_clients_cause_one_upstream_download() {
+    let dir = scratch("proxy-fifty");
+    let (up, srv, nar_url, file_hash, _) = big_behind_proxy(&dir);
+    let url = format!("{}{nar_url}", srv.url());
+    let handles: Vec<_> = (0..50)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || curl_sha256(&url))
+        })
+        .collect();
+    let want = file_hash.to_base16();
+    for h in handles {
+        let got = h.join().unwrap();
+        assert_eq!(
+            got.as_deref(),
+            Some(want.as_str()),
+            "a client got other bytes or an error:\n{}",
+            srv.log.lock().unwrap()
+        );
+    }
+    let upstream_path = up.nar_gets();
+    assert_eq!(upstream_path.len(), 1, "upstream NAR requests: {upstream_path:?}");
+    // Now it is a cached file: Content-Length and Range work.
+    let head = crate::http::request(srv.addr, "HEAD", nar_url.as_bytes(), "");
+    assert_eq!(head.header("accept-ranges"), Some("bytes"));
+    assert!(head.header("content-length").is_some());
+}
+
+/// subserve is killed with SIGKILL in the middle of a proxied download; after a restart the
+/// cache holds no partial file, and the real client substitutes the path correctly.
+#[test]
+fn kill_9_during_a_download_leaves_a_clean_cache() {
+    let dir = scratch("proxy-kill-9");
+    let (_up, mut srv, nar_url, _, args) = big_behind_proxy(&dir);
+    // Start a download and kill the server as soon as the first bytes arrive.
+    let mut s = std::net::TcpStream::connect(srv.addr).unwrap();
+    std::io::Write::write_all(&mut s, format!("GET {nar_url} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = std::io::Read::read(&mut s, &mut buf).unwrap();
+    assert!(n > 0);
+    srv.kill_9();
+    let leftovers = |sub: &str| std::fs::read_dir(dir.join("cache").join(sub)).map(|d| d.count()).unwrap_or(0);
+    eprintln!("after kill -9: tmp/ holds {} file(s), nar/ holds {}", leftovers("tmp"), leftovers("nar"));
+
+    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let srv = Server::start(&arg_refs);
+    assert_eq!(leftovers("tmp"), 0, "a partial download survived the restart");
+    for entry in std::fs::read_dir(dir.join("cache/nar")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        // Any NAR still there is complete: its name carries its NarHash, which `--verify` checks below.
+        assert!(name.ends_with(".nar.zst"), "{name}");
+    }
+    let fx = fixture::get();
+    let public = std::fs::read_to_string(dir.join("upstream-1.pub")).unwrap();
+    let node = client(&dir.join("node"), &srv.url(), public.trim());
+    let dst = dir.join("dst");
+    node.run("nix-store", &["--store", dst.to_str().unwrap(), "--realise", &fx.big]);
+    node.run("nix-store", &["--store", dst.to_str().unwrap(), "--verify", "--check-contents"]);
+}
