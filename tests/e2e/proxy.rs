@@ -237,14 +237,37 @@ fn big_behind_proxy(dir: &Path) -> (StaticServer, Server, String, formats::NarHa
     (up, srv, format!("/{}", info.url), info.file_hash.expect("nix copy writes FileHash"), args)
 }
 
-/// sha256 of what `curl` downloads from `url`, streamed (never held in memory), or None if
-/// the transfer failed.
-fn curl_sha256(url: &str) -> Option<String> {
+/// What one `curl` download gave: the sha256 of the body (streamed, never held in memory),
+/// and curl's time to first byte and total time in seconds.
+struct Fetched {
+    sha256: String,
+    first_byte: f64,
+    total: f64,
+}
+
+fn curl_fetch(url: &str) -> Option<Fetched> {
+    let script = format!(
+        "set -o pipefail; curl -sf -w '%{{stderr}}%{{time_starttransfer}} %{{time_total}}' '{url}' | sha256sum"
+    );
     let out = Command::new("bash")
-        .args(["-c", &format!("set -o pipefail; curl -sf '{url}' | sha256sum")])
+        .args(["-c", &script])
         .output()
         .expect("curl and sha256sum are needed: apt-get install curl coreutils");
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_owned())
+    if !out.status.success() {
+        return None;
+    }
+    let times = String::from_utf8_lossy(&out.stderr).into_owned();
+    let mut times = times.split_whitespace().map(|t| t.parse::<f64>().unwrap());
+    Some(Fetched {
+        sha256: String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_owned(),
+        first_byte: times.next().unwrap(),
+        total: times.next().unwrap(),
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// 50 nodes ask at once for the same cold 256 MiB NAR: one upstream download, identical and
@@ -257,25 +280,39 @@ fn fifty_concurrent_clients_cause_one_upstream_download() {
     let handles: Vec<_> = (0..50)
         .map(|_| {
             let url = url.clone();
-            std::thread::spawn(move || curl_sha256(&url))
+            std::thread::spawn(move || curl_fetch(&url))
         })
         .collect();
     let want = file_hash.to_base16();
+    let (mut first_bytes, mut totals) = (Vec::new(), Vec::new());
     for h in handles {
         let got = h.join().unwrap();
-        assert_eq!(
-            got.as_deref(),
-            Some(want.as_str()),
-            "a client got other bytes or an error:\n{}",
-            srv.log.lock().unwrap()
-        );
+        let sha = got.as_ref().map(|f| f.sha256.as_str());
+        assert_eq!(sha, Some(want.as_str()), "a client got other bytes or an error:\n{}", srv.log.lock().unwrap());
+        let got = got.unwrap();
+        first_bytes.push(got.first_byte);
+        totals.push(got.total);
     }
+    eprintln!(
+        "proxy, 50 concurrent clients on a cold 256 MiB NAR (zstd file): median time to first byte {:.3} s, \
+         median total {:.3} s, slowest {:.3} s",
+        median(first_bytes),
+        median(totals.clone()),
+        totals.iter().copied().fold(0.0, f64::max)
+    );
     let upstream_path = up.nar_gets();
     assert_eq!(upstream_path.len(), 1, "upstream NAR requests: {upstream_path:?}");
     // Now it is a cached file: Content-Length and Range work.
     let head = crate::http::request(srv.addr, "HEAD", nar_url.as_bytes(), "");
     assert_eq!(head.header("accept-ranges"), Some("bytes"));
-    assert!(head.header("content-length").is_some());
+    let size: u64 = head.header("content-length").unwrap().parse().unwrap();
+    let tail = crate::http::request(srv.addr, "GET", nar_url.as_bytes(), "Range: bytes=-100\r\n");
+    assert_eq!(tail.status, 206);
+    assert_eq!(tail.header("content-range"), Some(format!("bytes {}-{}/{size}", size - 100, size - 1).as_str()));
+    assert_eq!(tail.body.len(), 100);
+    let hit = curl_fetch(&url).unwrap();
+    assert_eq!(hit.sha256, want);
+    eprintln!("proxy cache hit: the {size}-byte NAR file in {:.3} s", hit.total);
 }
 
 /// subserve is killed with SIGKILL in the middle of a proxied download; after a restart the
