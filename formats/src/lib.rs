@@ -6,6 +6,7 @@
 
 pub mod compression;
 pub mod error;
+pub mod guix;
 pub mod hash;
 pub mod nar;
 pub mod narinfo;
