@@ -3,11 +3,13 @@
 //! Parse errors deliberately carry no part of the text that failed to parse: a secret key
 //! written the wrong way round (`base64:name`) would otherwise put the secret into a log line.
 //! A key name appears only once the rest of the key has decoded, when it is known to be a name.
+//! Guix key errors say which element was wrong, never its value; s-expression errors carry a
+//! byte offset and a [`SexpProblem`], never the text.
 
 use std::fmt;
 use std::path::PathBuf;
 
-/// Which of the two kinds of Nix key a parse error is about.
+/// Which of the two kinds of key (Nix or Guix) a parse error is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyKind {
     /// A `name:base64(seed ++ public key)` signing key.
@@ -134,4 +136,167 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Text that should be a libgcrypt S-expression is not one (or exceeds our bounds).
+    #[error("invalid s-expression at byte {offset}: {problem}")]
+    Sexp {
+        /// Byte offset in the input where the problem was found.
+        offset: usize,
+        /// What was wrong there.
+        problem: SexpProblem,
+    },
+    /// A Guix key sexp is well-formed but is not an ECDSA key on Ed25519 in libgcrypt's layout.
+    #[error("guix {kind} key is not an ECDSA key on Ed25519 in libgcrypt's layout: expected {expected}")]
+    GuixKeyForm {
+        /// Which kind of key was being parsed.
+        kind: KeyKind,
+        /// What was missing or unexpected.
+        expected: &'static str,
+    },
+    /// The `q` of a Guix key is not the canonical 32-byte encoding of an Ed25519 point.
+    #[error("guix {kind} key has a q that is not a canonical 32-byte Ed25519 point")]
+    GuixKeyPoint {
+        /// Which kind of key was being parsed.
+        kind: KeyKind,
+    },
+    /// The `d` of a Guix secret key is empty, longer than 32 bytes or a multiple of the group order.
+    #[error("guix secret key has a d that is not a usable scalar (1 to 32 bytes, not 0 mod the group order)")]
+    GuixKeyScalar,
+    /// The `q` of a Guix secret key is not `d·G`.
+    #[error("guix secret key has a q that is not d·G: its public half does not belong to its secret")]
+    GuixKeyMismatch,
+    /// A host name given to [`GuixSecretKey::sign_narinfo`](crate::guix::GuixSecretKey::sign_narinfo)
+    /// that cannot go into a `Signature: 1;<host>;<base64>` field.
+    #[error(
+        "invalid host name {host:?} for a guix Signature field: it must be non-empty and contain no ';' or whitespace"
+    )]
+    InvalidHost {
+        /// The host name that was refused.
+        host: String,
+    },
+    /// A narinfo line is neither a field, a comment nor a continuation, so `guix substitute`
+    /// refuses the narinfo (and its whole batch).
+    #[error("narinfo line {line} is not a `Field: value` line")]
+    NarinfoLine {
+        /// The 1-based line number.
+        line: usize,
+    },
+    /// A narinfo lacks a field that must come before its `Signature:`, so Guix treats it as unsigned.
+    #[error("narinfo is unsigned: no {field} field before the first `Signature:`")]
+    NarinfoUnsigned {
+        /// The missing field: `Signature`, `StorePath`, `NarHash` or `References`.
+        field: &'static str,
+    },
+    /// The `Signature` field is not `<version>;<host>;<base64>`.
+    #[error("narinfo Signature field has {parts} ';'-separated parts, expected 3 (version;host;base64)")]
+    SignatureParts {
+        /// How many parts it has.
+        parts: usize,
+    },
+    /// The `Signature` field has a version other than `1`.
+    #[error("narinfo Signature field has an unsupported version (only 1 is defined)")]
+    SignatureVersion,
+    /// The third part of the `Signature` field is not standard padded base64.
+    #[error("narinfo Signature field is not valid base64")]
+    SignatureBase64 {
+        /// The decoder's complaint.
+        #[source]
+        source: data_encoding::DecodeError,
+    },
+    /// The base64 of the `Signature` field does not decode to a libgcrypt S-expression text.
+    #[error("narinfo Signature field does not decode to an s-expression")]
+    SignatureSexp {
+        /// The parse error.
+        #[source]
+        source: Box<Error>,
+    },
+    /// The signature sexp lacks an element a Guix signature has.
+    #[error("signature s-expression has no usable ({element} …) element")]
+    SignatureElement {
+        /// The element's token, e.g. `data`, `hash`, `sig-val`, `public-key`, `r`, `s`.
+        element: &'static str,
+    },
+    /// The signature uses a scheme this crate does not implement (RSA, a hash other than sha256).
+    #[error("signature uses an unsupported scheme: {scheme}")]
+    SignatureScheme {
+        /// What was found, e.g. `a sig-val other than ecdsa`.
+        scheme: &'static str,
+    },
+    /// The key embedded in the signature is not structurally equal to any key of the ACL.
+    #[error("signature was made by a key that is not in the ACL{}",
+        q.as_ref().map(|q| format!(" (q #{q}#)")).unwrap_or_default())]
+    UntrustedKey {
+        /// The key's `q` in uppercase hex, if the embedded key has the Ed25519 form.
+        q: Option<String>,
+    },
+    /// The hash in the signature is not the sha256 of the narinfo text before `Signature:`.
+    #[error("signature is for another text: its hash is not the sha256 of the narinfo above `Signature:`")]
+    HashMismatch,
+    /// The ECDSA check failed (or `r`, `s` are out of range).
+    #[error("ECDSA signature does not verify")]
+    BadSignature,
+}
+
+/// What is wrong with an S-expression; the input itself is never quoted, since it may be a secret key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SexpProblem {
+    /// Nothing but whitespace.
+    Empty,
+    /// Longer than [`MAX_SEXP_LEN`](crate::guix::sexp::MAX_SEXP_LEN) bytes.
+    TooLong,
+    /// Lists nested deeper than [`MAX_SEXP_DEPTH`](crate::guix::sexp::MAX_SEXP_DEPTH).
+    TooDeep,
+    /// A value outside any list, where a list was expected.
+    NotAList,
+    /// A `)` with no open list.
+    UnmatchedClose,
+    /// The input ends inside a list, string, hex or base64 value.
+    Unterminated,
+    /// Something other than whitespace after the top-level list.
+    TrailingData,
+    /// A byte that cannot start or continue any element.
+    BadCharacter,
+    /// A backslash escape inside a quoted string that libgcrypt does not define.
+    BadEscape,
+    /// A non-hex character inside `#…#`.
+    BadHex,
+    /// An odd number of hex digits inside `#…#`.
+    OddHex,
+    /// Invalid base64 inside `|…|` or `{…}`.
+    BadBase64,
+    /// A length prefix that starts with `0`, overflows or is not followed by `:`, `"`, `#` or `|`.
+    BadLength,
+    /// A `len:` prefix longer than the rest of the input.
+    LengthPastEnd,
+    /// A `[display hint]`, which this reader does not support.
+    DisplayHint,
+    /// A `{…}` transport block inside another one or after other elements.
+    NestedTransport,
+    /// Bytes that are not UTF-8 where text was required.
+    NotUtf8,
+}
+
+impl fmt::Display for SexpProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::guix::sexp::{MAX_SEXP_DEPTH, MAX_SEXP_LEN};
+        match self {
+            SexpProblem::Empty => f.write_str("no s-expression, only whitespace"),
+            SexpProblem::TooLong => write!(f, "longer than {MAX_SEXP_LEN} bytes"),
+            SexpProblem::TooDeep => write!(f, "lists nested deeper than {MAX_SEXP_DEPTH}"),
+            SexpProblem::NotAList => f.write_str("expected a list"),
+            SexpProblem::UnmatchedClose => f.write_str("')' without a matching '('"),
+            SexpProblem::Unterminated => f.write_str("input ends inside an element"),
+            SexpProblem::TrailingData => f.write_str("data after the end of the s-expression"),
+            SexpProblem::BadCharacter => f.write_str("unexpected character"),
+            SexpProblem::BadEscape => f.write_str("invalid escape in a quoted string"),
+            SexpProblem::BadHex => f.write_str("invalid character in #hex#"),
+            SexpProblem::OddHex => f.write_str("odd number of digits in #hex#"),
+            SexpProblem::BadBase64 => f.write_str("invalid base64"),
+            SexpProblem::BadLength => f.write_str("invalid length prefix"),
+            SexpProblem::LengthPastEnd => f.write_str("length prefix runs past the end of the input"),
+            SexpProblem::DisplayHint => f.write_str("display hints ([…]) are not supported"),
+            SexpProblem::NestedTransport => f.write_str("'{' transport block where none may be"),
+            SexpProblem::NotUtf8 => f.write_str("not valid UTF-8"),
+        }
+    }
 }

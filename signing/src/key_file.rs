@@ -2,12 +2,24 @@
 //!
 //! A secret key file is refused if its group or others have any access, and a new one is
 //! created with mode 0600 from the first byte, so there is no moment when it is readable.
+//! Nix keys (`name:base64`) and Guix keys (libgcrypt sexps) follow the same rules.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::Path;
 
-use crate::{Error, PublicKey, SecretKey};
+use zeroize::Zeroizing;
+
+use crate::{Error, GuixPublicKey, GuixSecretKey, PublicKey, SecretKey};
+
+/// A secret key of either kind, as [`read_any_secret_key_file`] found it.
+#[derive(Debug, Clone)]
+pub enum AnySecretKey {
+    /// A Nix `name:base64` Ed25519 key, which signs `Sig:` lines.
+    Nix(SecretKey),
+    /// A Guix libgcrypt key (ECDSA on Ed25519), which signs `Signature:` lines.
+    Guix(GuixSecretKey),
+}
 
 /// Reads a secret key file as written by `nix key generate-secret` or [`write_key_pair`].
 ///
@@ -20,6 +32,44 @@ pub fn read_secret_key_file(path: &Path) -> Result<SecretKey, Error> {
     check_private(&file, path)?;
     let text = read_all(file, path)?;
     SecretKey::parse(&text).map_err(|source| key_file_error(path, source))
+}
+
+/// Reads a secret key file of either kind, telling them apart by content: a Guix key is an
+/// S-expression, so its first non-blank character is `(` (or `{` for the transport form);
+/// anything else is read as a Nix key.
+///
+/// The permission rule of [`read_secret_key_file`] applies to both kinds.
+pub fn read_any_secret_key_file(path: &Path) -> Result<AnySecretKey, Error> {
+    let file = File::open(path).map_err(|source| read_error(path, source))?;
+    #[cfg(unix)]
+    check_private(&file, path)?;
+    let bytes = read_bytes(file, path)?;
+    if looks_like_sexp(&bytes) {
+        return GuixSecretKey::parse(&*bytes).map(AnySecretKey::Guix).map_err(|source| key_file_error(path, source));
+    }
+    let text = utf8(bytes, path)?;
+    SecretKey::parse(&text).map(AnySecretKey::Nix).map_err(|source| key_file_error(path, source))
+}
+
+/// Reads a Guix `signing-key.sec`, `(private-key (ecc (curve Ed25519) (q #…#) (d #…#)))`,
+/// with the permission rule of [`read_secret_key_file`].
+pub fn read_guix_secret_key_file(path: &Path) -> Result<GuixSecretKey, Error> {
+    let file = File::open(path).map_err(|source| read_error(path, source))?;
+    #[cfg(unix)]
+    check_private(&file, path)?;
+    let bytes = read_bytes(file, path)?;
+    GuixSecretKey::parse(&*bytes).map_err(|source| key_file_error(path, source))
+}
+
+/// Reads a Guix `signing-key.pub`, `(public-key (ecc (curve Ed25519) (q #…#)))`.
+pub fn read_guix_public_key_file(path: &Path) -> Result<GuixPublicKey, Error> {
+    let file = File::open(path).map_err(|source| read_error(path, source))?;
+    let bytes = read_bytes(file, path)?;
+    GuixPublicKey::parse(&*bytes).map_err(|source| key_file_error(path, source))
+}
+
+fn looks_like_sexp(bytes: &[u8]) -> bool {
+    matches!(bytes.iter().find(|b| !b.is_ascii_whitespace()), Some(b'(' | b'{'))
 }
 
 /// Reads a public key file, `name:base64` with optional surrounding whitespace.
@@ -36,6 +86,23 @@ pub fn read_public_key_file(path: &Path) -> Result<PublicKey, Error> {
 /// ends in one, like `nix key convert-secret-to-public`. If anything fails after the files were
 /// created, both are removed again so that no half-written key is left behind.
 pub fn write_key_pair(secret: &SecretKey, secret_out: &Path, public_out: &Path) -> Result<(), Error> {
+    let secret_text = Zeroizing::new(secret.to_nix_string());
+    let public_text = format!("{}\n", secret.to_public());
+    write_pair(secret_out, secret_text.as_bytes(), public_out, public_text.as_bytes())
+}
+
+/// Writes a Guix key pair as `guix archive --generate-key` does, `secret` to `secret_out`
+/// and its public key to `public_out`, both in libgcrypt's advanced format (newline-terminated).
+///
+/// Files are created as by [`write_key_pair`]: never replacing an existing file, the secret
+/// 0600 from the start and the public one 0644, both synced, and both removed again if
+/// anything fails. (Guix itself makes them 0400 and 0444; tighten them afterwards if wanted.)
+pub fn write_guix_key_pair(secret: &GuixSecretKey, secret_out: &Path, public_out: &Path) -> Result<(), Error> {
+    let secret_text = secret.to_sexp_string();
+    write_pair(secret_out, secret_text.as_bytes(), public_out, secret.public_sexp().as_bytes())
+}
+
+fn write_pair(secret_out: &Path, secret: &[u8], public_out: &Path, public: &[u8]) -> Result<(), Error> {
     let secret_file = create_new(secret_out, 0o600)?;
     let public_file = match create_new(public_out, 0o644) {
         Ok(file) => file,
@@ -45,11 +112,8 @@ pub fn write_key_pair(secret: &SecretKey, secret_out: &Path, public_out: &Path) 
             return Err(error);
         }
     };
-    let written = write_synced(secret_file, secret_out, secret.to_nix_string().as_bytes())
-        .and_then(|()| {
-            let public = format!("{}\n", secret.to_public());
-            write_synced(public_file, public_out, public.as_bytes())
-        })
+    let written = write_synced(secret_file, secret_out, secret)
+        .and_then(|()| write_synced(public_file, public_out, public))
         .and_then(|()| sync_parent(secret_out))
         .and_then(|()| sync_parent(public_out));
     if written.is_err() {
@@ -71,10 +135,30 @@ fn check_private(file: &File, path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-fn read_all(mut file: File, path: &Path) -> Result<String, Error> {
-    let mut text = String::new();
-    file.read_to_string(&mut text).map_err(|source| read_error(path, source))?;
-    Ok(text)
+/// Reads a whole key file as text, in memory that is wiped when dropped.
+fn read_all(file: File, path: &Path) -> Result<Zeroizing<String>, Error> {
+    utf8(read_bytes(file, path)?, path)
+}
+
+/// Reads a whole key file into memory that is wiped when dropped, since it may hold a secret.
+/// (A Guix key may be in libgcrypt's binary canonical form, so this is bytes, not text.)
+fn read_bytes(mut file: File, path: &Path) -> Result<Zeroizing<Vec<u8>>, Error> {
+    // Reserving the size up front avoids reallocations that would leave unwiped copies.
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut bytes = Zeroizing::new(Vec::with_capacity(usize::try_from(size).unwrap_or(0).saturating_add(1)));
+    file.read_to_end(&mut bytes).map_err(|source| read_error(path, source))?;
+    Ok(bytes)
+}
+
+fn utf8(mut bytes: Zeroizing<Vec<u8>>, path: &Path) -> Result<Zeroizing<String>, Error> {
+    match String::from_utf8(std::mem::take(&mut *bytes)) {
+        Ok(text) => Ok(Zeroizing::new(text)),
+        Err(error) => {
+            drop(Zeroizing::new(error.into_bytes()));
+            let source = io::Error::new(io::ErrorKind::InvalidData, "key file is not valid UTF-8");
+            Err(read_error(path, source))
+        }
+    }
 }
 
 /// Creates a file that must not exist yet, with `mode` applied at creation on unix.

@@ -11,16 +11,24 @@
 //! This crate parses and prints those forms, signs and verifies fingerprints, and reads and
 //! writes key files with safe permissions. It never prints a secret: [`SecretKey`] has no
 //! `Display`, its `Debug` is redacted, and no [`Error`] carries key material.
+//!
+//! Guix keys and signatures, libgcrypt S-expressions and ECDSA on the Ed25519 group, live in
+//! the [`guix`] module under the same rules; [`read_any_secret_key_file`] loads either kind.
 
 mod error;
+pub mod guix;
 mod key_file;
 mod public_key;
 mod secret_key;
 
 use data_encoding::{DecodeError, BASE64};
 
-pub use error::{Error, KeyKind};
-pub use key_file::{read_public_key_file, read_secret_key_file, write_key_pair};
+pub use error::{Error, KeyKind, SexpProblem};
+pub use guix::{GuixPublicKey, GuixSecretKey};
+pub use key_file::{
+    read_any_secret_key_file, read_guix_public_key_file, read_guix_secret_key_file, read_public_key_file,
+    read_secret_key_file, write_guix_key_pair, write_key_pair, AnySecretKey,
+};
 pub use public_key::PublicKey;
 pub use secret_key::SecretKey;
 
