@@ -16,11 +16,14 @@ pub enum Compression {
     Xz,
     /// bzip2 (`.bz2`); also what an absent or empty `Compression:` field means.
     Bzip2,
+    /// gzip (`.gz` in subserve's own file names); guix publish's default.
+    Gzip,
 }
 
 impl Compression {
     /// Every compression, the longest extensions first so suffix matching is unambiguous.
-    pub const ALL: [Compression; 4] = [Compression::Zstd, Compression::Xz, Compression::Bzip2, Compression::None];
+    pub const ALL: [Compression; 5] =
+        [Compression::Zstd, Compression::Xz, Compression::Bzip2, Compression::Gzip, Compression::None];
 
     /// The name in a narinfo's `Compression:` field.
     pub fn name(self) -> &'static str {
@@ -29,6 +32,7 @@ impl Compression {
             Compression::Zstd => "zstd",
             Compression::Xz => "xz",
             Compression::Bzip2 => "bzip2",
+            Compression::Gzip => "gzip",
         }
     }
 
@@ -39,6 +43,7 @@ impl Compression {
             Compression::Zstd => ".zst",
             Compression::Xz => ".xz",
             Compression::Bzip2 => ".bz2",
+            Compression::Gzip => ".gz",
         }
     }
 
@@ -77,6 +82,7 @@ impl FromStr for Compression {
             "zstd" => Ok(Compression::Zstd),
             "xz" => Ok(Compression::Xz),
             "bzip2" | "" => Ok(Compression::Bzip2),
+            "gzip" => Ok(Compression::Gzip),
             other => Err(UnknownCompression(other.to_owned())),
         }
     }
@@ -94,7 +100,7 @@ mod tests {
         }
         assert_eq!("".parse::<Compression>().unwrap(), Compression::Bzip2);
         assert!("br".parse::<Compression>().is_err());
-        assert_eq!(Compression::split_file_name("abc.nar.gz"), None);
+        assert_eq!(Compression::split_file_name("abc.nar.lz"), None);
         assert_eq!(Compression::split_file_name("abc.narinfo"), None);
     }
 }

@@ -115,6 +115,25 @@ impl fmt::Debug for StorePath {
     }
 }
 
+/// The store path Nix and Guix give a flat (non-recursive) fixed-output file with this
+/// content sha256 and name: `makeFixedOutputPath` for `fixed:out:sha256:<hex>:`. guix publish
+/// serves `/file/<name>/sha256/<hash>` by computing it.
+pub fn fixed_output_path(store_dir: &str, name: &str, content: &crate::NarHash) -> Result<StorePath, Error> {
+    use sha2::{Digest, Sha256};
+    if !is_valid_name(name) {
+        return Err(Error::Name(name.chars().take(300).collect()));
+    }
+    let inner = Sha256::digest(format!("fixed:out:sha256:{}:", content.to_base16()));
+    let fingerprint = format!("output:out:sha256:{}:{store_dir}:{name}", data_encoding::HEXLOWER.encode(&inner));
+    let digest = Sha256::digest(fingerprint.as_bytes());
+    // Nix's compressHash: XOR-fold the 32-byte digest into 20 bytes.
+    let mut folded = [0u8; 20];
+    for (i, b) in digest.iter().enumerate() {
+        folded[i % 20] ^= b;
+    }
+    Ok(StorePath { hash: StorePathHash(nixbase32::encode(&folded)), name: name.to_owned() })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,5 +177,18 @@ mod tests {
         assert!(StorePath::from_basename(&format!("{H}_a")).is_err());
         assert!(StorePath::from_basename("short").is_err());
         assert!(StorePath::from_basename("ééééééééééééééééééééééééééééééééé").is_err());
+    }
+
+    #[test]
+    fn fixed_output_paths_match_nix_store_add_fixed() {
+        // `printf 'fixed content\n' > src.tar; nix-store --add-fixed sha256 src.tar` (Nix 2.8),
+        // into a /nix/store and a /gnu/store chroot store.
+        let content =
+            crate::NarHash::parse("sha256:adcf791ae2803c0c10f0dab9c430c39ac580bf95d6a834a248f4dedd72c69665").unwrap();
+        let nix = fixed_output_path("/nix/store", "src.tar", &content).unwrap();
+        assert_eq!(nix.absolute("/nix/store"), "/nix/store/sm0y5kfpf5rpkvzm8d03f1c633bgn3q5-src.tar");
+        let guix = fixed_output_path("/gnu/store", "src.tar", &content).unwrap();
+        assert_eq!(guix.absolute("/gnu/store"), "/gnu/store/4w8qcp22b6g7hzybrb2hdgqkifpdcwyb-src.tar");
+        assert!(fixed_output_path("/gnu/store", "../x", &content).is_err());
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::compression::Compression;
+use crate::dialect::{CompressionList, Dialect};
 
 /// subserve: a binary-cache server for Nix stores.
 #[derive(Debug, Parser)]
@@ -58,9 +58,16 @@ pub struct ServeArgs {
     /// generated on first start].
     #[arg(long = "sign-key-file", value_name = "FILE")]
     pub sign_key_files: Vec<PathBuf>,
-    /// Compression advertised in narinfos [default: none].
+    /// Compression advertised in narinfos: none, zstd or xz for Nix [default: none]; for Guix
+    /// a comma-separated list of groups from none, zstd, gzip, xz [default: zstd,gzip,none].
     #[arg(long, value_name = "none|zstd|xz")]
-    pub compression: Option<Compression>,
+    pub compression: Option<CompressionList>,
+    /// Which clients the store is for: nix or guix [default: guix for /gnu/store, else nix].
+    #[arg(long, value_name = "nix|guix")]
+    pub dialect: Option<Dialect>,
+    /// Cache-Control max-age in seconds on narinfos that exist [default: 86400].
+    #[arg(long, value_name = "SECONDS")]
+    pub narinfo_ttl: Option<u64>,
     /// zstd level for on-the-fly compression, 1-19 [default: 3].
     #[arg(long, value_name = "N")]
     pub zstd_level: Option<i32>,

@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod compression;
+pub mod dialect;
 pub mod error;
 pub mod range;
 mod routes;

@@ -75,7 +75,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             listen = %listener.local_addr()?,
             store_dir = %settings.store.store_dir,
             real_store_dir = %settings.store.real_store_dir.display(),
-            compression = %settings.compression,
+            dialect = %settings.dialect,
+            compression = ?settings.compressions,
             "serving"
         );
         subserve::run(listener, Arc::new(state), shutdown_signal()).await.context("server failed")

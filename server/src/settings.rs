@@ -19,11 +19,10 @@ use upstream::{ProxyConfig, UpstreamConfig};
 
 use crate::cli::ServeArgs;
 use crate::compression::{Compression, Levels};
+use crate::dialect::{CompressionList, Dialect};
 
 /// Default listen address: loopback only, so a fresh install exposes nothing.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
-/// Default logical store directory.
-pub const DEFAULT_STORE_DIR: &str = "/nix/store";
 /// Default priority: preferred over cache.nixos.org (40).
 pub const DEFAULT_PRIORITY: i32 = 30;
 
@@ -45,8 +44,12 @@ pub struct FileConfig {
     pub log_dir: Option<PathBuf>,
     /// Secret keys to sign with.
     pub sign_key_files: Option<Vec<PathBuf>>,
-    /// Compression advertised in narinfos.
+    /// Compression advertised in narinfos (a comma-separated list for Guix).
     pub compression: Option<String>,
+    /// `nix` or `guix`.
+    pub dialect: Option<String>,
+    /// Cache-Control max-age of narinfo hits, seconds.
+    pub narinfo_ttl: Option<u64>,
     /// zstd level.
     pub zstd_level: Option<i32>,
     /// xz preset.
@@ -116,8 +119,14 @@ pub struct Settings {
     pub log_dir: PathBuf,
     /// Secret key files; empty means use (or create) `state_dir/signing-key.sec`.
     pub sign_key_files: Vec<PathBuf>,
-    /// Compression advertised in narinfos.
-    pub compression: Compression,
+    /// Which clients the store is for.
+    pub dialect: Dialect,
+    /// Compressions narinfos offer: exactly one for Nix, one group each for Guix.
+    pub compressions: Vec<Compression>,
+    /// Cache-Control max-age on narinfo hits.
+    pub narinfo_ttl: Duration,
+    /// Cache-Control max-age on narinfo misses, and how long the proxy remembers a miss.
+    pub negative_ttl: Duration,
     /// On-the-fly compression levels.
     pub levels: Levels,
     /// Priority in `/nix-cache-info`.
@@ -132,6 +141,8 @@ pub struct Settings {
 pub const DEFAULT_CACHE_MAX_SIZE: u64 = 10 << 30;
 /// Default upstream timeout.
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default Cache-Control max-age of a narinfo hit.
+pub const DEFAULT_NARINFO_TTL: Duration = Duration::from_secs(86400);
 /// Default time a miss is remembered.
 pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(300);
 
@@ -164,24 +175,7 @@ pub enum SettingsError {
 
 /// Applies flag > environment > file > default, then validates.
 pub fn resolve(args: &ServeArgs, env: &Env, file: &FileConfig) -> Result<Settings, SettingsError> {
-    let store_dir = pick(args.store_dir.clone(), env_var(env, "STORE_DIR")?, file.store_dir.clone())
-        .unwrap_or_else(|| DEFAULT_STORE_DIR.to_owned());
-    if !store_dir.starts_with('/') || store_dir.len() < 2 || store_dir.ends_with('/') || store_dir.contains("//") {
-        return Err(invalid("--store-dir", format!("{store_dir:?} must be an absolute path without a trailing slash")));
-    }
-    let store_root = pick(args.store_root.clone(), env_var(env, "STORE_ROOT")?, file.store_root.clone());
-    let under_root = |rel: &str| store_root.as_ref().map(|r| r.join(rel.trim_start_matches('/')));
-    let real_store_dir =
-        pick(args.real_store_dir.clone(), env_var(env, "REAL_STORE_DIR")?, file.real_store_dir.clone())
-            .or_else(|| under_root(&store_dir))
-            .unwrap_or_else(|| PathBuf::from(&store_dir));
-    let db = pick(args.db.clone(), env_var(env, "DB")?, file.db.clone())
-        .or_else(|| under_root("nix/var/nix/db/db.sqlite"))
-        .unwrap_or_else(|| PathBuf::from("/nix/var/nix/db/db.sqlite"));
-    let log_dir = pick(args.log_dir.clone(), env_var(env, "LOG_DIR")?, file.log_dir.clone())
-        .or_else(|| under_root("nix/var/log/nix/drvs"))
-        .unwrap_or_else(|| PathBuf::from("/nix/var/log/nix/drvs"));
-
+    let (dialect, store, log_dir) = resolve_store(args, env, file)?;
     let env_keys = env
         .vars
         .get("SUBSERVE_SIGN_KEY_FILE")
@@ -192,20 +186,7 @@ pub fn resolve(args: &ServeArgs, env: &Env, file: &FileConfig) -> Result<Setting
         file.sign_key_files.clone(),
     )
     .unwrap_or_default();
-
-    let file_compression = file
-        .compression
-        .as_deref()
-        .map(|c| c.parse::<Compression>().map_err(|e| SettingsError::File(e.to_string())))
-        .transpose()?;
-    let compression =
-        pick(args.compression, env_var(env, "COMPRESSION")?, file_compression).unwrap_or(Compression::None);
-    if !crate::compression::can_encode(compression) {
-        return Err(invalid(
-            "--compression",
-            format!("{compression} cannot be produced on the fly (use none, zstd or xz)"),
-        ));
-    }
+    let compressions = resolve_compressions(args, env, file, dialect)?;
     let defaults = Levels::default();
     let zstd = pick(args.zstd_level, env_var(env, "ZSTD_LEVEL")?, file.zstd_level).unwrap_or(defaults.zstd);
     if !(1..=19).contains(&zstd) {
@@ -220,20 +201,86 @@ pub fn resolve(args: &ServeArgs, env: &Env, file: &FileConfig) -> Result<Setting
         .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default"));
     let state_dir = pick(args.state_dir.clone(), env_var(env, "STATE_DIR")?, file.state_dir.clone())
         .map_or_else(|| default_state_dir(env), Ok)?;
-
-    let proxy = resolve_proxy(args, env, file, &store_dir, &state_dir)?;
+    let narinfo_ttl = pick(args.narinfo_ttl, env_var(env, "NARINFO_TTL")?, file.narinfo_ttl)
+        .map_or(DEFAULT_NARINFO_TTL, Duration::from_secs);
+    let negative_ttl = pick(args.negative_ttl, env_var(env, "NEGATIVE_TTL")?, file.negative_ttl)
+        .map_or(DEFAULT_NEGATIVE_TTL, Duration::from_secs);
+    let proxy = resolve_proxy(args, env, file, &store.store_dir, &state_dir)?;
 
     Ok(Settings {
+        dialect,
         proxy,
         listen,
-        store: StoreConfig { store_dir, real_store_dir, db },
+        store,
         log_dir,
         sign_key_files,
-        compression,
-        levels: Levels { zstd, xz },
+        compressions,
+        levels: Levels { zstd, xz, gzip: defaults.gzip },
         priority,
         state_dir,
+        narinfo_ttl,
+        negative_ttl,
     })
+}
+
+/// The store's dialect and locations: an explicit path wins, then one under `--store-root`,
+/// then the dialect's default location.
+fn resolve_store(
+    args: &ServeArgs,
+    env: &Env,
+    file: &FileConfig,
+) -> Result<(Dialect, StoreConfig, PathBuf), SettingsError> {
+    let explicit_dialect =
+        pick(args.dialect, env_var(env, "DIALECT")?, file.dialect.as_deref().map(parse_file_value).transpose()?);
+    let store_dir = pick(args.store_dir.clone(), env_var(env, "STORE_DIR")?, file.store_dir.clone())
+        .unwrap_or_else(|| explicit_dialect.unwrap_or(Dialect::Nix).default_store_dir().to_owned());
+    if !store_dir.starts_with('/') || store_dir.len() < 2 || store_dir.ends_with('/') || store_dir.contains("//") {
+        return Err(invalid("--store-dir", format!("{store_dir:?} must be an absolute path without a trailing slash")));
+    }
+    let dialect = explicit_dialect.unwrap_or_else(|| Dialect::for_store_dir(&store_dir));
+    let store_root = pick(args.store_root.clone(), env_var(env, "STORE_ROOT")?, file.store_root.clone());
+    let located = |rel: &str| match &store_root {
+        Some(root) => root.join(rel.trim_start_matches('/')),
+        None => Path::new("/").join(rel.trim_start_matches('/')),
+    };
+    let real_store_dir =
+        pick(args.real_store_dir.clone(), env_var(env, "REAL_STORE_DIR")?, file.real_store_dir.clone())
+            .unwrap_or_else(|| located(&store_dir));
+    let db = pick(args.db.clone(), env_var(env, "DB")?, file.db.clone()).unwrap_or_else(|| located(dialect.db_path()));
+    let log_dir = pick(args.log_dir.clone(), env_var(env, "LOG_DIR")?, file.log_dir.clone())
+        .unwrap_or_else(|| located(dialect.log_dir()));
+    Ok((dialect, StoreConfig { store_dir, real_store_dir, db }, log_dir))
+}
+
+/// What narinfos offer: one compression for Nix, one or more groups for Guix, each one the
+/// dialect's clients can decode and subserve can produce.
+fn resolve_compressions(
+    args: &ServeArgs,
+    env: &Env,
+    file: &FileConfig,
+    dialect: Dialect,
+) -> Result<Vec<Compression>, SettingsError> {
+    let from_file = file.compression.as_deref().map(parse_file_value::<CompressionList>).transpose()?;
+    let list = pick(args.compression.clone(), env_var(env, "COMPRESSION")?, from_file)
+        .map_or_else(|| dialect.default_compressions(), |l| l.0);
+    if let Some(bad) = list.iter().find(|c| !dialect.can_offer(**c)) {
+        let allowed = if dialect == Dialect::Nix { "none, zstd or xz" } else { "none, zstd, gzip or xz" };
+        return Err(invalid("--compression", format!("{bad} cannot be offered to {dialect} clients (use {allowed})")));
+    }
+    if dialect == Dialect::Nix && list.len() != 1 {
+        return Err(invalid("--compression", "a Nix narinfo names exactly one compression".into()));
+    }
+    if list.is_empty() {
+        return Err(invalid("--compression", "no compression given".into()));
+    }
+    Ok(list)
+}
+
+fn parse_file_value<T: FromStr>(value: &str) -> Result<T, SettingsError>
+where
+    T::Err: Display,
+{
+    value.parse().map_err(|e: T::Err| SettingsError::File(e.to_string()))
 }
 
 /// The proxy settings: upstreams from flags, else `SUBSERVE_UPSTREAM`, else the file's
@@ -294,8 +341,7 @@ fn resolve_proxy(
         None => DEFAULT_CACHE_MAX_SIZE,
     };
     let negative_ttl = pick(args.negative_ttl, env_var(env, "NEGATIVE_TTL")?, file.negative_ttl)
-        .map(Duration::from_secs)
-        .unwrap_or(DEFAULT_NEGATIVE_TTL);
+        .map_or(DEFAULT_NEGATIVE_TTL, Duration::from_secs);
     Ok(Some(ProxyConfig {
         upstreams,
         cache_dir,
@@ -400,7 +446,8 @@ mod tests {
         assert_eq!(s.store.real_store_dir, PathBuf::from("/nix/store"));
         assert_eq!(s.store.db, PathBuf::from("/nix/var/nix/db/db.sqlite"));
         assert_eq!(s.log_dir, PathBuf::from("/nix/var/log/nix/drvs"));
-        assert_eq!(s.compression, Compression::None);
+        assert_eq!(s.compressions, vec![Compression::None]);
+        assert_eq!(s.dialect, Dialect::Nix);
         assert_eq!(s.priority, DEFAULT_PRIORITY);
         assert_eq!(s.state_dir, PathBuf::from("/var/lib/subserve"));
         assert!(s.sign_key_files.is_empty());

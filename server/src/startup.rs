@@ -44,7 +44,10 @@ pub fn build_state(settings: &Settings) -> anyhow::Result<(AppState, KeySource)>
     let state = AppState {
         store,
         keys,
-        compression: settings.compression,
+        dialect: settings.dialect,
+        compressions: settings.compressions.clone(),
+        narinfo_ttl: settings.narinfo_ttl,
+        negative_ttl: settings.negative_ttl,
         levels: settings.levels,
         priority: settings.priority,
         log_dir: settings.log_dir.clone(),

@@ -1,11 +1,13 @@
 //! What every request handler shares: the store, the signing keys and the serving policy.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use signing::SecretKey;
 use store_reader::Store;
 
 use crate::compression::{Compression, Levels};
+use crate::dialect::Dialect;
 
 /// Shared, read-only state of a running server.
 #[derive(Debug)]
@@ -14,8 +16,14 @@ pub struct AppState {
     pub store: Store,
     /// Keys that sign every narinfo, added to the signatures the DB already has.
     pub keys: Vec<SecretKey>,
-    /// The compression narinfos advertise.
-    pub compression: Compression,
+    /// Which clients the store is for.
+    pub dialect: Dialect,
+    /// What narinfos offer: one compression for Nix, one URL group each for Guix.
+    pub compressions: Vec<Compression>,
+    /// Cache-Control max-age on narinfo hits.
+    pub narinfo_ttl: Duration,
+    /// Cache-Control max-age on narinfo misses.
+    pub negative_ttl: Duration,
     /// Levels for on-the-fly compression.
     pub levels: Levels,
     /// `Priority:` in `/nix-cache-info`; lower is preferred by clients.
@@ -24,4 +32,18 @@ pub struct AppState {
     pub log_dir: PathBuf,
     /// The pull-through proxy for paths the store lacks, if enabled.
     pub proxy: Option<upstream::Proxy>,
+}
+
+impl AppState {
+    /// The one compression a Nix narinfo advertises.
+    pub fn nix_compression(&self) -> Compression {
+        self.compressions[0]
+    }
+
+    /// `Cache-Control` for a narinfo answer: hits and misses are cached by Guix clients for
+    /// `max-age` (Nix clients ignore it and use their own TTLs).
+    pub fn cache_control(&self, hit: bool) -> String {
+        let ttl = if hit { self.narinfo_ttl } else { self.negative_ttl };
+        format!("max-age={}", ttl.as_secs())
+    }
 }

@@ -83,3 +83,18 @@ where
     let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
     Body::from_stream(stream)
 }
+
+/// A body of bytes `[start, end)` of the file at `path`; a file that turns out shorter ends
+/// the body with an error.
+pub(crate) fn file_body(path: std::path::PathBuf, start: u64, end: u64) -> Body {
+    use std::io::{Read as _, Seek as _};
+    body_from_writer(path.display().to_string(), move |mut out| {
+        let mut file = std::fs::File::open(&path)?;
+        file.seek(io::SeekFrom::Start(start))?;
+        let copied = io::copy(&mut file.take(end - start), &mut out)?;
+        if copied != end - start {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{} shrank", path.display())));
+        }
+        Ok(out)
+    })
+}

@@ -91,3 +91,84 @@ fn build(env: &NixEnv, base: &Path, root: &Path) {
     let big = build("big");
     std::fs::write(base.join("paths"), format!("top={top}\nbig={big}\nbusybox={busybox}\n")).unwrap();
 }
+
+/// A Guix-layout store (`/gnu/store`, DB in `var/guix/db`) made by real Nix in a chroot:
+/// the `odd-files` closure of the Nix fixture, rebuilt under `/gnu/store`, and a flat
+/// fixed-output file.
+#[derive(Debug, Clone)]
+pub struct GuixFixture {
+    /// The root: `<root>/gnu/store`, `<root>/var/guix/db/db.sqlite`, `<root>/var/log/guix/drvs`.
+    pub root: PathBuf,
+    /// The `odd-files` path and its closure, sorted.
+    pub odd: String,
+    /// Every path in the closure of `odd`.
+    pub closure: Vec<String>,
+    /// A flat fixed-output file added with `nix-store --add-fixed sha256`.
+    pub fixed_file: String,
+    /// Its contents.
+    pub fixed_contents: Vec<u8>,
+    /// A Nix environment for querying it.
+    pub env: NixEnv,
+}
+
+impl GuixFixture {
+    /// The store URI Nix takes for it.
+    pub fn store_uri(&self) -> String {
+        let r = self.root.display();
+        format!("local?store=/gnu/store&real={r}/gnu/store&state={r}/var/guix&log={r}/var/log/guix")
+    }
+}
+
+/// The Guix-layout fixture, built on first use.
+pub fn guix() -> &'static GuixFixture {
+    static FIXTURE: OnceLock<GuixFixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let nix = get();
+        let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("guix-fixture-{VERSION}"));
+        std::fs::create_dir_all(&base).unwrap();
+        let lock = File::create(base.join("lock")).unwrap();
+        lock.lock().unwrap();
+        let env = NixEnv::new(&base, "");
+        let root = base.join("root");
+        let r = root.display().to_string();
+        let uri = format!("local?store=/gnu/store&real={r}/gnu/store&state={r}/var/guix&log={r}/var/log/guix");
+        let fixed_contents = b"a source tarball, as far as Guix knows\n".to_vec();
+        if !base.join("done").exists() {
+            let _ = std::fs::remove_dir_all(&root);
+            let bb_dir = nix.root.parent().unwrap().join("busybox");
+            let busybox = env.run("nix-store", &["--store", &uri, "--add", bb_dir.to_str().unwrap()]).trim().to_owned();
+            let expr = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/fixture.nix");
+            let odd = env
+                .run(
+                    "nix-build",
+                    &[
+                        "--store",
+                        &uri,
+                        expr.to_str().unwrap(),
+                        "--argstr",
+                        "bb",
+                        &busybox,
+                        "-A",
+                        "odd",
+                        "--no-out-link",
+                    ],
+                )
+                .trim()
+                .to_owned();
+            let src = base.join("source.tar");
+            std::fs::write(&src, &fixed_contents).unwrap();
+            let fixed = env
+                .run("nix-store", &["--store", &uri, "--add-fixed", "sha256", src.to_str().unwrap()])
+                .trim()
+                .to_owned();
+            std::fs::write(base.join("paths"), format!("odd={odd}\nfixed={fixed}\n")).unwrap();
+            std::fs::write(base.join("done"), "").unwrap();
+        }
+        let text = std::fs::read_to_string(base.join("paths")).unwrap();
+        let get = |key: &str| text.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).unwrap().to_owned();
+        let mut closure: Vec<String> =
+            env.run("nix-store", &["--store", &uri, "-qR", &get("odd")]).lines().map(str::to_owned).collect();
+        closure.sort();
+        GuixFixture { root, odd: get("odd"), closure, fixed_file: get("fixed"), fixed_contents, env }
+    })
+}

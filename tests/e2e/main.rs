@@ -9,6 +9,7 @@
 
 mod cli;
 mod fixture;
+mod guix;
 mod harness;
 mod http;
 mod nar_equality;

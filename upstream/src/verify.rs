@@ -46,6 +46,7 @@ enum Decoder {
     Xz(xz2::write::XzDecoder<NarCheck>),
     Zstd(zstd::stream::write::Decoder<'static, NarCheck>),
     Bzip2(bzip2::write::BzDecoder<NarCheck>),
+    Gzip(flate2::write::MultiGzDecoder<NarCheck>),
 }
 
 /// Feed it the file's bytes in order with [`Verifier::update`], then call [`Verifier::finish`].
@@ -64,6 +65,7 @@ impl Verifier {
             Compression::Xz => Decoder::Xz(xz2::write::XzDecoder::new(check)),
             Compression::Zstd => Decoder::Zstd(zstd::stream::write::Decoder::new(check)?),
             Compression::Bzip2 => Decoder::Bzip2(bzip2::write::BzDecoder::new(check)),
+            Compression::Gzip => Decoder::Gzip(flate2::write::MultiGzDecoder::new(check)),
         };
         Ok(Self { expected, file_hasher: Sha256::new(), file_len: 0, decoder })
     }
@@ -80,6 +82,7 @@ impl Verifier {
             Decoder::Xz(w) => w.write_all(data),
             Decoder::Zstd(w) => w.write_all(data),
             Decoder::Bzip2(w) => w.write_all(data),
+            Decoder::Gzip(w) => w.write_all(data),
         };
         written.map_err(|e| format!("cannot decompress {}: {e}", self.expected.compression))
     }
@@ -99,6 +102,7 @@ impl Verifier {
                 w.try_finish().map_err(decompress_err)?;
                 w.finish().map_err(decompress_err)?
             }
+            Decoder::Gzip(w) => w.finish().map_err(decompress_err)?,
         };
         let file_hash = NarHash(self.file_hasher.finalize().into());
         if let Some(size) = e.file_size.filter(|&s| s != self.file_len) {
@@ -138,6 +142,11 @@ mod tests {
             }
             Compression::Bzip2 => {
                 let mut w = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+                w.write_all(data).unwrap();
+                w.finish().unwrap()
+            }
+            Compression::Gzip => {
+                let mut w = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
                 w.write_all(data).unwrap();
                 w.finish().unwrap()
             }

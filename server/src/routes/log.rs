@@ -1,7 +1,9 @@
-//! `GET /log/<drv basename>`: a build log from the store's log directory, decompressed.
+//! `GET /log/<drv basename>`: a build log from the store's log directory.
 //!
-//! Nix keeps logs as `<log dir>/<first 2 chars>/<rest>` plus `.bz2` when compressed. The name
-//! is validated as a store path basename before it touches the filesystem, so no URL can
+//! Logs are kept as `<log dir>/<first 2 chars>/<rest>`, plain or with `.bz2` (Nix) or `.gz`
+//! (Guix). They are sent decompressed as `text/plain`, except `.gz` logs to Guix clients,
+//! which get the file as it is with `Content-Encoding: gzip`, as guix publish sends them. The
+//! name is validated as a store path basename before it touches the filesystem, so no URL can
 //! reach outside the log directory.
 
 use std::fs::File;
@@ -14,9 +16,18 @@ use axum::http::{header, Method};
 use axum::response::{IntoResponse, Response};
 use formats::StorePath;
 
+use crate::dialect::Dialect;
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::stream::body_from_writer;
+
+/// How a log file is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    Plain,
+    Bzip2,
+    Gzip,
+}
 
 pub(super) async fn get(
     State(state): State<Arc<AppState>>,
@@ -26,27 +37,38 @@ pub(super) async fn get(
     let drv = StorePath::from_basename(&drv).map_err(|_| AppError::BadRequest("invalid derivation name"))?;
     let base = drv.basename();
     let dir = state.log_dir.join(&base[..2]);
-    let candidates = [(dir.join(&base[2..]), false), (dir.join(format!("{}.bz2", &base[2..])), true)];
+    let rest = &base[2..];
+    let candidates = [
+        (dir.join(rest), Stored::Plain),
+        (dir.join(format!("{rest}.bz2")), Stored::Bzip2),
+        (dir.join(format!("{rest}.gz")), Stored::Gzip),
+    ];
     let found = tokio::task::spawn_blocking(move || open_first(candidates)).await?;
-    let Some((file, bzip2)) = found else { return Err(AppError::NotFound) };
-    let headers = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+    let Some((file, stored)) = found else { return Err(AppError::NotFound) };
+    let raw_gzip = stored == Stored::Gzip && state.dialect == Dialect::Guix;
+    let mut response = ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")]).into_response();
+    if raw_gzip {
+        response.headers_mut().insert(header::CONTENT_ENCODING, header::HeaderValue::from_static("gzip"));
+    }
     if method == Method::HEAD {
-        return Ok(headers.into_response());
+        return Ok(response);
     }
     let body = body_from_writer(format!("log of {base}"), move |mut out| {
-        if bzip2 {
-            io::copy(&mut bzip2::read::MultiBzDecoder::new(io::BufReader::new(file)), &mut out)?;
-        } else {
-            io::copy(&mut io::BufReader::new(file), &mut out)?;
-        }
+        let mut input = io::BufReader::new(file);
+        match stored {
+            Stored::Bzip2 => io::copy(&mut bzip2::read::MultiBzDecoder::new(input), &mut out)?,
+            Stored::Gzip if !raw_gzip => io::copy(&mut flate2::read::MultiGzDecoder::new(input), &mut out)?,
+            _ => io::copy(&mut input, &mut out)?,
+        };
         Ok(out)
     });
-    Ok((headers, body).into_response())
+    *response.body_mut() = body;
+    Ok(response)
 }
 
-fn open_first(candidates: [(PathBuf, bool); 2]) -> Option<(File, bool)> {
-    candidates.into_iter().find_map(|(path, bz)| {
+fn open_first(candidates: [(PathBuf, Stored); 3]) -> Option<(File, Stored)> {
+    candidates.into_iter().find_map(|(path, stored)| {
         let file = File::open(&path).ok()?;
-        file.metadata().ok()?.is_file().then_some((file, bz))
+        file.metadata().ok()?.is_file().then_some((file, stored))
     })
 }

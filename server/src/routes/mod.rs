@@ -1,6 +1,8 @@
 //! The URL space of the cache: one module per endpoint, wired together by [`router`].
 
 mod cache_info;
+mod file;
+mod guix_nar;
 mod listing;
 mod log;
 mod nar;
@@ -17,19 +19,24 @@ use axum::Router;
 use formats::StorePathHash;
 use store_reader::PathInfo;
 
+use crate::dialect::Dialect;
 use crate::error::AppError;
 use crate::state::AppState;
 
 /// Builds the router for `state`. GET routes answer HEAD too, with the same headers.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let common = Router::new()
         .route("/nix-cache-info", get(cache_info::get))
         .route("/{file}", get(top_level))
-        .route("/nar/{file}", get(nar::get))
-        .route("/log/{drv}", get(log::get))
-        .fallback(|| async { AppError::NotFound })
-        .with_state(state)
-        .layer(middleware::from_fn(log_request))
+        .route("/log/{drv}", get(log::get));
+    let dialect_routes = match state.dialect {
+        Dialect::Nix => common.route("/nar/{file}", get(nar::get)),
+        Dialect::Guix => common
+            .route("/nar/{file}", get(guix_nar::get_bare))
+            .route("/nar/{compression}/{file}", get(guix_nar::get))
+            .route("/file/{name}/sha256/{hash}", get(file::get)),
+    };
+    dialect_routes.fallback(|| async { AppError::NotFound }).with_state(state).layer(middleware::from_fn(log_request))
 }
 
 /// `/<hash>.narinfo` and `/<hash>.ls` share one path segment, so they share one route.

@@ -7,8 +7,7 @@
 //! stay valid. Proxied NARs are served in the upstream's compression, from the cache file
 //! (with `Range`) or straight from the download in progress.
 
-use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -23,7 +22,7 @@ use crate::compression::{self, can_encode, Compression, Levels};
 use crate::error::AppError;
 use crate::range::{self, ByteRange};
 use crate::state::AppState;
-use crate::stream::body_from_writer;
+use crate::stream::{body_from_writer, file_body};
 
 /// MIME type of NAR bodies, compressed or not (the narinfo says which).
 pub(crate) const MIME_NAR: &str = "application/x-nix-nar";
@@ -48,7 +47,7 @@ pub(super) async fn get(
 }
 
 /// Streams a local store path's NAR, encoded on the fly, or a byte range of the bare NAR.
-fn local(
+pub(super) fn local(
     root: PathBuf,
     size: u64,
     compression: Compression,
@@ -106,16 +105,7 @@ async fn proxied(
             if method == Method::HEAD {
                 return Ok(response.body(Body::empty()).expect("valid response"));
             }
-            let body = body_from_writer(path.display().to_string(), move |mut out| {
-                let mut file = File::open(&path)?;
-                file.seek(SeekFrom::Start(start))?;
-                let copied = io::copy(&mut file.take(end - start), &mut out)?;
-                if copied != end - start {
-                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "cached NAR file shrank"));
-                }
-                Ok(out)
-            });
-            Ok(response.body(body).expect("valid response"))
+            Ok(response.body(file_body(path, start, end)).expect("valid response"))
         }
     }
 }
@@ -196,7 +186,8 @@ mod tests {
         assert_eq!((h, n.to_nix32().as_str(), c), (H, N, Compression::Zstd));
         assert_eq!(parse_file_name(&format!("{H}-{N}.nar.xz")).unwrap().2, Compression::Xz);
         assert_eq!(parse_file_name(&format!("{H}-{N}.nar")).unwrap().2, Compression::None);
-        assert!(matches!(parse_file_name(&format!("{H}-{N}.nar.gz")), Err(AppError::NotFound)));
+        assert_eq!(parse_file_name(&format!("{H}-{N}.nar.gz")).unwrap().2, Compression::Gzip);
+        assert!(matches!(parse_file_name(&format!("{H}-{N}.nar.lz")), Err(AppError::NotFound)));
         assert!(matches!(parse_file_name(&format!("{H}-{N}x.nar")), Err(AppError::BadRequest(_))));
         assert!(matches!(parse_file_name(&format!("{H}{N}.nar")), Err(AppError::BadRequest(_))));
     }

@@ -1,24 +1,48 @@
-//! `GET /<hash>.narinfo`: the path's metadata in Nix's dialect, signed with our keys.
+//! `GET /<hash>.narinfo`: the path's metadata in the store's dialect (Nix or Guix), signed
+//! with our keys, with a `Cache-Control` that Guix clients honour for hits and misses.
 
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use formats::guix::{GuixNarInfo, GuixUrl, MIME_GUIX_NARINFO};
 use formats::narinfo::{fingerprint, MIME_NARINFO};
 use formats::{NarInfo, StorePathHash};
 use signing::SecretKey;
 use store_reader::PathInfo;
 
 use crate::compression::Compression;
+use crate::dialect::Dialect;
 use crate::error::AppError;
 use crate::state::AppState;
 
+pub(super) async fn get(State(state): State<Arc<AppState>>, hash: &str) -> Result<Response, AppError> {
+    let (body, mime) = match state.dialect {
+        Dialect::Nix => (nix_body(&state, hash).await, MIME_NARINFO),
+        Dialect::Guix => (guix_body(&state, hash).await, MIME_GUIX_NARINFO),
+    };
+    let cache_control = |hit| HeaderValue::from_str(&state.cache_control(hit)).expect("ascii");
+    match body {
+        Ok(body) => Ok((
+            [(header::CONTENT_TYPE, HeaderValue::from_static(mime)), (header::CACHE_CONTROL, cache_control(true))],
+            body,
+        )
+            .into_response()),
+        Err(AppError::NotFound) => {
+            let mut response = AppError::NotFound.into_response();
+            response.headers_mut().insert(header::CACHE_CONTROL, cache_control(false));
+            Ok(response)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// The local store first; on a miss, the proxy (which answers "absent" for any upstream
 /// trouble, so a narinfo is never a 5xx because of an upstream).
-pub(super) async fn get(State(state): State<Arc<AppState>>, hash: &str) -> Result<Response, AppError> {
-    let body = match super::lookup(&state, hash).await {
-        Ok(info) => render(state.store.store_dir(), &state.keys, state.compression, &info),
+async fn nix_body(state: &Arc<AppState>, hash: &str) -> Result<String, AppError> {
+    Ok(match super::lookup(state, hash).await {
+        Ok(info) => render(state.store.store_dir(), &state.keys, state.nix_compression(), &info),
         Err(AppError::NotFound) => {
             let proxy = state.proxy.as_ref().ok_or(AppError::NotFound)?;
             let hash = StorePathHash::parse(hash).map_err(|_| AppError::BadRequest("invalid store path hash"))?;
@@ -28,8 +52,55 @@ pub(super) async fn get(State(state): State<Arc<AppState>>, hash: &str) -> Resul
             info.render()
         }
         Err(e) => return Err(e),
+    })
+}
+
+/// A Guix narinfo of a local path.
+async fn guix_body(state: &Arc<AppState>, hash: &str) -> Result<String, AppError> {
+    let info = super::lookup(state, hash).await?;
+    Ok(render_guix(state.store.store_dir(), &state.compressions, &info, None))
+}
+
+/// The URL of a NAR in guix publish's layout: `nar/<compression>/<basename>`, or
+/// `nar/<basename>` for the bare NAR.
+pub(crate) fn guix_nar_url(compression: Compression, basename: &str) -> String {
+    match compression {
+        Compression::None => format!("nar/{basename}"),
+        c => format!("nar/{}/{basename}", c.name()),
+    }
+}
+
+/// Renders a Guix narinfo with one URL group per offered compression, signed by `sign` (which
+/// gets the exact text the signature covers). `FileSize` only when every group is the bare
+/// NAR: sizes of live compression are unknown, and Guix needs them on all groups or none.
+pub(crate) fn render_guix(
+    store_dir: &str,
+    compressions: &[Compression],
+    info: &PathInfo,
+    sign: Option<&dyn Fn(&str) -> String>,
+) -> String {
+    let basename = info.path.basename();
+    let sized = compressions.iter().all(|c| *c == Compression::None);
+    let mut narinfo = GuixNarInfo {
+        store_path: info.path.absolute(store_dir),
+        nar_hash: info.nar_hash,
+        nar_size: info.nar_size,
+        references: info.references.iter().map(|r| r.basename()).collect(),
+        deriver: info.deriver.as_ref().map(|d| d.basename()),
+        signature: None,
+        urls: compressions
+            .iter()
+            .map(|&c| GuixUrl {
+                url: guix_nar_url(c, &basename),
+                compression: c.name().to_owned(),
+                file_size: sized.then_some(info.nar_size),
+            })
+            .collect(),
     };
-    Ok(([(header::CONTENT_TYPE, MIME_NARINFO)], body).into_response())
+    if let Some(sign) = sign {
+        narinfo.signature = Some(sign(&narinfo.signed_part()));
+    }
+    narinfo.render()
 }
 
 /// The URL of `info`'s NAR with `compression` (see `formats::compression::nar_file_name`).

@@ -92,6 +92,11 @@ pub fn compress(c: Compression, data: &[u8]) -> Vec<u8> {
             w.write_all(data).unwrap();
             w.finish().unwrap()
         }
+        Compression::Gzip => {
+            let mut w = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            w.write_all(data).unwrap();
+            w.finish().unwrap()
+        }
     }
 }
 

@@ -1,0 +1,236 @@
+//! Serving a Guix-layout store (`/gnu/store`, made by real Nix in a chroot) to Guix clients:
+//! the Guix narinfo dialect and its traps, every offered NAR URL, pipelined narinfo requests,
+//! `/file/…`, gzip-encoded logs, and the same answers from a schema-7 (Guix) database.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use formats::guix::GuixNarInfo;
+use formats::nar::Node;
+use formats::NarHash;
+
+use crate::fixture;
+use crate::harness::{scratch, Server};
+use crate::http::{get, request};
+
+fn hash_part(path: &str) -> &str {
+    &path["/gnu/store/".len()..][..32]
+}
+
+fn serve(name: &str, extra: &[&str]) -> Server {
+    let fx = fixture::guix();
+    let dir = scratch(name);
+    let mut args = vec!["--store-root", fx.root.to_str().unwrap(), "--store-dir", "/gnu/store"];
+    let state = dir.join("state").display().to_string();
+    args.extend(["--state-dir", &state]);
+    args.extend(extra);
+    Server::start(&args)
+}
+
+#[test]
+fn narinfos_follow_the_guix_dialect_and_avoid_its_traps() {
+    let fx = fixture::guix();
+    let srv = serve("guix-narinfo", &[]);
+    assert!(srv.log.lock().unwrap().contains("dialect=guix"), "a /gnu/store store is served to Guix clients");
+    let info = String::from_utf8(get(srv.addr, "/nix-cache-info").body).unwrap();
+    assert!(info.starts_with("StoreDir: /gnu/store\n"), "{info}");
+    for path in &fx.closure {
+        let reply = get(srv.addr, &format!("/{}.narinfo", hash_part(path)));
+        assert_eq!(reply.status, 200, "{path}");
+        assert_eq!(reply.header("content-type"), Some("application/x-nix-narinfo"));
+        assert_eq!(reply.header("cache-control"), Some("max-age=86400"));
+        assert_eq!(reply.header("content-length").unwrap().parse::<usize>().unwrap(), reply.body.len());
+        let text = String::from_utf8(reply.body).unwrap();
+        // The traps of protocol.md §9, as regression checks.
+        assert!(!text.contains('\r'), "CR in {text}");
+        assert!(!text.contains("\n\n") && text.ends_with('\n'), "blank line or no final newline in {text}");
+        for line in text.lines() {
+            assert!(!line.ends_with(' ') || line == "References: ", "trailing space in {line:?}");
+        }
+        assert!(text.lines().any(|l| l.starts_with("References:")), "References missing");
+        let narinfo = GuixNarInfo::parse(&text).unwrap();
+        assert_eq!(narinfo.render(), text);
+        assert_eq!(&narinfo.store_path, path);
+        assert!(narinfo.references.iter().all(|r| !r.contains('/')), "full paths in References");
+        let sizes = narinfo.urls.iter().filter(|u| u.file_size.is_some()).count();
+        assert!(sizes == 0 || sizes == narinfo.urls.len(), "FileSize on some URLs only");
+        let compressions: Vec<&str> = narinfo.urls.iter().map(|u| u.compression.as_str()).collect();
+        assert_eq!(compressions, ["zstd", "gzip", "none"]);
+        let nar_hash = fx.env.run("nix-store", &["--store", &fx.store_uri(), "-q", "--hash", path]);
+        assert_eq!(narinfo.nar_hash, NarHash::parse(nar_hash.trim()).unwrap());
+    }
+    let miss = get(srv.addr, "/00000000000000000000000000000000.narinfo");
+    assert_eq!(miss.status, 404);
+    assert_eq!(miss.header("cache-control"), Some("max-age=300"));
+    assert_eq!(miss.header("content-length").unwrap().parse::<usize>().unwrap(), miss.body.len());
+}
+
+fn decompress(compression: &str, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    match compression {
+        "none" => out.extend_from_slice(data),
+        "zstd" => out = zstd::decode_all(data).unwrap(),
+        "gzip" => {
+            flate2::read::MultiGzDecoder::new(data).read_to_end(&mut out).unwrap();
+        }
+        "xz" => {
+            xz2::read::XzDecoder::new(data).read_to_end(&mut out).unwrap();
+        }
+        other => panic!("{other}"),
+    }
+    out
+}
+
+/// Guix clients never check NarSize and never re-serialise, but the daemon records what it is
+/// given: every URL must yield exactly the canonical NAR.
+#[test]
+fn every_offered_url_yields_the_canonical_nar() {
+    let fx = fixture::guix();
+    let srv = serve("guix-nars", &["--compression", "zstd,gzip,xz,none"]);
+    for path in &fx.closure {
+        let text = String::from_utf8(get(srv.addr, &format!("/{}.narinfo", hash_part(path))).body).unwrap();
+        let narinfo = GuixNarInfo::parse(&text).unwrap();
+        assert_eq!(narinfo.urls.len(), 4);
+        for url in &narinfo.urls {
+            let reply = get(srv.addr, &format!("/{}", url.url));
+            assert_eq!(reply.status, 200, "{}", url.url);
+            assert_eq!(reply.header("content-encoding"), None);
+            let nar = decompress(&url.compression, &reply.body);
+            assert_eq!(nar.len() as u64, narinfo.nar_size, "{}", url.url);
+            assert_eq!(NarHash::digest(&nar), narinfo.nar_hash, "{}", url.url);
+            assert_eq!(Node::parse(&nar[..]).unwrap().to_nar(), nar, "{}: not canonical", url.url);
+        }
+    }
+    // The same basename with another name, or an unknown compression, is not served.
+    let odd = hash_part(&fx.odd);
+    assert_eq!(get(srv.addr, &format!("/nar/zstd/{odd}-other-name")).status, 404);
+    assert_eq!(get(srv.addr, &format!("/nar/lzip/{}", &fx.odd[11..])).status, 404);
+    assert_eq!(get(srv.addr, &format!("/nar/zstd/{odd}")).status, 400);
+}
+
+/// `guix substitute` writes up to 1000 narinfo GETs back to back on one connection and reads
+/// the answers in order.
+#[test]
+fn a_thousand_pipelined_narinfo_requests_are_answered_in_order() {
+    let fx = fixture::guix();
+    let srv = serve("guix-pipelining", &[]);
+    let hits: Vec<&str> = fx.closure.iter().map(|p| hash_part(p)).collect();
+    let mut expected = Vec::new();
+    let mut requests = String::new();
+    for i in 0..1000 {
+        let (hash, status) =
+            if i % 3 == 0 { (format!("{:032}", i), 404) } else { (hits[i % hits.len()].to_owned(), 200) };
+        requests.push_str(&format!("GET /{hash}.narinfo HTTP/1.1\r\nHost: localhost\r\nUser-Agent: GNU Guile\r\n\r\n"));
+        expected.push((hash, status));
+    }
+    let stream = TcpStream::connect(srv.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let writer = {
+        let mut w = stream.try_clone().unwrap();
+        std::thread::spawn(move || w.write_all(requests.as_bytes()).unwrap())
+    };
+    let mut reader = BufReader::new(stream);
+    for (i, (hash, status)) in expected.iter().enumerate() {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let got: u16 = line.split(' ').nth(1).unwrap_or_else(|| panic!("response {i}: {line:?}")).parse().unwrap();
+        assert_eq!(got, *status, "response {i} for {hash}");
+        let mut length = None;
+        loop {
+            let mut header = String::new();
+            reader.read_line(&mut header).unwrap();
+            if header == "\r\n" {
+                break;
+            }
+            if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = Some(v.trim().parse::<usize>().unwrap());
+            }
+        }
+        let mut body = vec![0u8; length.expect("every answer has a Content-Length")];
+        reader.read_exact(&mut body).unwrap();
+        if *status == 200 {
+            assert!(String::from_utf8(body).unwrap().contains(hash.as_str()), "response {i} is for another path");
+        }
+    }
+    writer.join().unwrap();
+}
+
+#[test]
+fn file_route_serves_fixed_output_contents() {
+    let fx = fixture::guix();
+    let srv = serve("guix-file", &[]);
+    let hash = NarHash::digest(&fx.fixed_contents).to_nix32();
+    let name = &fx.fixed_file["/gnu/store/".len() + 33..];
+    let reply = get(srv.addr, &format!("/file/{name}/sha256/{hash}"));
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, fx.fixed_contents);
+    assert_eq!(reply.header("content-length"), Some(fx.fixed_contents.len().to_string().as_str()));
+    assert_eq!(get(srv.addr, &format!("/file/other-name/sha256/{hash}")).status, 404);
+    assert_eq!(get(srv.addr, &format!("/file/{name}/sha256/{}", "0".repeat(52))).status, 404);
+    assert_eq!(get(srv.addr, &format!("/file/{name}/sha256/nothex")).status, 400);
+    assert_eq!(get(srv.addr, &format!("/file/{name}/sha1/{hash}")).status, 404);
+}
+
+#[test]
+fn gzip_logs_are_sent_as_they_are_with_content_encoding() {
+    let fx = fixture::guix();
+    let drv = fx.env.run("nix-store", &["--store", &fx.store_uri(), "-qd", &fx.odd]);
+    let base = drv.trim().trim_start_matches("/gnu/store/").to_owned();
+    // Nix wrote a .bz2 log; a Guix daemon writes .gz: put one beside it under another name.
+    let fake = "7h6zklgbgjmqnkxpa7v7pqkvhwqjpjvs-guix-style.drv";
+    let dir = fx.root.join("var/log/guix/drvs").join(&fake[..2]);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(b"building guix-style...\n").unwrap();
+    let gz = gz.finish().unwrap();
+    std::fs::write(dir.join(format!("{}.gz", &fake[2..])), &gz).unwrap();
+    let srv = serve("guix-logs", &[]);
+    let reply = get(srv.addr, &format!("/log/{fake}"));
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-encoding"), Some("gzip"));
+    assert_eq!(reply.body, gz);
+    let nix_log = get(srv.addr, &format!("/log/{base}"));
+    assert_eq!(nix_log.status, 200);
+    assert!(String::from_utf8_lossy(&nix_log.body).contains("subserve-fixture-log: building odd"));
+}
+
+/// The same store behind Guix's own schema 7 (no `ultimate`, `sigs`, `ca`) gives the same
+/// narinfos.
+#[test]
+fn a_schema_7_database_serves_the_same_narinfos() {
+    let fx = fixture::guix();
+    let dir = scratch("guix-schema-7");
+    let db = dir.join("db.sqlite");
+    std::fs::copy(fx.root.join("var/guix/db/db.sqlite"), &db).unwrap();
+    for suffix in ["-wal", "-shm"] {
+        let wal = fx.root.join(format!("var/guix/db/db.sqlite{suffix}"));
+        if wal.exists() {
+            std::fs::copy(&wal, dir.join(format!("db.sqlite{suffix}"))).unwrap();
+        }
+    }
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "ALTER TABLE ValidPaths DROP COLUMN ultimate; ALTER TABLE ValidPaths DROP COLUMN sigs;
+         ALTER TABLE ValidPaths DROP COLUMN ca;
+         CREATE TABLE IF NOT EXISTS FailedPaths (path text primary key not null, time integer not null);",
+    )
+    .unwrap();
+    drop(conn);
+    let nix = serve("guix-schema-10", &[]);
+    let seven = serve("guix-schema-7-server", &["--db", db.to_str().unwrap()]);
+    for path in &fx.closure {
+        let url = format!("/{}.narinfo", hash_part(path));
+        let (a, b) = (get(nix.addr, &url), get(seven.addr, &url));
+        assert_eq!((a.status, &a.body), (b.status, &b.body), "{path}");
+    }
+}
+
+#[test]
+fn head_answers_like_get() {
+    let fx = fixture::guix();
+    let srv = serve("guix-head", &[]);
+    let url = format!("/{}.narinfo", hash_part(&fx.odd));
+    let (g, h) = (get(srv.addr, &url), request(srv.addr, "HEAD", url.as_bytes(), ""));
+    assert_eq!((g.status, g.header("content-length")), (h.status, h.header("content-length")));
+}
