@@ -103,18 +103,22 @@ pub struct ServeArgs {
 }
 
 /// Key file formats `keygen` can write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum KeyFormat {
     /// `name:base64` Ed25519 keys, as `nix key generate-secret` writes them.
+    #[default]
     Nix,
+    /// libgcrypt sexps (ECDSA on Ed25519), as `guix archive --generate-key` writes them.
+    Guix,
 }
 
 /// Flags of `subserve keygen`.
 #[derive(Debug, Clone, Args)]
 pub struct KeygenArgs {
-    /// Key name, conventionally the host name and a number (`cache.example.org-1`).
-    #[arg(long)]
-    pub name: String,
+    /// Key name, conventionally the host name and a number (`cache.example.org-1`); Nix
+    /// keys only (Guix keys carry no name).
+    #[arg(long, required_if_eq("format", "nix"))]
+    pub name: Option<String>,
     /// Where to write the secret key (created with mode 0600; never overwritten).
     #[arg(long, value_name = "FILE")]
     pub secret_out: PathBuf,

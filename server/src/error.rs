@@ -21,6 +21,9 @@ pub enum AppError {
     /// The store could not be read.
     #[error(transparent)]
     Store(#[from] store_reader::Error),
+    /// A narinfo could not be signed.
+    #[error("cannot sign: {0}")]
+    Signing(#[from] signing::Error),
     /// A blocking task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -32,7 +35,7 @@ impl IntoResponse for AppError {
             AppError::NotFound => StatusCode::NOT_FOUND,
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
-            AppError::Store(_) | AppError::Task(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            AppError::Store(_) | AppError::Task(_) | AppError::Signing(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let body = match &self {
             AppError::BadRequest(why) => format!("{why}\n"),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use subserve::cli::{Cli, Command, KeygenArgs, ServeArgs};
+use subserve::cli::{Cli, Command, KeyFormat, KeygenArgs, ServeArgs};
 use subserve::settings::{self, Env, FileConfig};
 use subserve::startup::{self, KeySource};
 
@@ -56,6 +56,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     for key in &state.keys {
         tracing::info!(public_key = %key.to_public(), "signing narinfos");
     }
+    for key in &state.guix_keys {
+        let q: String = key.to_public().q().iter().map(|b| format!("{b:02X}")).collect();
+        tracing::info!(public_key_q = %q, host = %state.host, "signing Guix narinfos (key served at /signing-key.pub)");
+    }
     match &settings.proxy {
         Some(proxy) => {
             for up in &proxy.upstreams {
@@ -95,7 +99,20 @@ async fn shutdown_signal() {
 }
 
 fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
-    let key = signing::SecretKey::generate(&args.name).context("cannot generate a key")?;
+    if args.format == KeyFormat::Guix {
+        let key = signing::GuixSecretKey::generate().context("cannot generate a key")?;
+        signing::write_guix_key_pair(&key, &args.secret_out, &args.public_out)?;
+        let url = args.url.unwrap_or_else(|| format!("http://{}:5000", startup::hostname()));
+        print!("{}", key.public_sexp());
+        eprintln!("wrote {} (secret, mode 0600) and {}", args.secret_out.display(), args.public_out.display());
+        eprintln!("serve with: subserve serve --store-dir /gnu/store --sign-key-file {}", args.secret_out.display());
+        eprintln!("on each Guix node, authorize the key and use the URL:");
+        eprintln!("  guix archive --authorize < {}", args.public_out.display());
+        eprintln!("  guix-daemon --substitute-urls={url}");
+        return Ok(());
+    }
+    let name = args.name.as_deref().context("--name is required for Nix keys")?;
+    let key = signing::SecretKey::generate(name).context("cannot generate a key")?;
     signing::write_key_pair(&key, &args.secret_out, &args.public_out)?;
     let public = key.to_public();
     let url = args.url.unwrap_or_else(|| format!("http://{}:5000", startup::hostname()));

@@ -205,7 +205,23 @@ pub fn resolve(args: &ServeArgs, env: &Env, file: &FileConfig) -> Result<Setting
         .map_or(DEFAULT_NARINFO_TTL, Duration::from_secs);
     let negative_ttl = pick(args.negative_ttl, env_var(env, "NEGATIVE_TTL")?, file.negative_ttl)
         .map_or(DEFAULT_NEGATIVE_TTL, Duration::from_secs);
-    let proxy = resolve_proxy(args, env, file, &store.store_dir, &state_dir)?;
+    let proxy = match dialect {
+        Dialect::Nix => resolve_proxy(args, env, file, &store.store_dir, &state_dir)?,
+        Dialect::Guix => {
+            let asked =
+                !args.upstreams.is_empty() || env.vars.contains_key("SUBSERVE_UPSTREAM") || file.upstream.is_some();
+            let off = args.upstreams == ["none"]
+                || env.vars.get("SUBSERVE_UPSTREAM").is_some_and(|v| v == "none")
+                || file.upstream.as_ref().is_some_and(Vec::is_empty);
+            if asked && !off {
+                return Err(invalid(
+                    "--upstream",
+                    "proxying Guix build farms is not supported yet; use --upstream none".into(),
+                ));
+            }
+            None
+        }
+    };
 
     Ok(Settings {
         dialect,

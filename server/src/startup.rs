@@ -4,14 +4,17 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use signing::SecretKey;
+use signing::{AnySecretKey, GuixSecretKey, SecretKey};
 use store_reader::Store;
 
+use crate::dialect::Dialect;
 use crate::settings::Settings;
 use crate::state::AppState;
 
-/// File name of the key generated in the state directory.
+/// File name of the Nix key generated in the state directory.
 pub const DEFAULT_KEY_FILE: &str = "signing-key.sec";
+/// File name of the Guix key generated in the state directory.
+pub const DEFAULT_GUIX_KEY_FILE: &str = "guix-signing-key.sec";
 
 /// What happened to the keys at start-up, for the operator's log.
 #[derive(Debug)]
@@ -35,6 +38,11 @@ pub fn build_state(settings: &Settings) -> anyhow::Result<(AppState, KeySource)>
         "cannot open the store (set --store-dir, --real-store-dir and --db, or --store-root for a chroot store)",
     )?;
     let (keys, source) = load_keys(settings)?;
+    let host = hostname();
+    if let Some(key) = keys.guix.first() {
+        // Fail now, not on every request, if the host name cannot go into a Signature line.
+        key.sign_narinfo(&host, "").with_context(|| format!("cannot sign Guix narinfos as host {host:?}"))?;
+    }
     let proxy = match &settings.proxy {
         Some(config) => Some(upstream::Proxy::open(config.clone()).with_context(|| {
             format!("cannot open the proxy cache in {} (set --cache-dir)", config.cache_dir.display())
@@ -43,7 +51,9 @@ pub fn build_state(settings: &Settings) -> anyhow::Result<(AppState, KeySource)>
     };
     let state = AppState {
         store,
-        keys,
+        keys: keys.nix,
+        guix_keys: keys.guix,
+        host,
         dialect: settings.dialect,
         compressions: settings.compressions.clone(),
         narinfo_ttl: settings.narinfo_ttl,
@@ -56,34 +66,72 @@ pub fn build_state(settings: &Settings) -> anyhow::Result<(AppState, KeySource)>
     Ok((state, source))
 }
 
-fn load_keys(settings: &Settings) -> anyhow::Result<(Vec<SecretKey>, KeySource)> {
-    if !settings.sign_key_files.is_empty() {
-        let keys = settings
-            .sign_key_files
-            .iter()
-            .map(|p| {
-                signing::read_secret_key_file(p).with_context(|| format!("cannot load signing key {}", p.display()))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        return Ok((keys, KeySource::Configured));
-    }
-    let secret = settings.state_dir.join(DEFAULT_KEY_FILE);
-    if secret.exists() {
-        let key = signing::read_secret_key_file(&secret)
-            .with_context(|| format!("cannot load signing key {}", secret.display()))?;
-        return Ok((vec![key], KeySource::StateDir(secret)));
-    }
-    let public = settings.state_dir.join("signing-key.pub");
-    let key = generate_into(&settings.state_dir, &secret, &public)?;
-    Ok((vec![key], KeySource::Generated { secret, public }))
+/// The keys a server signs with: Nix keys for a Nix store, Guix keys for a Guix store.
+#[derive(Debug, Default)]
+struct Keys {
+    nix: Vec<SecretKey>,
+    guix: Vec<GuixSecretKey>,
 }
 
-fn generate_into(state_dir: &Path, secret: &Path, public: &Path) -> anyhow::Result<SecretKey> {
-    create_private_dir(state_dir)?;
-    let key = SecretKey::generate(&format!("{}-1", hostname())).context("cannot generate a signing key")?;
-    signing::write_key_pair(&key, secret, public)
-        .with_context(|| format!("cannot write a signing key into {}", state_dir.display()))?;
-    Ok(key)
+fn load_keys(settings: &Settings) -> anyhow::Result<(Keys, KeySource)> {
+    let dialect = settings.dialect;
+    if !settings.sign_key_files.is_empty() {
+        let mut keys = Keys::default();
+        for path in &settings.sign_key_files {
+            let key = signing::read_any_secret_key_file(path)
+                .with_context(|| format!("cannot load signing key {}", path.display()))?;
+            add_key(&mut keys, key, dialect, path)?;
+        }
+        return Ok((keys, KeySource::Configured));
+    }
+    let (secret_name, public_name) = match dialect {
+        Dialect::Nix => (DEFAULT_KEY_FILE, "signing-key.pub"),
+        Dialect::Guix => (DEFAULT_GUIX_KEY_FILE, "guix-signing-key.pub"),
+    };
+    let secret = settings.state_dir.join(secret_name);
+    let mut keys = Keys::default();
+    if secret.exists() {
+        let key = signing::read_any_secret_key_file(&secret)
+            .with_context(|| format!("cannot load signing key {}", secret.display()))?;
+        add_key(&mut keys, key, dialect, &secret)?;
+        return Ok((keys, KeySource::StateDir(secret)));
+    }
+    let public = settings.state_dir.join(public_name);
+    create_private_dir(&settings.state_dir)?;
+    let written = match dialect {
+        Dialect::Nix => {
+            let key = SecretKey::generate(&format!("{}-1", hostname())).context("cannot generate a signing key")?;
+            let written = signing::write_key_pair(&key, &secret, &public);
+            keys.nix.push(key);
+            written
+        }
+        Dialect::Guix => {
+            let key = GuixSecretKey::generate().context("cannot generate a Guix signing key")?;
+            let written = signing::write_guix_key_pair(&key, &secret, &public);
+            keys.guix.push(key);
+            written
+        }
+    };
+    written.with_context(|| format!("cannot write a signing key into {}", settings.state_dir.display()))?;
+    Ok((keys, KeySource::Generated { secret, public }))
+}
+
+/// Adds a loaded key, refusing one of the other ecosystem's format: it could sign nothing
+/// this store's clients would accept.
+fn add_key(keys: &mut Keys, key: AnySecretKey, dialect: Dialect, path: &Path) -> anyhow::Result<()> {
+    match (key, dialect) {
+        (AnySecretKey::Nix(k), Dialect::Nix) => keys.nix.push(k),
+        (AnySecretKey::Guix(k), Dialect::Guix) => keys.guix.push(k),
+        (AnySecretKey::Nix(_), Dialect::Guix) => anyhow::bail!(
+            "{} is a Nix key (name:base64); a Guix store needs a Guix key (signing-key.sec sexp)",
+            path.display()
+        ),
+        (AnySecretKey::Guix(_), Dialect::Nix) => anyhow::bail!(
+            "{} is a Guix key; a Nix store needs a Nix key (name:base64, from subserve keygen)",
+            path.display()
+        ),
+    }
+    Ok(())
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {

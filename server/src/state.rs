@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use signing::SecretKey;
+use signing::{GuixSecretKey, SecretKey};
 use store_reader::Store;
 
 use crate::compression::{Compression, Levels};
@@ -14,8 +14,12 @@ use crate::dialect::Dialect;
 pub struct AppState {
     /// The store being served.
     pub store: Store,
-    /// Keys that sign every narinfo, added to the signatures the DB already has.
+    /// Keys that sign every Nix narinfo, added to the signatures the DB already has.
     pub keys: Vec<SecretKey>,
+    /// Keys for Guix narinfos; the first signs (a Guix narinfo carries one signature).
+    pub guix_keys: Vec<GuixSecretKey>,
+    /// This host's name, written into Guix `Signature:` lines.
+    pub host: String,
     /// Which clients the store is for.
     pub dialect: Dialect,
     /// What narinfos offer: one compression for Nix, one URL group each for Guix.

@@ -222,7 +222,12 @@ fn a_schema_7_database_serves_the_same_narinfos() {
     for path in &fx.closure {
         let url = format!("/{}.narinfo", hash_part(path));
         let (a, b) = (get(nix.addr, &url), get(seven.addr, &url));
-        assert_eq!((a.status, &a.body), (b.status, &b.body), "{path}");
+        // Each server generated its own key: compare everything but the signature.
+        let unsigned = |body: &[u8]| {
+            let text = String::from_utf8(body.to_vec()).unwrap();
+            text.lines().filter(|l| !l.starts_with("Signature:")).collect::<Vec<_>>().join("\n")
+        };
+        assert_eq!((a.status, unsigned(&a.body)), (b.status, unsigned(&b.body)), "{path}");
     }
 }
 
@@ -233,4 +238,98 @@ fn head_answers_like_get() {
     let url = format!("/{}.narinfo", hash_part(&fx.odd));
     let (g, h) = (get(srv.addr, &url), request(srv.addr, "HEAD", url.as_bytes(), ""));
     assert_eq!((g.status, g.header("content-length")), (h.status, h.header("content-length")));
+}
+
+/// Runs the libgcrypt checker (guile-gcrypt) of the signing crate's tests.
+fn gcrypt(args: &[&std::path::Path]) -> String {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../signing/tests/guile/gcrypt-check.scm");
+    let out = std::process::Command::new("guile")
+        .arg("--no-auto-compile")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("guile is needed to check Guix signatures: apt-get install guile-3.0 guile-gcrypt");
+    assert!(out.status.success(), "gcrypt-check.scm failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// libgcrypt, as `guix substitute` uses it, accepts every narinfo subserve serves, with the key
+/// from `/signing-key.pub` in the ACL.
+fn assert_libgcrypt_accepts_all(srv: &Server, dir: &std::path::Path, public: &std::path::Path) {
+    let fx = fixture::guix();
+    let mut files = Vec::new();
+    for (i, path) in fx.closure.iter().enumerate() {
+        let reply = get(srv.addr, &format!("/{}.narinfo", hash_part(path)));
+        assert_eq!(reply.status, 200);
+        let file = dir.join(format!("{i}.narinfo"));
+        std::fs::write(&file, &reply.body).unwrap();
+        files.push(file);
+    }
+    let mut args = vec![std::path::Path::new("verify"), public];
+    args.extend(files.iter().map(|f| f.as_path()));
+    let verdicts = gcrypt(&args);
+    assert_eq!(verdicts.lines().count(), files.len());
+    assert!(verdicts.lines().all(|l| l == "valid"), "libgcrypt said:\n{verdicts}");
+}
+
+#[test]
+fn libgcrypt_accepts_the_narinfos_signed_with_a_generated_key() {
+    let dir = scratch("guix-libgcrypt-generated");
+    let srv = serve("guix-libgcrypt-generated-server", &[]);
+    let public = get(srv.addr, "/signing-key.pub");
+    assert_eq!(public.status, 200);
+    let text = String::from_utf8(public.body).unwrap();
+    assert!(text.starts_with("(public-key \n (ecc \n  (curve Ed25519)\n"), "{text}");
+    let public_file = dir.join("signing-key.pub");
+    std::fs::write(&public_file, &text).unwrap();
+    assert_libgcrypt_accepts_all(&srv, &dir, &public_file);
+}
+
+/// An operator replacing guix publish points subserve at the existing key: every node keeps
+/// trusting it.
+#[test]
+fn a_key_made_by_libgcrypt_signs_for_subserve() {
+    let dir = scratch("guix-libgcrypt-key");
+    let (secret, public) = (dir.join("signing-key.sec"), dir.join("signing-key.pub"));
+    gcrypt(&[std::path::Path::new("genkey"), &secret, &public]);
+    let mut perms = std::fs::metadata(&secret).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
+    std::fs::set_permissions(&secret, perms).unwrap();
+    let srv = serve("guix-libgcrypt-key-server", &["--sign-key-file", secret.to_str().unwrap()]);
+    assert_eq!(get(srv.addr, "/signing-key.pub").body, std::fs::read(&public).unwrap());
+    assert_libgcrypt_accepts_all(&srv, &dir, &public);
+}
+
+#[test]
+fn a_nix_key_cannot_sign_a_guix_store() {
+    let fx = fixture::guix();
+    let dir = scratch("guix-wrong-key");
+    let (secret, _) = crate::substitute::keygen(&dir, "nix-1");
+    let out = std::process::Command::new(crate::harness::SUBSERVE)
+        .args(["serve", "--listen", "127.0.0.1:0", "--upstream", "none", "--store-dir", "/gnu/store", "--store-root"])
+        .arg(&fx.root)
+        .args(["--sign-key-file", &secret])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is a Nix key"), "{stderr}");
+}
+
+#[test]
+fn keygen_writes_guix_keys() {
+    let dir = scratch("guix-keygen");
+    let (secret, public) = (dir.join("k.sec"), dir.join("k.pub"));
+    let out = std::process::Command::new(crate::harness::SUBSERVE)
+        .args(["keygen", "--format", "guix", "--secret-out"])
+        .arg(&secret)
+        .arg("--public-out")
+        .arg(&public)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), std::fs::read_to_string(&public).unwrap());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("guix archive --authorize"));
+    let key = signing::read_guix_secret_key_file(&secret).unwrap();
+    assert_eq!(key.public_sexp(), std::fs::read_to_string(&public).unwrap());
 }

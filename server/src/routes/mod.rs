@@ -7,6 +7,7 @@ mod listing;
 mod log;
 mod nar;
 mod narinfo;
+mod signing_key;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,7 +35,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         Dialect::Guix => common
             .route("/nar/{file}", get(guix_nar::get_bare))
             .route("/nar/{compression}/{file}", get(guix_nar::get))
-            .route("/file/{name}/sha256/{hash}", get(file::get)),
+            .route("/file/{name}/sha256/{hash}", get(file::get))
+            .route("/signing-key.pub", get(signing_key::get)),
     };
     dialect_routes.fallback(|| async { AppError::NotFound }).with_state(state).layer(middleware::from_fn(log_request))
 }

@@ -58,7 +58,9 @@ async fn nix_body(state: &Arc<AppState>, hash: &str) -> Result<String, AppError>
 /// A Guix narinfo of a local path.
 async fn guix_body(state: &Arc<AppState>, hash: &str) -> Result<String, AppError> {
     let info = super::lookup(state, hash).await?;
-    Ok(render_guix(state.store.store_dir(), &state.compressions, &info, None))
+    let key = state.guix_keys.first();
+    let sign = |text: &str| key.map(|k| k.sign_narinfo(&state.host, text)).transpose();
+    Ok(render_guix(state.store.store_dir(), &state.compressions, &info, &sign)?)
 }
 
 /// The URL of a NAR in guix publish's layout: `nar/<compression>/<basename>`, or
@@ -70,6 +72,9 @@ pub(crate) fn guix_nar_url(compression: Compression, basename: &str) -> String {
     }
 }
 
+/// Signs the text a Guix signature covers; `None` leaves the narinfo unsigned.
+pub(crate) type GuixSigner<'a> = dyn Fn(&str) -> Result<Option<String>, signing::Error> + 'a;
+
 /// Renders a Guix narinfo with one URL group per offered compression, signed by `sign` (which
 /// gets the exact text the signature covers). `FileSize` only when every group is the bare
 /// NAR: sizes of live compression are unknown, and Guix needs them on all groups or none.
@@ -77,8 +82,8 @@ pub(crate) fn render_guix(
     store_dir: &str,
     compressions: &[Compression],
     info: &PathInfo,
-    sign: Option<&dyn Fn(&str) -> String>,
-) -> String {
+    sign: &GuixSigner<'_>,
+) -> Result<String, signing::Error> {
     let basename = info.path.basename();
     let sized = compressions.iter().all(|c| *c == Compression::None);
     let mut narinfo = GuixNarInfo {
@@ -97,10 +102,8 @@ pub(crate) fn render_guix(
             })
             .collect(),
     };
-    if let Some(sign) = sign {
-        narinfo.signature = Some(sign(&narinfo.signed_part()));
-    }
-    narinfo.render()
+    narinfo.signature = sign(&narinfo.signed_part())?;
+    Ok(narinfo.render())
 }
 
 /// The URL of `info`'s NAR with `compression` (see `formats::compression::nar_file_name`).
