@@ -206,7 +206,7 @@ pub fn resolve(args: &ServeArgs, env: &Env, file: &FileConfig) -> Result<Setting
     let negative_ttl = pick(args.negative_ttl, env_var(env, "NEGATIVE_TTL")?, file.negative_ttl)
         .map_or(DEFAULT_NEGATIVE_TTL, Duration::from_secs);
     let proxy = match dialect {
-        Dialect::Nix => resolve_proxy(args, env, file, &store.store_dir, &state_dir)?,
+        Dialect::Nix => resolve_proxy(args, env, file, &store.store_dir, &state_dir, negative_ttl)?,
         Dialect::Guix => {
             let asked =
                 !args.upstreams.is_empty() || env.vars.contains_key("SUBSERVE_UPSTREAM") || file.upstream.is_some();
@@ -308,6 +308,7 @@ fn resolve_proxy(
     file: &FileConfig,
     store_dir: &str,
     state_dir: &Path,
+    negative_ttl: Duration,
 ) -> Result<Option<ProxyConfig>, SettingsError> {
     let timeout = pick(args.upstream_timeout, env_var(env, "UPSTREAM_TIMEOUT")?, None)
         .map(Duration::from_secs)
@@ -356,8 +357,6 @@ fn resolve_proxy(
         }
         None => DEFAULT_CACHE_MAX_SIZE,
     };
-    let negative_ttl = pick(args.negative_ttl, env_var(env, "NEGATIVE_TTL")?, file.negative_ttl)
-        .map_or(DEFAULT_NEGATIVE_TTL, Duration::from_secs);
     Ok(Some(ProxyConfig {
         upstreams,
         cache_dir,
