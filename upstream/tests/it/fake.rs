@@ -192,7 +192,7 @@ impl Fake {
 }
 
 pub fn proxy_for(fakes: &[&Fake], dir: &std::path::Path, max_size: u64) -> Proxy {
-    proxy_with_stall(fakes, dir, max_size, Duration::from_millis(500))
+    proxy_with_stall(fakes, dir, max_size, Duration::from_secs(2))
 }
 
 /// Like [`proxy_for`] with another stall timeout, for tests that hold a body back on purpose.
@@ -205,7 +205,7 @@ pub fn proxy_with_stall(fakes: &[&Fake], dir: &std::path::Path, max_size: u64, s
                 url: f.url(),
                 keys: vec![f.key.to_public()],
                 priority: i as i32,
-                timeout: Duration::from_millis(500),
+                timeout: Duration::from_secs(2),
             })
             .collect(),
         cache_dir: dir.to_path_buf(),
