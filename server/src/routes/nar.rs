@@ -18,7 +18,8 @@ use axum::response::Response;
 use formats::{NarHash, StorePathHash};
 use upstream::NarSource;
 
-use crate::compression::{self, can_encode, Compression, Levels};
+use crate::compression::{self, Compression, Levels};
+use crate::dialect::Dialect;
 use crate::error::AppError;
 use crate::range::{self, ByteRange};
 use crate::state::AppState;
@@ -36,7 +37,7 @@ pub(super) async fn get(
     let (store_hash, nar_hash, compression) = parse_file_name(&file)?;
     match super::lookup(&state, store_hash).await {
         // A local path with the URL's NarHash, in a compression we can produce.
-        Ok(info) if info.nar_hash == nar_hash && can_encode(compression) => {
+        Ok(info) if info.nar_hash == nar_hash && Dialect::Nix.can_offer(compression) => {
             let root = state.store.real_path(&info.path);
             Ok(local(root, info.nar_size, compression, state.levels, &method, &headers)?)
         }
