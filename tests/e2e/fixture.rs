@@ -114,9 +114,14 @@ pub struct GuixFixture {
 impl GuixFixture {
     /// The store URI Nix takes for it.
     pub fn store_uri(&self) -> String {
-        let r = self.root.display();
-        format!("local?store=/gnu/store&real={r}/gnu/store&state={r}/var/guix&log={r}/var/log/guix")
+        guix_store_uri(&self.root)
     }
+}
+
+/// A Nix store URI for a Guix-layout chroot store at `root`.
+fn guix_store_uri(root: &Path) -> String {
+    let r = root.display();
+    format!("local?store=/gnu/store&real={r}/gnu/store&state={r}/var/guix&log={r}/var/log/guix")
 }
 
 /// The Guix-layout fixture, built on first use.
@@ -130,8 +135,7 @@ pub fn guix() -> &'static GuixFixture {
         lock.lock().unwrap();
         let env = NixEnv::new(&base, "");
         let root = base.join("root");
-        let r = root.display().to_string();
-        let uri = format!("local?store=/gnu/store&real={r}/gnu/store&state={r}/var/guix&log={r}/var/log/guix");
+        let uri = guix_store_uri(&root);
         let fixed_contents = b"a source tarball, as far as Guix knows\n".to_vec();
         if !base.join("done").exists() {
             let _ = std::fs::remove_dir_all(&root);

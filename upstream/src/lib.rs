@@ -396,8 +396,9 @@ impl Inner {
         if let Some(d) = downloads.get(key).filter(|d| *d.progress.borrow() != Progress::Failed) {
             return Some(Arc::clone(d));
         }
-        let up = self.upstreams.iter().find(|u| entry.upstream_url.starts_with(&format!("{}/", u.config.url)));
-        let timeout = up.map_or(Duration::from_secs(30), |u| u.config.timeout);
+        // The upstream the NAR comes from: its timeout applies, and its breaker hears of failures.
+        let up = self.upstreams.iter().position(|u| entry.upstream_url.starts_with(&format!("{}/", u.config.url)));
+        let timeout = up.map_or(Duration::from_secs(30), |i| self.upstreams[i].config.timeout);
         static SEQUENCE: AtomicU64 = AtomicU64::new(0);
         let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
         let temp = self.config.cache_dir.join("tmp").join(format!("{}.{}.{n}", entry.nar_file, std::process::id()));
@@ -433,8 +434,8 @@ impl Inner {
                 if matches!(e, FetchError::Verify(_)) {
                     failing.stats.nar_verify_failures.fetch_add(1, Ordering::Relaxed);
                 }
-                if let Some(up) = failing.upstreams.iter().find(|u| url.starts_with(&format!("{}/", u.config.url))) {
-                    failing.failed(up, &url, e);
+                if let Some(i) = up {
+                    failing.failed(&failing.upstreams[i], &url, e);
                 }
             }),
         };
