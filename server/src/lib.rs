@@ -1,6 +1,6 @@
 //! subserve's HTTP server: serves a Nix store as a signed binary cache.
 //!
-//! [`router`] builds the axum router over an [`AppState`]; [`run`] serves it on a bound
+//! [`router`] builds the axum router over one [`AppState`] per served store; [`run`] serves it on a bound
 //! listener until a shutdown future resolves. The `subserve` binary only parses its input
 //! ([`cli`], [`settings`]) and calls these.
 
@@ -25,13 +25,13 @@ pub use error::AppError;
 pub use routes::router;
 pub use state::AppState;
 
-/// Serves `state` on `listener` until `shutdown` resolves, then lets in-flight requests finish.
+/// Serves `stores` on `listener` until `shutdown` resolves, then lets in-flight requests finish.
 ///
 /// Accepted sockets get `TCP_NODELAY`: with Nagle on, every keep-alive narinfo request
 /// waits ~40 ms for a delayed ACK.
 pub async fn run(
     listener: TcpListener,
-    state: Arc<AppState>,
+    stores: Vec<Arc<AppState>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener = listener.tap_io(|tcp| {
@@ -39,5 +39,5 @@ pub async fn run(
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(&stores)).with_graceful_shutdown(shutdown).await
 }

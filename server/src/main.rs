@@ -42,7 +42,33 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => FileConfig::default(),
     };
     let settings = settings::resolve(&args, &env, &file)?;
-    let (state, keys) = startup::build_state(&settings)?;
+    let built = startup::build_states(&settings)?;
+    for ((state, keys), config) in built.iter().zip(&settings.stores) {
+        log_store(state, keys, config);
+    }
+    let stores: Vec<_> = built.into_iter().map(|(state, _)| Arc::new(state)).collect();
+
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        tracing::info!(listen = %listener.local_addr()?, stores = stores.len(), "serving");
+        subserve::run(listener, stores, shutdown_signal()).await.context("server failed")
+    })
+}
+
+/// What the operator needs to know of one store at start-up: where, which keys, which proxy.
+fn log_store(state: &subserve::AppState, keys: &KeySource, config: &settings::StoreSettings) {
+    let url_prefix = if state.prefix.is_empty() { "/" } else { state.prefix.as_str() };
+    tracing::info!(
+        prefix = %url_prefix,
+        store_dir = %config.store.store_dir,
+        real_store_dir = %config.store.real_store_dir.display(),
+        dialect = %config.dialect,
+        compression = ?config.compressions,
+        "store"
+    );
     match keys {
         KeySource::Generated { secret, public } => tracing::info!(
             secret = %secret.display(), public = %public.display(),
@@ -54,37 +80,24 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         KeySource::Configured => {}
     }
     for key in &state.keys {
-        tracing::info!(public_key = %key.to_public(), "signing narinfos");
+        tracing::info!(prefix = %url_prefix, public_key = %key.to_public(), "signing narinfos");
     }
     for key in &state.guix_keys {
         let q: String = key.to_public().q().iter().map(|b| format!("{b:02X}")).collect();
-        tracing::info!(public_key_q = %q, host = %state.host, "signing Guix narinfos (key served at /signing-key.pub)");
+        tracing::info!(
+            prefix = %url_prefix, public_key_q = %q, host = %state.host,
+            "signing Guix narinfos (key served at signing-key.pub)"
+        );
     }
-    match &settings.proxy {
+    match &config.proxy {
         Some(proxy) => {
             for up in &proxy.upstreams {
-                tracing::info!(upstream = %up.url, priority = up.priority, "proxying");
+                tracing::info!(prefix = %url_prefix, upstream = %up.url, priority = up.priority, "proxying");
             }
             tracing::info!(cache_dir = %proxy.cache_dir.display(), max_size = proxy.max_size, "proxy cache");
         }
-        None => tracing::info!("proxying turned off"),
+        None => tracing::info!(prefix = %url_prefix, "proxying turned off"),
     }
-
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(settings.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", settings.listen))?;
-        tracing::info!(
-            listen = %listener.local_addr()?,
-            store_dir = %settings.store.store_dir,
-            real_store_dir = %settings.store.real_store_dir.display(),
-            dialect = %settings.dialect,
-            compression = ?settings.compressions,
-            "serving"
-        );
-        subserve::run(listener, Arc::new(state), shutdown_signal()).await.context("server failed")
-    })
 }
 
 /// Resolves on SIGTERM or SIGINT, starting a graceful shutdown.

@@ -66,6 +66,11 @@ pub struct FileConfig {
     pub cache_max_size: Option<String>,
     /// Seconds a miss is remembered.
     pub negative_ttl: Option<u64>,
+    /// URL prefix of a store, in a `[[store]]` table (`/nix`, `/guix`).
+    pub prefix: Option<String>,
+    /// Several stores served side by side, each under its own URL prefix: one table per store,
+    /// with the per-store keys of this struct.
+    pub store: Option<Vec<FileConfig>>,
 }
 
 /// One `[[upstream]]` table of the config file.
@@ -113,6 +118,18 @@ pub struct Env {
 pub struct Settings {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// subserve's state directory.
+    pub state_dir: PathBuf,
+    /// The stores served, each under its own URL prefix; one store with an empty prefix
+    /// unless the config file has `[[store]]` tables.
+    pub stores: Vec<StoreSettings>,
+}
+
+/// How one store is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// URL prefix the store is served under: empty, or `/name` (e.g. `/nix`, `/guix`).
+    pub prefix: String,
     /// Where the store is.
     pub store: StoreConfig,
     /// Build logs directory.
@@ -131,8 +148,6 @@ pub struct Settings {
     pub levels: Levels,
     /// Priority in `/nix-cache-info`.
     pub priority: i32,
-    /// subserve's state directory.
-    pub state_dir: PathBuf,
     /// The pull-through proxy, unless turned off.
     pub proxy: Option<ProxyConfig>,
 }
@@ -174,7 +189,162 @@ pub enum SettingsError {
 }
 
 /// Applies flag > environment > file > default, then validates.
+///
+/// Without `[[store]]` tables there is one store, set by flags, environment and the file's
+/// top-level keys. With them, each table sets one store and nothing else may: a per-store
+/// flag, variable or top-level key would be ambiguous, so it is an error that says where the
+/// setting belongs.
 pub fn resolve(args: &ServeArgs, env: &Env, file: &FileConfig) -> Result<Settings, SettingsError> {
+    let listen = pick(args.listen, env_var(env, "LISTEN")?, file.listen)
+        .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default"));
+    let state_dir = pick(args.state_dir.clone(), env_var(env, "STATE_DIR")?, file.state_dir.clone())
+        .map_or_else(|| default_state_dir(env), Ok)?;
+    let Some(tables) = &file.store else {
+        if file.prefix.is_some() {
+            return Err(SettingsError::File("`prefix` belongs in a [[store]] table".into()));
+        }
+        let store = resolve_store_settings(args, env, file, &state_dir, String::new())?;
+        return Ok(Settings { listen, state_dir, stores: vec![store] });
+    };
+    if let Some(flag) = per_store_flag(args) {
+        return Err(invalid(flag, "the config file has [[store]] tables: set this in each table instead".into()));
+    }
+    if let Some(var) =
+        env.vars.keys().filter(|k| k.starts_with("SUBSERVE_")).find(|k| !GLOBAL_VARS.contains(&k.as_str()))
+    {
+        return Err(SettingsError::Env {
+            var: var.clone(),
+            value: env.vars[var].clone(),
+            reason: "the config file has [[store]] tables: set this in each table instead".into(),
+        });
+    }
+    if let Some(key) = per_store_key(file) {
+        return Err(SettingsError::File(format!(
+            "`{key}` is set at the top level and there are [[store]] tables: set it in each table"
+        )));
+    }
+    if tables.is_empty() {
+        return Err(SettingsError::File("`store = []` serves nothing: remove it or add [[store]] tables".into()));
+    }
+    let table_env = Env { vars: HashMap::new(), is_root: env.is_root };
+    let mut stores: Vec<StoreSettings> = Vec::new();
+    for (i, table) in tables.iter().enumerate() {
+        let n = i + 1;
+        if table.listen.is_some() || table.state_dir.is_some() || table.store.is_some() {
+            return Err(SettingsError::File(format!(
+                "[[store]] table {n}: `listen`, `state-dir` and `store` belong at the top level"
+            )));
+        }
+        let prefix = match table.prefix.as_deref() {
+            Some(p) => parse_prefix(p).map_err(|reason| invalid("prefix", format!("[[store]] table {n}: {reason}")))?,
+            None if tables.len() == 1 => String::new(),
+            None => {
+                return Err(invalid(
+                    "prefix",
+                    format!("[[store]] table {n} needs a URL prefix such as \"/nix\" or \"/guix\" when several stores are served"),
+                ))
+            }
+        };
+        let store = resolve_store_settings(&ServeArgs::default(), &table_env, table, &state_dir, prefix)?;
+        if let Some(other) = stores.iter().find(|s| s.prefix == store.prefix) {
+            return Err(invalid("prefix", format!("two [[store]] tables use the prefix {:?}", other.prefix)));
+        }
+        if let Some(dir) = store.proxy.as_ref().map(|p| &p.cache_dir) {
+            if stores.iter().any(|s| s.proxy.as_ref().is_some_and(|p| &p.cache_dir == dir)) {
+                return Err(invalid("cache-dir", format!("two stores share the proxy cache {}", dir.display())));
+            }
+        }
+        stores.push(store);
+    }
+    if stores.len() > 1 && stores.iter().any(|s| s.prefix.is_empty()) {
+        return Err(invalid("prefix", "every [[store]] table needs a prefix when several stores are served".into()));
+    }
+    Ok(Settings { listen, state_dir, stores })
+}
+
+/// The `SUBSERVE_*` variables that are not per-store settings.
+const GLOBAL_VARS: [&str; 4] = ["SUBSERVE_LISTEN", "SUBSERVE_STATE_DIR", "SUBSERVE_CONFIG", "SUBSERVE_LOG"];
+
+/// The first per-store flag given, by its flag name.
+fn per_store_flag(args: &ServeArgs) -> Option<&'static str> {
+    let a = args;
+    [
+        (a.store_dir.is_some(), "--store-dir"),
+        (a.store_root.is_some(), "--store-root"),
+        (a.real_store_dir.is_some(), "--real-store-dir"),
+        (a.db.is_some(), "--db"),
+        (a.log_dir.is_some(), "--log-dir"),
+        (!a.sign_key_files.is_empty(), "--sign-key-file"),
+        (a.compression.is_some(), "--compression"),
+        (a.dialect.is_some(), "--dialect"),
+        (a.narinfo_ttl.is_some(), "--narinfo-ttl"),
+        (a.zstd_level.is_some(), "--zstd-level"),
+        (a.xz_level.is_some(), "--xz-level"),
+        (a.priority.is_some(), "--priority"),
+        (!a.upstreams.is_empty(), "--upstream"),
+        (!a.upstream_keys.is_empty(), "--upstream-key"),
+        (a.upstream_timeout.is_some(), "--upstream-timeout"),
+        (a.cache_dir.is_some(), "--cache-dir"),
+        (a.cache_max_size.is_some(), "--cache-max-size"),
+        (a.negative_ttl.is_some(), "--negative-ttl"),
+    ]
+    .into_iter()
+    .find_map(|(set, name)| set.then_some(name))
+}
+
+/// The first per-store key set at the top level of the file, by its key name.
+fn per_store_key(f: &FileConfig) -> Option<&'static str> {
+    [
+        (f.store_dir.is_some(), "store-dir"),
+        (f.store_root.is_some(), "store-root"),
+        (f.real_store_dir.is_some(), "real-store-dir"),
+        (f.db.is_some(), "db"),
+        (f.log_dir.is_some(), "log-dir"),
+        (f.sign_key_files.is_some(), "sign-key-files"),
+        (f.compression.is_some(), "compression"),
+        (f.dialect.is_some(), "dialect"),
+        (f.narinfo_ttl.is_some(), "narinfo-ttl"),
+        (f.zstd_level.is_some(), "zstd-level"),
+        (f.xz_level.is_some(), "xz-level"),
+        (f.priority.is_some(), "priority"),
+        (f.upstream.is_some(), "upstream"),
+        (f.cache_dir.is_some(), "cache-dir"),
+        (f.cache_max_size.is_some(), "cache-max-size"),
+        (f.negative_ttl.is_some(), "negative-ttl"),
+        (f.prefix.is_some(), "prefix"),
+    ]
+    .into_iter()
+    .find_map(|(set, name)| set.then_some(name))
+}
+
+/// A URL prefix: `/` followed by one or more `/`-separated segments of letters, digits, `.`,
+/// `_` and `-`, without a trailing slash; `""` and `"/"` mean the root.
+fn parse_prefix(prefix: &str) -> Result<String, String> {
+    if prefix.is_empty() || prefix == "/" {
+        return Ok(String::new());
+    }
+    let segments_ok = prefix.strip_prefix('/').is_some_and(|rest| {
+        rest.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c))
+        })
+    });
+    if !segments_ok {
+        return Err(format!("{prefix:?} is not a URL prefix like \"/nix\" (letters, digits, '.', '_', '-')"));
+    }
+    Ok(prefix.to_owned())
+}
+
+/// One store's settings from flags, environment and a file (or `[[store]]` table).
+fn resolve_store_settings(
+    args: &ServeArgs,
+    env: &Env,
+    file: &FileConfig,
+    state_dir: &Path,
+    prefix: String,
+) -> Result<StoreSettings, SettingsError> {
     let (dialect, store, log_dir) = resolve_store(args, env, file)?;
     let env_keys = env
         .vars
@@ -197,16 +367,14 @@ pub fn resolve(args: &ServeArgs, env: &Env, file: &FileConfig) -> Result<Setting
         return Err(invalid("--xz-level", format!("{xz} is not in 0..=9")));
     }
     let priority = pick(args.priority, env_var(env, "PRIORITY")?, file.priority).unwrap_or(DEFAULT_PRIORITY);
-    let listen = pick(args.listen, env_var(env, "LISTEN")?, file.listen)
-        .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default"));
-    let state_dir = pick(args.state_dir.clone(), env_var(env, "STATE_DIR")?, file.state_dir.clone())
-        .map_or_else(|| default_state_dir(env), Ok)?;
     let narinfo_ttl = pick(args.narinfo_ttl, env_var(env, "NARINFO_TTL")?, file.narinfo_ttl)
         .map_or(DEFAULT_NARINFO_TTL, Duration::from_secs);
     let negative_ttl = pick(args.negative_ttl, env_var(env, "NEGATIVE_TTL")?, file.negative_ttl)
         .map_or(DEFAULT_NEGATIVE_TTL, Duration::from_secs);
+    // The proxy cache of the unprefixed store is STATE_DIR/cache; `/nix` gets cache-nix.
+    let default_cache = state_dir.join(format!("cache{}", prefix.replace('/', "-")));
     let proxy = match dialect {
-        Dialect::Nix => resolve_proxy(args, env, file, &store.store_dir, &state_dir, negative_ttl)?,
+        Dialect::Nix => resolve_proxy(args, env, file, &store.store_dir, default_cache, negative_ttl)?,
         Dialect::Guix => {
             let asked =
                 !args.upstreams.is_empty() || env.vars.contains_key("SUBSERVE_UPSTREAM") || file.upstream.is_some();
@@ -222,18 +390,16 @@ pub fn resolve(args: &ServeArgs, env: &Env, file: &FileConfig) -> Result<Setting
             None
         }
     };
-
-    Ok(Settings {
+    Ok(StoreSettings {
+        prefix,
         dialect,
         proxy,
-        listen,
         store,
         log_dir,
         sign_key_files,
         compressions,
         levels: Levels { zstd, xz, gzip: defaults.gzip },
         priority,
-        state_dir,
         narinfo_ttl,
         negative_ttl,
     })
@@ -307,7 +473,7 @@ fn resolve_proxy(
     env: &Env,
     file: &FileConfig,
     store_dir: &str,
-    state_dir: &Path,
+    default_cache_dir: PathBuf,
     negative_ttl: Duration,
 ) -> Result<Option<ProxyConfig>, SettingsError> {
     let timeout = pick(args.upstream_timeout, env_var(env, "UPSTREAM_TIMEOUT")?, None)
@@ -348,8 +514,8 @@ fn resolve_proxy(
         .enumerate()
         .map(|(i, up)| upstream_config(i, up, timeout))
         .collect::<Result<Vec<_>, _>>()?;
-    let cache_dir = pick(args.cache_dir.clone(), env_var(env, "CACHE_DIR")?, file.cache_dir.clone())
-        .unwrap_or_else(|| state_dir.join("cache"));
+    let cache_dir =
+        pick(args.cache_dir.clone(), env_var(env, "CACHE_DIR")?, file.cache_dir.clone()).unwrap_or(default_cache_dir);
     let max_size = match pick(args.cache_max_size.clone(), env_var(env, "CACHE_MAX_SIZE")?, file.cache_max_size.clone())
     {
         Some(s) => {
@@ -449,14 +615,25 @@ fn default_state_dir(env: &Env) -> Result<PathBuf, SettingsError> {
 mod tests {
     use super::*;
 
+    /// The one store of settings without `[[store]]` tables.
+    fn resolve1(args: &ServeArgs, env: &Env, file: &FileConfig) -> Result<StoreSettings, SettingsError> {
+        resolve(args, env, file).map(|s| {
+            assert_eq!(s.stores.len(), 1);
+            s.stores.into_iter().next().unwrap()
+        })
+    }
+
     fn env(pairs: &[(&str, &str)]) -> Env {
         Env { vars: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), is_root: true }
     }
 
     #[test]
     fn defaults() {
-        let s = resolve(&ServeArgs::default(), &env(&[]), &FileConfig::default()).unwrap();
-        assert_eq!(s.listen.to_string(), DEFAULT_LISTEN);
+        let all = resolve(&ServeArgs::default(), &env(&[]), &FileConfig::default()).unwrap();
+        assert_eq!(all.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(all.state_dir, PathBuf::from("/var/lib/subserve"));
+        let s = &all.stores[0];
+        assert_eq!(s.prefix, "");
         assert_eq!(s.store.store_dir, "/nix/store");
         assert_eq!(s.store.real_store_dir, PathBuf::from("/nix/store"));
         assert_eq!(s.store.db, PathBuf::from("/nix/var/nix/db/db.sqlite"));
@@ -464,7 +641,6 @@ mod tests {
         assert_eq!(s.compressions, vec![Compression::None]);
         assert_eq!(s.dialect, Dialect::Nix);
         assert_eq!(s.priority, DEFAULT_PRIORITY);
-        assert_eq!(s.state_dir, PathBuf::from("/var/lib/subserve"));
         assert!(s.sign_key_files.is_empty());
     }
 
@@ -484,7 +660,7 @@ mod tests {
             let args = ServeArgs { priority: flag, ..Default::default() };
             let e = env(&var.map(|v| vec![("SUBSERVE_PRIORITY", v)]).unwrap_or_default());
             let f = FileConfig { priority: file, ..Default::default() };
-            assert_eq!(resolve(&args, &e, &f).unwrap().priority, want, "{flag:?} {var:?} {file:?}");
+            assert_eq!(resolve1(&args, &e, &f).unwrap().priority, want, "{flag:?} {var:?} {file:?}");
         }
     }
 
@@ -492,7 +668,7 @@ mod tests {
     fn store_root_places_everything_under_it() {
         let args =
             ServeArgs { store_root: Some("/tmp/x".into()), db: Some("/elsewhere.sqlite".into()), ..Default::default() };
-        let s = resolve(&args, &env(&[]), &FileConfig::default()).unwrap();
+        let s = resolve1(&args, &env(&[]), &FileConfig::default()).unwrap();
         assert_eq!(s.store.store_dir, "/nix/store");
         assert_eq!(s.store.real_store_dir, PathBuf::from("/tmp/x/nix/store"));
         assert_eq!(s.store.db, PathBuf::from("/elsewhere.sqlite"));
@@ -502,25 +678,25 @@ mod tests {
     #[test]
     fn key_files_from_each_source() {
         let e = env(&[("SUBSERVE_SIGN_KEY_FILE", "/a.sec, /b.sec")]);
-        let s = resolve(&ServeArgs::default(), &e, &FileConfig::default()).unwrap();
+        let s = resolve1(&ServeArgs::default(), &e, &FileConfig::default()).unwrap();
         assert_eq!(s.sign_key_files, vec![PathBuf::from("/a.sec"), PathBuf::from("/b.sec")]);
         let args = ServeArgs { sign_key_files: vec!["/c.sec".into()], ..Default::default() };
-        assert_eq!(resolve(&args, &e, &FileConfig::default()).unwrap().sign_key_files, vec![PathBuf::from("/c.sec")]);
+        assert_eq!(resolve1(&args, &e, &FileConfig::default()).unwrap().sign_key_files, vec![PathBuf::from("/c.sec")]);
     }
 
     #[test]
     fn bad_values_are_clear_errors() {
         let e = env(&[("SUBSERVE_PRIORITY", "high")]);
-        let msg = resolve(&ServeArgs::default(), &e, &FileConfig::default()).unwrap_err().to_string();
+        let msg = resolve1(&ServeArgs::default(), &e, &FileConfig::default()).unwrap_err().to_string();
         assert!(msg.contains("SUBSERVE_PRIORITY") && msg.contains("high"), "{msg}");
         let e = env(&[("SUBSERVE_COMPRESSION", "gzip")]);
-        assert!(resolve(&ServeArgs::default(), &e, &FileConfig::default()).is_err());
+        assert!(resolve1(&ServeArgs::default(), &e, &FileConfig::default()).is_err());
         for dir in ["nix/store", "/nix/store/", "/", "/nix//store"] {
             let args = ServeArgs { store_dir: Some(dir.into()), ..Default::default() };
-            assert!(resolve(&args, &env(&[]), &FileConfig::default()).is_err(), "{dir}");
+            assert!(resolve1(&args, &env(&[]), &FileConfig::default()).is_err(), "{dir}");
         }
         let args = ServeArgs { zstd_level: Some(30), ..Default::default() };
-        assert!(resolve(&args, &env(&[]), &FileConfig::default()).is_err());
+        assert!(resolve1(&args, &env(&[]), &FileConfig::default()).is_err());
         assert!(FileConfig::parse("listen = \"127.0.0.1:1\"\nbogus = 1\n").is_err());
     }
 
@@ -549,7 +725,7 @@ mod tests {
 
     #[test]
     fn upstreams_default_to_cache_nixos_org_and_can_be_turned_off() {
-        let s = resolve(&ServeArgs::default(), &env(&[]), &FileConfig::default()).unwrap();
+        let s = resolve1(&ServeArgs::default(), &env(&[]), &FileConfig::default()).unwrap();
         let proxy = s.proxy.unwrap();
         assert_eq!(proxy.upstreams.len(), 1);
         assert_eq!(proxy.upstreams[0].url, upstream::CACHE_NIXOS_ORG);
@@ -557,11 +733,11 @@ mod tests {
         assert_eq!(proxy.cache_dir, PathBuf::from("/var/lib/subserve/cache"));
         assert_eq!(proxy.max_size, DEFAULT_CACHE_MAX_SIZE);
         let off = ServeArgs { upstreams: vec!["none".into()], ..Default::default() };
-        assert_eq!(resolve(&off, &env(&[]), &FileConfig::default()).unwrap().proxy, None);
+        assert_eq!(resolve1(&off, &env(&[]), &FileConfig::default()).unwrap().proxy, None);
         let off = FileConfig { upstream: Some(vec![]), ..Default::default() };
-        assert_eq!(resolve(&ServeArgs::default(), &env(&[]), &off).unwrap().proxy, None);
+        assert_eq!(resolve1(&ServeArgs::default(), &env(&[]), &off).unwrap().proxy, None);
         let e = env(&[("SUBSERVE_UPSTREAM", "none")]);
-        assert_eq!(resolve(&ServeArgs::default(), &e, &FileConfig::default()).unwrap().proxy, None);
+        assert_eq!(resolve1(&ServeArgs::default(), &e, &FileConfig::default()).unwrap().proxy, None);
     }
 
     #[test]
@@ -573,25 +749,25 @@ mod tests {
             cache_max_size: Some("1G".into()),
             ..Default::default()
         };
-        let proxy = resolve(&args, &env(&[]), &FileConfig::default()).unwrap().proxy.unwrap();
+        let proxy = resolve1(&args, &env(&[]), &FileConfig::default()).unwrap().proxy.unwrap();
         assert_eq!(proxy.upstreams.len(), 2);
         assert!(proxy.upstreams.iter().all(|u| u.keys[0].to_string() == key));
         assert_eq!((proxy.upstreams[0].priority, proxy.upstreams[1].priority), (0, 1));
         assert_eq!(proxy.max_size, 1 << 30);
         let no_key = ServeArgs { upstreams: vec!["http://127.0.0.1:1".into()], ..Default::default() };
-        let msg = resolve(&no_key, &env(&[]), &FileConfig::default()).unwrap_err().to_string();
+        let msg = resolve1(&no_key, &env(&[]), &FileConfig::default()).unwrap_err().to_string();
         assert!(msg.contains("no trusted key"), "{msg}");
         let bad_url =
             ServeArgs { upstreams: vec!["ftp://x".into()], upstream_keys: vec![key.into()], ..Default::default() };
-        assert!(resolve(&bad_url, &env(&[]), &FileConfig::default()).is_err());
+        assert!(resolve1(&bad_url, &env(&[]), &FileConfig::default()).is_err());
         let bad_key =
             ServeArgs { upstreams: vec!["http://x".into()], upstream_keys: vec!["nope".into()], ..Default::default() };
-        assert!(resolve(&bad_key, &env(&[]), &FileConfig::default()).is_err());
+        assert!(resolve1(&bad_key, &env(&[]), &FileConfig::default()).is_err());
         let file = FileConfig::parse(&format!(
             "[[upstream]]\nurl = \"http://127.0.0.1:3\"\nkeys = [\"{key}\"]\npriority = 5\ntimeout = 2\n"
         ))
         .unwrap();
-        let up = &resolve(&ServeArgs::default(), &env(&[]), &file).unwrap().proxy.unwrap().upstreams[0];
+        let up = &resolve1(&ServeArgs::default(), &env(&[]), &file).unwrap().proxy.unwrap().upstreams[0];
         assert_eq!((up.priority, up.timeout), (5, Duration::from_secs(2)));
     }
 
@@ -601,8 +777,87 @@ mod tests {
         let file = FileConfig::parse(text).unwrap();
         assert!(file.listen.is_some() && file.compression.is_some() && file.sign_key_files.is_some());
         let settings = resolve(&ServeArgs::default(), &env(&[]), &file).unwrap();
-        let proxy = settings.proxy.expect("the example proxies cache.nixos.org");
+        assert_eq!(settings.listen.to_string(), "127.0.0.1:5000");
+        let proxy = settings.stores[0].proxy.clone().expect("the example proxies cache.nixos.org");
         assert_eq!(proxy.upstreams[0].url, upstream::CACHE_NIXOS_ORG);
         assert_eq!(proxy.max_size, 50 << 30);
+    }
+
+    const TWO_STORES: &str = r#"
+listen = "0.0.0.0:5000"
+state-dir = "/srv/subserve"
+
+[[store]]
+prefix = "/nix"
+store-root = "/srv/nix-root"
+compression = "zstd"
+upstream = []
+
+[[store]]
+prefix = "/guix"
+store-dir = "/gnu/store"
+narinfo-ttl = 600
+"#;
+
+    #[test]
+    fn store_tables_serve_stores_side_by_side() {
+        let file = FileConfig::parse(TWO_STORES).unwrap();
+        let s = resolve(&ServeArgs::default(), &env(&[]), &file).unwrap();
+        assert_eq!(s.listen.to_string(), "0.0.0.0:5000");
+        assert_eq!(s.stores.len(), 2);
+        let (nix, guix) = (&s.stores[0], &s.stores[1]);
+        assert_eq!((nix.prefix.as_str(), nix.dialect), ("/nix", Dialect::Nix));
+        assert_eq!(nix.store.real_store_dir, PathBuf::from("/srv/nix-root/nix/store"));
+        assert_eq!(nix.compressions, vec![Compression::Zstd]);
+        assert_eq!(nix.proxy, None);
+        assert_eq!((guix.prefix.as_str(), guix.dialect), ("/guix", Dialect::Guix));
+        assert_eq!(guix.store.db, PathBuf::from("/var/guix/db/db.sqlite"));
+        assert_eq!(guix.narinfo_ttl, Duration::from_secs(600));
+        // Each table starts from the defaults, not from the other table.
+        assert_eq!(nix.narinfo_ttl, DEFAULT_NARINFO_TTL);
+    }
+
+    #[test]
+    fn store_tables_reject_ambiguity() {
+        let file = FileConfig::parse(TWO_STORES).unwrap();
+        let flag = ServeArgs { priority: Some(1), ..Default::default() };
+        let msg = resolve(&flag, &env(&[]), &file).unwrap_err().to_string();
+        assert!(msg.contains("--priority") && msg.contains("each table"), "{msg}");
+        let msg = resolve(&ServeArgs::default(), &env(&[("SUBSERVE_DB", "/x")]), &file).unwrap_err().to_string();
+        assert!(msg.contains("SUBSERVE_DB"), "{msg}");
+        // Global settings still come from anywhere.
+        let listen = ServeArgs { listen: Some("127.0.0.1:9".parse().unwrap()), ..Default::default() };
+        assert_eq!(resolve(&listen, &env(&[]), &file).unwrap().listen.port(), 9);
+        let cases = [
+            ("compression = \"zstd\"\n[[store]]\nprefix = \"/a\"\nupstream = []\n", "top level"),
+            ("[[store]]\nupstream = []\n[[store]]\nupstream = []\nstore-dir = \"/gnu/store\"\n", "prefix"),
+            ("[[store]]\nprefix = \"/a\"\nupstream = []\n[[store]]\nprefix = \"/a\"\nupstream = []\n", "two"),
+            ("[[store]]\nprefix = \"a/\"\n", "URL prefix"),
+            ("[[store]]\nprefix = \"/a/../b\"\n", "URL prefix"),
+            ("[[store]]\nprefix = \"/a\"\nlisten = \"127.0.0.1:1\"\n", "top level"),
+            ("store = []\n", "serves nothing"),
+            ("prefix = \"/a\"\n", "[[store]]"),
+            (
+                "[[store]]\nprefix = \"/a\"\ncache-dir = \"/c\"\n[[store]]\nprefix = \"/b\"\ncache-dir = \"/c\"\n",
+                "share",
+            ),
+        ];
+        for (text, want) in cases {
+            let file = FileConfig::parse(text).unwrap();
+            let msg = resolve(&ServeArgs::default(), &env(&[]), &file).unwrap_err().to_string();
+            assert!(msg.contains(want), "{text:?}: {msg}");
+        }
+    }
+
+    #[test]
+    fn each_store_gets_its_own_proxy_cache() {
+        let text = "[[store]]\nprefix = \"/nix\"\n[[store]]\nprefix = \"/nix2\"\nstore-root = \"/r\"\n";
+        let s = resolve(&ServeArgs::default(), &env(&[]), &FileConfig::parse(text).unwrap()).unwrap();
+        let dirs: Vec<_> = s.stores.iter().map(|s| s.proxy.as_ref().unwrap().cache_dir.clone()).collect();
+        assert_eq!(dirs, [PathBuf::from("/var/lib/subserve/cache-nix"), PathBuf::from("/var/lib/subserve/cache-nix2")]);
+        // One table needs no prefix, and keeps the unprefixed cache dir.
+        let one = resolve(&ServeArgs::default(), &env(&[]), &FileConfig::parse("[[store]]\n").unwrap()).unwrap();
+        assert_eq!(one.stores[0].prefix, "");
+        assert_eq!(one.stores[0].proxy.as_ref().unwrap().cache_dir, PathBuf::from("/var/lib/subserve/cache"));
     }
 }

@@ -8,7 +8,7 @@ use signing::{AnySecretKey, GuixSecretKey, SecretKey};
 use store_reader::Store;
 
 use crate::dialect::Dialect;
-use crate::settings::Settings;
+use crate::settings::{Settings, StoreSettings};
 use crate::state::AppState;
 
 /// File name of the Nix key generated in the state directory.
@@ -32,12 +32,26 @@ pub enum KeySource {
     },
 }
 
-/// Opens the store and loads the keys; the returned state is ready to serve.
-pub fn build_state(settings: &Settings) -> anyhow::Result<(AppState, KeySource)> {
+/// Opens every store and loads its keys; the returned states are ready to serve.
+pub fn build_states(settings: &Settings) -> anyhow::Result<Vec<(AppState, KeySource)>> {
+    settings
+        .stores
+        .iter()
+        .map(|store| {
+            build_state(store, &settings.state_dir).with_context(|| match store.prefix.as_str() {
+                "" => format!("store {}", store.store.store_dir),
+                prefix => format!("store {} at {prefix}/", store.store.store_dir),
+            })
+        })
+        .collect()
+}
+
+/// Opens one store and loads its keys.
+pub fn build_state(settings: &StoreSettings, state_dir: &Path) -> anyhow::Result<(AppState, KeySource)> {
     let store = Store::open(settings.store.clone()).context(
         "cannot open the store (set --store-dir, --real-store-dir and --db, or --store-root for a chroot store)",
     )?;
-    let (keys, source) = load_keys(settings)?;
+    let (keys, source) = load_keys(settings, state_dir)?;
     let host = hostname();
     if let Some(key) = keys.guix.first() {
         // Fail now, not on every request, if the host name cannot go into a Signature line.
@@ -50,6 +64,7 @@ pub fn build_state(settings: &Settings) -> anyhow::Result<(AppState, KeySource)>
         None => None,
     };
     let state = AppState {
+        prefix: settings.prefix.clone(),
         store,
         keys: keys.nix,
         guix_keys: keys.guix,
@@ -73,7 +88,7 @@ struct Keys {
     guix: Vec<GuixSecretKey>,
 }
 
-fn load_keys(settings: &Settings) -> anyhow::Result<(Keys, KeySource)> {
+fn load_keys(settings: &StoreSettings, state_dir: &Path) -> anyhow::Result<(Keys, KeySource)> {
     let dialect = settings.dialect;
     if !settings.sign_key_files.is_empty() {
         let mut keys = Keys::default();
@@ -88,7 +103,7 @@ fn load_keys(settings: &Settings) -> anyhow::Result<(Keys, KeySource)> {
         Dialect::Nix => (DEFAULT_KEY_FILE, "signing-key.pub"),
         Dialect::Guix => (DEFAULT_GUIX_KEY_FILE, "guix-signing-key.pub"),
     };
-    let secret = settings.state_dir.join(secret_name);
+    let secret = state_dir.join(secret_name);
     let mut keys = Keys::default();
     if secret.exists() {
         let key = signing::read_any_secret_key_file(&secret)
@@ -96,8 +111,8 @@ fn load_keys(settings: &Settings) -> anyhow::Result<(Keys, KeySource)> {
         add_key(&mut keys, key, dialect, &secret)?;
         return Ok((keys, KeySource::StateDir(secret)));
     }
-    let public = settings.state_dir.join(public_name);
-    create_private_dir(&settings.state_dir)?;
+    let public = state_dir.join(public_name);
+    create_private_dir(state_dir)?;
     let written = match dialect {
         Dialect::Nix => {
             let key = SecretKey::generate(&format!("{}-1", hostname())).context("cannot generate a signing key")?;
@@ -112,7 +127,7 @@ fn load_keys(settings: &Settings) -> anyhow::Result<(Keys, KeySource)> {
             written
         }
     };
-    written.with_context(|| format!("cannot write a signing key into {}", settings.state_dir.display()))?;
+    written.with_context(|| format!("cannot write a signing key into {}", state_dir.display()))?;
     Ok((keys, KeySource::Generated { secret, public }))
 }
 

@@ -12,6 +12,8 @@ use crate::dialect::Dialect;
 /// Shared, read-only state of a running server.
 #[derive(Debug)]
 pub struct AppState {
+    /// URL prefix the store is served under: empty, or `/name`.
+    pub prefix: String,
     /// The store being served.
     pub store: Store,
     /// Keys that sign every Nix narinfo, added to the signatures the DB already has.

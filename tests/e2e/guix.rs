@@ -14,7 +14,7 @@ use crate::fixture;
 use crate::harness::{scratch, Server};
 use crate::http::{get, request};
 
-fn hash_part(path: &str) -> &str {
+pub(crate) fn hash_part(path: &str) -> &str {
     &path["/gnu/store/".len()..][..32]
 }
 
@@ -241,7 +241,7 @@ fn head_answers_like_get() {
 }
 
 /// Runs the libgcrypt checker (guile-gcrypt) of the signing crate's tests.
-fn gcrypt(args: &[&std::path::Path]) -> String {
+pub(crate) fn gcrypt(args: &[&std::path::Path]) -> String {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../signing/tests/guile/gcrypt-check.scm");
     let out = std::process::Command::new("guile")
         .arg("--no-auto-compile")
@@ -254,12 +254,17 @@ fn gcrypt(args: &[&std::path::Path]) -> String {
 }
 
 /// libgcrypt, as `guix substitute` uses it, accepts every narinfo subserve serves, with the key
-/// from `/signing-key.pub` in the ACL.
-fn assert_libgcrypt_accepts_all(srv: &Server, dir: &std::path::Path, public: &std::path::Path) {
+/// from `/signing-key.pub` in the ACL; `prefix` is where the store is served (`""` or `/guix`).
+pub(crate) fn assert_libgcrypt_accepts_all(
+    srv: &Server,
+    prefix: &str,
+    dir: &std::path::Path,
+    public: &std::path::Path,
+) {
     let fx = fixture::guix();
     let mut files = Vec::new();
     for (i, path) in fx.closure.iter().enumerate() {
-        let reply = get(srv.addr, &format!("/{}.narinfo", hash_part(path)));
+        let reply = get(srv.addr, &format!("{prefix}/{}.narinfo", hash_part(path)));
         assert_eq!(reply.status, 200);
         let file = dir.join(format!("{i}.narinfo"));
         std::fs::write(&file, &reply.body).unwrap();
@@ -282,7 +287,7 @@ fn libgcrypt_accepts_the_narinfos_signed_with_a_generated_key() {
     assert!(text.starts_with("(public-key \n (ecc \n  (curve Ed25519)\n"), "{text}");
     let public_file = dir.join("signing-key.pub");
     std::fs::write(&public_file, &text).unwrap();
-    assert_libgcrypt_accepts_all(&srv, &dir, &public_file);
+    assert_libgcrypt_accepts_all(&srv, "", &dir, &public_file);
 }
 
 /// An operator replacing guix publish points subserve at the existing key: every node keeps
@@ -297,7 +302,7 @@ fn a_key_made_by_libgcrypt_signs_for_subserve() {
     std::fs::set_permissions(&secret, perms).unwrap();
     let srv = serve("guix-libgcrypt-key-server", &["--sign-key-file", secret.to_str().unwrap()]);
     assert_eq!(get(srv.addr, "/signing-key.pub").body, std::fs::read(&public).unwrap());
-    assert_libgcrypt_accepts_all(&srv, &dir, &public);
+    assert_libgcrypt_accepts_all(&srv, "", &dir, &public);
 }
 
 #[test]

@@ -105,10 +105,26 @@ impl Server {
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         // Tests never reach outside 127.0.0.1: no default upstream unless a test names one.
         let no_proxy: &[&str] = if args.contains(&"--upstream") { &[] } else { &["--upstream", "none"] };
+        Self::spawn(&[no_proxy, args].concat(), env)
+    }
+
+    /// Starts `subserve serve --listen 127.0.0.1:0 --config <file>` with nothing else: for
+    /// `[[store]]` tables, which refuse per-store flags. Each table must say `upstream = []`
+    /// (or name 127.0.0.1 upstreams), as the file is all the server is told.
+    pub fn start_config(config: &Path) -> Self {
+        let text = std::fs::read_to_string(config).unwrap();
+        let tables = text.matches("[[store]]").count();
+        assert!(
+            tables > 0 && text.matches("upstream = []").count() + text.matches("[[store.upstream]]").count() >= tables,
+            "every [[store]] table of a test config must set its upstreams"
+        );
+        Self::spawn(&["--config", config.to_str().unwrap()], &[])
+    }
+
+    fn spawn(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(SUBSERVE)
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
-            .args(no_proxy)
             .args(args)
             .envs(env.iter().copied())
             .env("SUBSERVE_LOG", "info")

@@ -14,4 +14,5 @@ mod harness;
 mod http;
 mod nar_equality;
 mod proxy;
+mod side_by_side;
 mod substitute;

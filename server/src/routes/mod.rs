@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Path, Request, State};
+use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -24,8 +25,26 @@ use crate::dialect::Dialect;
 use crate::error::AppError;
 use crate::state::AppState;
 
-/// Builds the router for `state`. GET routes answer HEAD too, with the same headers.
-pub fn router(state: Arc<AppState>) -> Router {
+/// Builds the router over the served stores: a single unprefixed store at the root, or each
+/// store under its prefix (`/nix/…`, `/guix/…`) with a short index at `/`. GET routes answer
+/// HEAD too, with the same headers.
+pub fn router(stores: &[Arc<AppState>]) -> Router {
+    let app = match stores {
+        [only] if only.prefix.is_empty() => store_router(Arc::clone(only)),
+        _ => {
+            let index = stores_index(stores);
+            stores
+                .iter()
+                .fold(Router::new(), |app, state| app.nest(&state.prefix, store_router(Arc::clone(state))))
+                .route("/", get(move || async move { ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], index) }))
+                .fallback(|| async { AppError::NotFound })
+        }
+    };
+    app.layer(middleware::from_fn(log_request))
+}
+
+/// The routes of one store, relative to its prefix.
+fn store_router(state: Arc<AppState>) -> Router {
     let common = Router::new()
         .route("/nix-cache-info", get(cache_info::get))
         .route("/{file}", get(top_level))
@@ -38,7 +57,16 @@ pub fn router(state: Arc<AppState>) -> Router {
             .route("/file/{name}/sha256/{hash}", get(file::get))
             .route("/signing-key.pub", get(signing_key::get)),
     };
-    dialect_routes.fallback(|| async { AppError::NotFound }).with_state(state).layer(middleware::from_fn(log_request))
+    dialect_routes.fallback(|| async { AppError::NotFound }).with_state(state)
+}
+
+/// The text at `/` when several stores are served: where each one is.
+fn stores_index(stores: &[Arc<AppState>]) -> String {
+    let mut text = String::from("subserve: binary caches served here\n\n");
+    for s in stores {
+        text.push_str(&format!("{}/\t{} clients, store {}\n", s.prefix, s.dialect, s.store.store_dir()));
+    }
+    text
 }
 
 /// `/<hash>.narinfo` and `/<hash>.ls` share one path segment, so they share one route.

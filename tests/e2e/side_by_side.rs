@@ -1,0 +1,108 @@
+//! One process, two ecosystems: a Nix store under `/nix/` and a Guix store under `/guix/`,
+//! configured by `[[store]]` tables in one TOML file. The real Nix client substitutes from the
+//! Nix half, libgcrypt accepts every narinfo of the Guix half, and neither half answers for
+//! the other's paths.
+
+use std::path::Path;
+
+use formats::guix::GuixNarInfo;
+use formats::NarHash;
+
+use crate::fixture;
+use crate::guix::{assert_libgcrypt_accepts_all, hash_part};
+use crate::harness::{scratch, Server, SUBSERVE};
+use crate::http::get;
+use crate::substitute::{client, keygen};
+
+fn guix_keygen(dir: &Path) -> (String, std::path::PathBuf) {
+    let (secret, public) = (dir.join("guix.sec"), dir.join("guix.pub"));
+    let out = std::process::Command::new(SUBSERVE)
+        .args(["keygen", "--format", "guix", "--secret-out"])
+        .arg(&secret)
+        .arg("--public-out")
+        .arg(&public)
+        .output()
+        .unwrap();
+    crate::harness::check("subserve keygen --format guix", &[], &out);
+    (secret.display().to_string(), public)
+}
+
+#[test]
+fn nix_and_guix_stores_are_served_side_by_side() {
+    let (nix, guix) = (fixture::get(), fixture::guix());
+    let dir = scratch("side-by-side");
+    let (nix_secret, nix_public) = keygen(&dir, "side-1");
+    let (guix_secret, guix_public) = guix_keygen(&dir);
+    let config = dir.join("subserve.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state-dir = \"{state}\"\n\n\
+             [[store]]\nprefix = \"/nix\"\nstore-root = \"{nix_root}\"\ncompression = \"zstd\"\n\
+             sign-key-files = [\"{nix_secret}\"]\nupstream = []\n\n\
+             [[store]]\nprefix = \"/guix\"\nstore-dir = \"/gnu/store\"\nstore-root = \"{guix_root}\"\n\
+             sign-key-files = [\"{guix_secret}\"]\nupstream = []\n",
+            state = dir.join("state").display(),
+            nix_root = nix.root.display(),
+            guix_root = guix.root.display(),
+        ),
+    )
+    .unwrap();
+    let srv = Server::start_config(&config);
+
+    // The index says where each store is; the root serves no cache.
+    let index = String::from_utf8(get(srv.addr, "/").body).unwrap();
+    assert!(index.contains("/nix/\tnix clients, store /nix/store"), "{index}");
+    assert!(index.contains("/guix/\tguix clients, store /gnu/store"), "{index}");
+    assert_eq!(get(srv.addr, "/nix-cache-info").status, 404);
+    let info = String::from_utf8(get(srv.addr, "/nix/nix-cache-info").body).unwrap();
+    assert!(info.starts_with("StoreDir: /nix/store\n"), "{info}");
+    let info = String::from_utf8(get(srv.addr, "/guix/nix-cache-info").body).unwrap();
+    assert!(info.starts_with("StoreDir: /gnu/store\n"), "{info}");
+
+    // Each half answers for its own store only.
+    let nix_hash = &nix.top["/nix/store/".len()..][..32];
+    let guix_hash = hash_part(&guix.odd);
+    assert_eq!(get(srv.addr, &format!("/nix/{nix_hash}.narinfo")).status, 200);
+    assert_eq!(get(srv.addr, &format!("/guix/{nix_hash}.narinfo")).status, 404);
+    assert_eq!(get(srv.addr, &format!("/nix/{guix_hash}.narinfo")).status, 404);
+    assert_eq!(get(srv.addr, &format!("/{nix_hash}.narinfo")).status, 404);
+
+    // Guix half: libgcrypt accepts every narinfo with the configured key, and the offered
+    // URLs (relative, resolved against the /guix cache URL as guix substitute does) work.
+    assert_eq!(get(srv.addr, "/guix/signing-key.pub").body, std::fs::read(&guix_public).unwrap());
+    assert_libgcrypt_accepts_all(&srv, "/guix", &dir, &guix_public);
+    let text = String::from_utf8(get(srv.addr, &format!("/guix/{guix_hash}.narinfo")).body).unwrap();
+    let narinfo = GuixNarInfo::parse(&text).unwrap();
+    let none = narinfo.urls.iter().find(|u| u.compression == "none").expect("a none group");
+    let nar = get(srv.addr, &format!("/guix/{}", none.url));
+    assert_eq!(nar.status, 200);
+    assert_eq!(NarHash::digest(&nar.body), narinfo.nar_hash);
+
+    // Nix half: the real client substitutes the whole closure with signatures required.
+    let env = client(&dir, &format!("{}/nix", srv.url()), &nix_public);
+    let dst = dir.join("dst").display().to_string();
+    env.run("nix-store", &["--store", &dst, "--realise", &nix.top]);
+    env.run("nix-store", &["--store", &dst, "--verify", "--check-contents"]);
+    let mut got: Vec<String> =
+        env.run("nix-store", &["--store", &dst, "-qR", &nix.top]).lines().map(str::to_owned).collect();
+    got.sort();
+    assert_eq!(got, nix.closure);
+}
+
+/// A per-store flag next to `[[store]]` tables is refused in one line that says where the
+/// setting belongs.
+#[test]
+fn store_flags_are_refused_next_to_store_tables() {
+    let dir = scratch("side-by-side-flags");
+    let config = dir.join("subserve.toml");
+    std::fs::write(&config, "[[store]]\nprefix = \"/nix\"\nupstream = []\n").unwrap();
+    let out = std::process::Command::new(SUBSERVE)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config", config.to_str().unwrap(), "--priority", "5"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--priority") && stderr.contains("each table"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
