@@ -96,6 +96,23 @@ pub struct ServeArgs {
     /// Seconds a path that no upstream has is remembered as absent [default: 300].
     #[arg(long, value_name = "SECONDS")]
     pub negative_ttl: Option<u64>,
+    /// Compressions to bake in the background into the cache dir, so large NARs are served
+    /// from files: a comma-separated list of zstd, xz, or `none` to turn baking off
+    /// [default: zstd].
+    #[arg(long, value_name = "LIST")]
+    pub bake: Option<CompressionList>,
+    /// NARs smaller than this are compressed on the fly, never baked [default: 1M].
+    #[arg(long, value_name = "SIZE")]
+    pub bake_min_size: Option<String>,
+    /// Threads baking at once, at low CPU priority [default: half the cores, at least 1].
+    #[arg(long, value_name = "N")]
+    pub bake_workers: Option<usize>,
+    /// zstd level for baking, 1-19 [default: 15].
+    #[arg(long, value_name = "N")]
+    pub bake_zstd_level: Option<i32>,
+    /// Store path whose closure is baked at start-up (repeatable).
+    #[arg(long = "bake-root", value_name = "PATH")]
+    pub bake_roots: Vec<String>,
     /// Where subserve keeps its own state, e.g. a generated key [default: /var/lib/subserve
     /// as root, else $XDG_STATE_HOME/subserve].
     #[arg(long, value_name = "DIR")]

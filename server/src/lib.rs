@@ -4,6 +4,7 @@
 //! listener until a shutdown future resolves. The `subserve` binary only parses its input
 //! ([`cli`], [`settings`]) and calls these.
 
+pub mod bake;
 pub mod cli;
 pub mod compression;
 pub mod dialect;

@@ -47,6 +47,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         log_store(state, keys, config);
     }
     let stores: Vec<_> = built.into_iter().map(|(state, _)| Arc::new(state)).collect();
+    for store in &stores {
+        subserve::bake::bake_roots(Arc::clone(store));
+    }
 
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
@@ -89,7 +92,7 @@ fn log_store(state: &subserve::AppState, keys: &KeySource, config: &settings::St
             "signing Guix narinfos (key served at signing-key.pub)"
         );
     }
-    match &config.proxy {
+    match config.proxy.as_ref().filter(|p| !p.upstreams.is_empty()) {
         Some(proxy) => {
             for up in &proxy.upstreams {
                 tracing::info!(prefix = %url_prefix, upstream = %up.url, priority = up.priority, "proxying");
@@ -97,6 +100,16 @@ fn log_store(state: &subserve::AppState, keys: &KeySource, config: &settings::St
             tracing::info!(cache_dir = %proxy.cache_dir.display(), max_size = proxy.max_size, "proxy cache");
         }
         None => tracing::info!(prefix = %url_prefix, "proxying turned off"),
+    }
+    let bake = &config.bake;
+    if bake.compressions.is_empty() {
+        tracing::info!(prefix = %url_prefix, "baking turned off");
+    } else {
+        tracing::info!(
+            prefix = %url_prefix, compressions = ?bake.compressions, min_size = bake.min_size,
+            workers = bake.workers, zstd_level = bake.levels.zstd, roots = bake.roots.len(),
+            "baking large NARs in the background"
+        );
     }
 }
 

@@ -13,10 +13,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
-use signing::PublicKey;
+use signing::{GuixPublicKey, PublicKey};
 use store_reader::StoreConfig;
 use upstream::{ProxyConfig, UpstreamConfig};
 
+use crate::bake::{self, BakeConfig};
 use crate::cli::ServeArgs;
 use crate::compression::{Compression, Levels};
 use crate::dialect::{CompressionList, Dialect};
@@ -66,6 +67,16 @@ pub struct FileConfig {
     pub cache_max_size: Option<String>,
     /// Seconds a miss is remembered.
     pub negative_ttl: Option<u64>,
+    /// Compressions to bake (`zstd`, `xz`, `none`).
+    pub bake: Option<String>,
+    /// NARs smaller than this are not baked.
+    pub bake_min_size: Option<String>,
+    /// Bake worker threads.
+    pub bake_workers: Option<usize>,
+    /// zstd level for baking.
+    pub bake_zstd_level: Option<i32>,
+    /// Store paths whose closures are baked at start-up.
+    pub bake_roots: Option<Vec<String>>,
     /// URL prefix of a store, in a `[[store]]` table (`/nix`, `/guix`).
     pub prefix: Option<String>,
     /// Several stores served side by side, each under its own URL prefix: one table per store,
@@ -148,8 +159,11 @@ pub struct StoreSettings {
     pub levels: Levels,
     /// Priority in `/nix-cache-info`.
     pub priority: i32,
-    /// The pull-through proxy, unless turned off.
+    /// The cache area with the upstreams to proxy (possibly none, when only baking uses it);
+    /// `None` when neither proxying nor baking is on.
     pub proxy: Option<ProxyConfig>,
+    /// Background compression of local NARs into the cache area.
+    pub bake: BakeConfig,
 }
 
 /// Default size limit of the proxy cache.
@@ -287,6 +301,11 @@ fn per_store_flag(args: &ServeArgs) -> Option<&'static str> {
         (a.cache_dir.is_some(), "--cache-dir"),
         (a.cache_max_size.is_some(), "--cache-max-size"),
         (a.negative_ttl.is_some(), "--negative-ttl"),
+        (a.bake.is_some(), "--bake"),
+        (a.bake_min_size.is_some(), "--bake-min-size"),
+        (a.bake_workers.is_some(), "--bake-workers"),
+        (a.bake_zstd_level.is_some(), "--bake-zstd-level"),
+        (!a.bake_roots.is_empty(), "--bake-root"),
     ]
     .into_iter()
     .find_map(|(set, name)| set.then_some(name))
@@ -312,6 +331,11 @@ fn per_store_key(f: &FileConfig) -> Option<&'static str> {
         (f.cache_max_size.is_some(), "cache-max-size"),
         (f.negative_ttl.is_some(), "negative-ttl"),
         (f.prefix.is_some(), "prefix"),
+        (f.bake.is_some(), "bake"),
+        (f.bake_min_size.is_some(), "bake-min-size"),
+        (f.bake_workers.is_some(), "bake-workers"),
+        (f.bake_zstd_level.is_some(), "bake-zstd-level"),
+        (f.bake_roots.is_some(), "bake-roots"),
     ]
     .into_iter()
     .find_map(|(set, name)| set.then_some(name))
@@ -373,23 +397,10 @@ fn resolve_store_settings(
         .map_or(DEFAULT_NEGATIVE_TTL, Duration::from_secs);
     // The proxy cache of the unprefixed store is STATE_DIR/cache; `/nix` gets cache-nix.
     let default_cache = state_dir.join(format!("cache{}", prefix.replace('/', "-")));
-    let proxy = match dialect {
-        Dialect::Nix => resolve_proxy(args, env, file, &store.store_dir, default_cache, negative_ttl)?,
-        Dialect::Guix => {
-            let asked =
-                !args.upstreams.is_empty() || env.vars.contains_key("SUBSERVE_UPSTREAM") || file.upstream.is_some();
-            let off = args.upstreams == ["none"]
-                || env.vars.get("SUBSERVE_UPSTREAM").is_some_and(|v| v == "none")
-                || file.upstream.as_ref().is_some_and(Vec::is_empty);
-            if asked && !off {
-                return Err(invalid(
-                    "--upstream",
-                    "proxying Guix build farms is not supported yet; use --upstream none".into(),
-                ));
-            }
-            None
-        }
-    };
+    let bake = resolve_bake(args, env, file, &store.store_dir, Levels { zstd, xz, gzip: defaults.gzip })?;
+    let proxy = resolve_proxy(args, env, file, dialect, &store.store_dir, default_cache, negative_ttl)?;
+    // Without upstreams and without baking there is no cache area to open.
+    let proxy = (!proxy.upstreams.is_empty() || !bake.compressions.is_empty()).then_some(proxy);
     Ok(StoreSettings {
         prefix,
         dialect,
@@ -402,7 +413,55 @@ fn resolve_store_settings(
         priority,
         narinfo_ttl,
         negative_ttl,
+        bake,
     })
+}
+
+/// What to bake: `zstd` unless told otherwise, `none` for nothing.
+fn resolve_bake(
+    args: &ServeArgs,
+    env: &Env,
+    file: &FileConfig,
+    store_dir: &str,
+    serve_levels: Levels,
+) -> Result<BakeConfig, SettingsError> {
+    let from_file = file.bake.as_deref().map(parse_file_value::<CompressionList>).transpose()?;
+    let list = pick(args.bake.clone(), env_var(env, "BAKE")?, from_file).map_or(vec![Compression::Zstd], |l| l.0);
+    let compressions = match list.as_slice() {
+        [Compression::None] => vec![],
+        _ => {
+            if let Some(bad) = list.iter().find(|c| !matches!(c, Compression::Zstd | Compression::Xz)) {
+                return Err(invalid("--bake", format!("{bad} cannot be baked (use zstd, xz, or none alone)")));
+            }
+            list
+        }
+    };
+    let min_size = match pick(args.bake_min_size.clone(), env_var(env, "BAKE_MIN_SIZE")?, file.bake_min_size.clone()) {
+        Some(s) => parse_size(&s).ok_or_else(|| invalid("--bake-min-size", format!("{s:?} is not a size like 1M")))?,
+        None => bake::DEFAULT_BAKE_MIN_SIZE,
+    };
+    let workers =
+        pick(args.bake_workers, env_var(env, "BAKE_WORKERS")?, file.bake_workers).unwrap_or_else(bake::default_workers);
+    if workers == 0 {
+        return Err(invalid("--bake-workers", "must be at least 1 (use --bake none to turn baking off)".into()));
+    }
+    let zstd = pick(args.bake_zstd_level, env_var(env, "BAKE_ZSTD_LEVEL")?, file.bake_zstd_level)
+        .unwrap_or(bake::DEFAULT_BAKE_ZSTD_LEVEL);
+    if !(1..=19).contains(&zstd) {
+        return Err(invalid("--bake-zstd-level", format!("{zstd} is not in 1..=19")));
+    }
+    let env_roots = env
+        .vars
+        .get("SUBSERVE_BAKE_ROOT")
+        .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect::<Vec<_>>());
+    let roots =
+        pick((!args.bake_roots.is_empty()).then(|| args.bake_roots.clone()), env_roots, file.bake_roots.clone())
+            .unwrap_or_default();
+    if let Some(bad) = roots.iter().find(|r| !r.starts_with(&format!("{store_dir}/")) || r.contains("/../")) {
+        return Err(invalid("--bake-root", format!("{bad:?} is not a path in {store_dir}")));
+    }
+    let levels = Levels { zstd, xz: bake::DEFAULT_BAKE_XZ_LEVEL, gzip: serve_levels.gzip };
+    Ok(BakeConfig { compressions, min_size, workers, levels, roots })
 }
 
 /// The store's dialect and locations: an explicit path wins, then one under `--store-root`,
@@ -465,17 +524,19 @@ where
     value.parse().map_err(|e: T::Err| SettingsError::File(e.to_string()))
 }
 
-/// The proxy settings: upstreams from flags, else `SUBSERVE_UPSTREAM`, else the file's
-/// `[[upstream]]` tables, else cache.nixos.org; `none` (or an empty list in the file) turns
-/// the proxy off.
+/// The cache area and proxy settings: upstreams from flags, else `SUBSERVE_UPSTREAM`, else
+/// the file's `[[upstream]]` tables, else the dialect's public caches (cache.nixos.org; for
+/// Guix bordeaux.guix.gnu.org and ci.guix.gnu.org); `none` (or an empty list in the file)
+/// leaves no upstream.
 fn resolve_proxy(
     args: &ServeArgs,
     env: &Env,
     file: &FileConfig,
+    dialect: Dialect,
     store_dir: &str,
     default_cache_dir: PathBuf,
     negative_ttl: Duration,
-) -> Result<Option<ProxyConfig>, SettingsError> {
+) -> Result<ProxyConfig, SettingsError> {
     let timeout = pick(args.upstream_timeout, env_var(env, "UPSTREAM_TIMEOUT")?, None)
         .map(Duration::from_secs)
         .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT);
@@ -490,29 +551,39 @@ fn resolve_proxy(
                 if urls.len() > 1 {
                     return Err(invalid("--upstream", "`none` cannot be combined with other upstreams".into()));
                 }
-                return Ok(None);
+                vec![]
+            } else {
+                urls.into_iter()
+                    .enumerate()
+                    .map(|(i, url)| FileUpstream { url, keys: keys.clone(), priority: Some(i as i32), timeout: None })
+                    .collect()
             }
-            urls.into_iter()
-                .enumerate()
-                .map(|(i, url)| FileUpstream { url, keys: keys.clone(), priority: Some(i as i32), timeout: None })
-                .collect()
         }
-        None => file.upstream.clone().unwrap_or_else(|| {
-            vec![FileUpstream {
+        None => file.upstream.clone().unwrap_or_else(|| match dialect {
+            Dialect::Nix => vec![FileUpstream {
                 url: upstream::CACHE_NIXOS_ORG.into(),
                 keys: vec![upstream::CACHE_NIXOS_ORG_KEY.into()],
                 priority: Some(40),
                 timeout: None,
-            }]
+            }],
+            Dialect::Guix => [
+                (upstream::GUIX_BORDEAUX, upstream::GUIX_BORDEAUX_KEY, 40),
+                (upstream::GUIX_CI, upstream::GUIX_CI_KEY, 50),
+            ]
+            .into_iter()
+            .map(|(url, key, priority)| FileUpstream {
+                url: url.into(),
+                keys: vec![key.into()],
+                priority: Some(priority),
+                timeout: None,
+            })
+            .collect(),
         }),
     };
-    if upstreams.is_empty() {
-        return Ok(None);
-    }
     let upstreams = upstreams
         .into_iter()
         .enumerate()
-        .map(|(i, up)| upstream_config(i, up, timeout))
+        .map(|(i, up)| upstream_config(i, up, timeout, dialect))
         .collect::<Result<Vec<_>, _>>()?;
     let cache_dir =
         pick(args.cache_dir.clone(), env_var(env, "CACHE_DIR")?, file.cache_dir.clone()).unwrap_or(default_cache_dir);
@@ -523,7 +594,11 @@ fn resolve_proxy(
         }
         None => DEFAULT_CACHE_MAX_SIZE,
     };
-    Ok(Some(ProxyConfig {
+    Ok(ProxyConfig {
+        flavour: match dialect {
+            Dialect::Nix => upstream::Flavour::Nix,
+            Dialect::Guix => upstream::Flavour::Guix,
+        },
         upstreams,
         cache_dir,
         max_size,
@@ -531,29 +606,56 @@ fn resolve_proxy(
         store_dir: store_dir.to_owned(),
         stall_timeout: Duration::from_secs(60),
         breaker_cool_down: Duration::from_secs(30),
-    }))
+    })
 }
 
-/// Validates one upstream: an http(s) URL and at least one trusted key (cache.nixos.org's
-/// own key is implied for cache.nixos.org).
-fn upstream_config(index: usize, up: FileUpstream, timeout: Duration) -> Result<UpstreamConfig, SettingsError> {
+/// Validates one upstream: an http(s) URL and at least one trusted key, in the dialect's
+/// format (`name:base64` for Nix, a `(public-key …)` sexp for Guix). The public caches' own
+/// keys are implied for their URLs.
+fn upstream_config(
+    index: usize,
+    up: FileUpstream,
+    timeout: Duration,
+    dialect: Dialect,
+) -> Result<UpstreamConfig, SettingsError> {
     if !(up.url.starts_with("http://") || up.url.starts_with("https://")) {
         return Err(invalid("--upstream", format!("{:?} is not an http:// or https:// URL", up.url)));
     }
-    let mut keys = up
-        .keys
-        .iter()
-        .map(|k| PublicKey::parse(k).map_err(|e| invalid("--upstream-key", format!("{k:?}: {e}"))))
-        .collect::<Result<Vec<_>, _>>()?;
-    if keys.is_empty() && up.url.trim_end_matches('/') == upstream::CACHE_NIXOS_ORG {
-        keys.push(PublicKey::parse(upstream::CACHE_NIXOS_ORG_KEY).expect("valid built-in key"));
+    let url = up.url.trim_end_matches('/');
+    let (mut keys, mut guix_keys) = (Vec::new(), Vec::new());
+    match dialect {
+        Dialect::Nix => {
+            for k in &up.keys {
+                keys.push(PublicKey::parse(k).map_err(|e| invalid("--upstream-key", format!("{k:?}: {e}")))?);
+            }
+            if keys.is_empty() && url == upstream::CACHE_NIXOS_ORG {
+                keys.push(PublicKey::parse(upstream::CACHE_NIXOS_ORG_KEY).expect("valid built-in key"));
+            }
+        }
+        Dialect::Guix => {
+            for k in &up.keys {
+                let key = GuixPublicKey::parse(k).map_err(|e| {
+                    invalid("--upstream-key", format!("{k:?}: {e} (a Guix upstream key is a (public-key …) sexp)"))
+                })?;
+                guix_keys.push(key);
+            }
+            let implied = match url {
+                upstream::GUIX_BORDEAUX => Some(upstream::GUIX_BORDEAUX_KEY),
+                upstream::GUIX_CI => Some(upstream::GUIX_CI_KEY),
+                _ => None,
+            };
+            if let (true, Some(key)) = (guix_keys.is_empty(), implied) {
+                guix_keys.push(GuixPublicKey::parse(key).expect("valid built-in key"));
+            }
+        }
     }
-    if keys.is_empty() {
+    if keys.is_empty() && guix_keys.is_empty() {
         return Err(invalid("--upstream-key", format!("no trusted key for upstream {}", up.url)));
     }
     Ok(UpstreamConfig {
         url: up.url,
         keys,
+        guix_keys,
         priority: up.priority.unwrap_or(index as i32),
         timeout: up.timeout.map(Duration::from_secs).unwrap_or(timeout),
     })
@@ -733,11 +835,15 @@ mod tests {
         assert_eq!(proxy.cache_dir, PathBuf::from("/var/lib/subserve/cache"));
         assert_eq!(proxy.max_size, DEFAULT_CACHE_MAX_SIZE);
         let off = ServeArgs { upstreams: vec!["none".into()], ..Default::default() };
-        assert_eq!(resolve1(&off, &env(&[]), &FileConfig::default()).unwrap().proxy, None);
+        let upstreams = |s: StoreSettings| s.proxy.map(|p| p.upstreams.len());
+        // The cache area stays, for baking, with no upstream.
+        assert_eq!(upstreams(resolve1(&off, &env(&[]), &FileConfig::default()).unwrap()), Some(0));
+        let off_and_no_bake = ServeArgs { bake: Some("none".parse().unwrap()), ..off.clone() };
+        assert_eq!(resolve1(&off_and_no_bake, &env(&[]), &FileConfig::default()).unwrap().proxy, None);
         let off = FileConfig { upstream: Some(vec![]), ..Default::default() };
-        assert_eq!(resolve1(&ServeArgs::default(), &env(&[]), &off).unwrap().proxy, None);
+        assert_eq!(upstreams(resolve1(&ServeArgs::default(), &env(&[]), &off).unwrap()), Some(0));
         let e = env(&[("SUBSERVE_UPSTREAM", "none")]);
-        assert_eq!(resolve1(&ServeArgs::default(), &e, &FileConfig::default()).unwrap().proxy, None);
+        assert_eq!(upstreams(resolve1(&ServeArgs::default(), &e, &FileConfig::default()).unwrap()), Some(0));
     }
 
     #[test]
@@ -809,7 +915,7 @@ narinfo-ttl = 600
         assert_eq!((nix.prefix.as_str(), nix.dialect), ("/nix", Dialect::Nix));
         assert_eq!(nix.store.real_store_dir, PathBuf::from("/srv/nix-root/nix/store"));
         assert_eq!(nix.compressions, vec![Compression::Zstd]);
-        assert_eq!(nix.proxy, None);
+        assert!(nix.proxy.as_ref().unwrap().upstreams.is_empty());
         assert_eq!((guix.prefix.as_str(), guix.dialect), ("/guix", Dialect::Guix));
         assert_eq!(guix.store.db, PathBuf::from("/var/guix/db/db.sqlite"));
         assert_eq!(guix.narinfo_ttl, Duration::from_secs(600));
@@ -859,5 +965,64 @@ narinfo-ttl = 600
         let one = resolve(&ServeArgs::default(), &env(&[]), &FileConfig::parse("[[store]]\n").unwrap()).unwrap();
         assert_eq!(one.stores[0].prefix, "");
         assert_eq!(one.stores[0].proxy.as_ref().unwrap().cache_dir, PathBuf::from("/var/lib/subserve/cache"));
+    }
+
+    #[test]
+    fn baking_defaults_and_limits() {
+        let s = resolve1(&ServeArgs::default(), &env(&[]), &FileConfig::default()).unwrap();
+        assert_eq!(s.bake.compressions, vec![Compression::Zstd]);
+        assert_eq!(s.bake.min_size, bake::DEFAULT_BAKE_MIN_SIZE);
+        assert_eq!(s.bake.levels.zstd, bake::DEFAULT_BAKE_ZSTD_LEVEL);
+        assert!(s.bake.workers >= 1 && s.bake.roots.is_empty());
+        let file = FileConfig::parse(
+            "bake = \"zstd,xz\"\nbake-min-size = \"16M\"\nbake-workers = 3\nbake-zstd-level = 19\n\
+             bake-roots = [\"/nix/store/00000000000000000000000000000000-a\"]\n",
+        )
+        .unwrap();
+        let s = resolve1(&ServeArgs::default(), &env(&[]), &file).unwrap();
+        assert_eq!(s.bake.compressions, vec![Compression::Zstd, Compression::Xz]);
+        assert_eq!((s.bake.min_size, s.bake.workers, s.bake.levels.zstd), (16 << 20, 3, 19));
+        assert_eq!(s.bake.roots.len(), 1);
+        let e = env(&[("SUBSERVE_BAKE", "none")]);
+        assert!(resolve1(&ServeArgs::default(), &e, &FileConfig::default()).unwrap().bake.compressions.is_empty());
+        for (args, want) in [
+            (ServeArgs { bake: Some("gzip".parse().unwrap()), ..Default::default() }, "--bake"),
+            (ServeArgs { bake: Some("none,zstd".parse().unwrap()), ..Default::default() }, "--bake"),
+            (ServeArgs { bake_workers: Some(0), ..Default::default() }, "--bake-workers"),
+            (ServeArgs { bake_zstd_level: Some(22), ..Default::default() }, "--bake-zstd-level"),
+            (ServeArgs { bake_min_size: Some("big".into()), ..Default::default() }, "--bake-min-size"),
+            (ServeArgs { bake_roots: vec!["/gnu/store/x".into()], ..Default::default() }, "--bake-root"),
+        ] {
+            let msg = resolve1(&args, &env(&[]), &FileConfig::default()).unwrap_err().to_string();
+            assert!(msg.contains(want), "{msg}");
+        }
+    }
+
+    #[test]
+    fn a_guix_store_proxies_the_guix_build_farms() {
+        let args = ServeArgs { store_dir: Some("/gnu/store".into()), ..Default::default() };
+        let proxy = resolve1(&args, &env(&[]), &FileConfig::default()).unwrap().proxy.unwrap();
+        assert_eq!(proxy.flavour, upstream::Flavour::Guix);
+        let urls: Vec<&str> = proxy.upstreams.iter().map(|u| u.url.as_str()).collect();
+        assert_eq!(urls, [upstream::GUIX_BORDEAUX, upstream::GUIX_CI]);
+        assert!(proxy.upstreams.iter().all(|u| u.keys.is_empty() && u.guix_keys.len() == 1));
+        // A named farm implies its key; another upstream needs a sexp key.
+        let farm = ServeArgs { upstreams: vec![format!("{}/", upstream::GUIX_CI)], ..args.clone() };
+        let up = &resolve1(&farm, &env(&[]), &FileConfig::default()).unwrap().proxy.unwrap().upstreams[0];
+        assert_eq!(up.guix_keys[0], signing::GuixPublicKey::parse(upstream::GUIX_CI_KEY).unwrap());
+        let nix_key = ServeArgs {
+            upstreams: vec!["http://127.0.0.1:1".into()],
+            upstream_keys: vec!["test-cache-1:gsudXaK4y8xy+ayOZ1frBxOQCDoQJ3kPKP1MMBKdb0g=".into()],
+            ..args.clone()
+        };
+        let msg = resolve1(&nix_key, &env(&[]), &FileConfig::default()).unwrap_err().to_string();
+        assert!(msg.contains("sexp"), "{msg}");
+        let sexp = ServeArgs {
+            upstreams: vec!["http://127.0.0.1:1".into()],
+            upstream_keys: vec![upstream::GUIX_BORDEAUX_KEY.into()],
+            ..args
+        };
+        let up = &resolve1(&sexp, &env(&[]), &FileConfig::default()).unwrap().proxy.unwrap().upstreams[0];
+        assert_eq!(up.guix_keys.len(), 1);
     }
 }

@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use signing::{AnySecretKey, GuixSecretKey, SecretKey};
 use store_reader::Store;
 
+use crate::bake::Baker;
 use crate::dialect::Dialect;
 use crate::settings::{Settings, StoreSettings};
 use crate::state::AppState;
@@ -57,11 +58,18 @@ pub fn build_state(settings: &StoreSettings, state_dir: &Path) -> anyhow::Result
         // Fail now, not on every request, if the host name cannot go into a Signature line.
         key.sign_narinfo(&host, "").with_context(|| format!("cannot sign Guix narinfos as host {host:?}"))?;
     }
-    let proxy = match &settings.proxy {
-        Some(config) => Some(upstream::Proxy::open(config.clone()).with_context(|| {
-            format!("cannot open the proxy cache in {} (set --cache-dir)", config.cache_dir.display())
-        })?),
-        None => None,
+    let proxy =
+        match &settings.proxy {
+            Some(config) => Some(upstream::Proxy::open(config.clone()).with_context(|| {
+                format!("cannot open the cache in {} (set --cache-dir)", config.cache_dir.display())
+            })?),
+            None => None,
+        };
+    let baker = match &proxy {
+        Some(cache) if !settings.bake.compressions.is_empty() => {
+            Some(Baker::start(settings.bake.clone(), cache.clone()))
+        }
+        _ => None,
     };
     let state = AppState {
         prefix: settings.prefix.clone(),
@@ -77,6 +85,7 @@ pub fn build_state(settings: &StoreSettings, state_dir: &Path) -> anyhow::Result
         priority: settings.priority,
         log_dir: settings.log_dir.clone(),
         proxy,
+        baker,
     };
     Ok((state, source))
 }

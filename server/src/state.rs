@@ -3,9 +3,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use signing::{GuixSecretKey, SecretKey};
 use store_reader::Store;
 
+use crate::bake::Baker;
 use crate::compression::{Compression, Levels};
 use crate::dialect::Dialect;
 
@@ -36,8 +39,11 @@ pub struct AppState {
     pub priority: i32,
     /// Build logs: `<log_dir>/<2 chars>/<rest of drv basename>[.bz2]`.
     pub log_dir: PathBuf,
-    /// The pull-through proxy for paths the store lacks, if enabled.
+    /// The cache area: the pull-through proxy for paths the store lacks (when it has
+    /// upstreams) and the home of baked NARs.
     pub proxy: Option<upstream::Proxy>,
+    /// Background compression of large local NARs, if enabled.
+    pub baker: Option<Arc<Baker>>,
 }
 
 impl AppState {

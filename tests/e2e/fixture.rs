@@ -119,7 +119,7 @@ impl GuixFixture {
 }
 
 /// A Nix store URI for a Guix-layout chroot store at `root`.
-fn guix_store_uri(root: &Path) -> String {
+pub fn guix_store_uri(root: &Path) -> String {
     let r = root.display();
     format!("local?store=/gnu/store&real={r}/gnu/store&state={r}/var/guix&log={r}/var/log/guix")
 }

@@ -105,7 +105,9 @@ impl Server {
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         // Tests never reach outside 127.0.0.1: no default upstream unless a test names one.
         let no_proxy: &[&str] = if args.contains(&"--upstream") { &[] } else { &["--upstream", "none"] };
-        Self::spawn(&[no_proxy, args].concat(), env)
+        // Baking costs CPU in the background; only the tests about it turn it on.
+        let no_bake: &[&str] = if args.contains(&"--bake") { &[] } else { &["--bake", "none"] };
+        Self::spawn(&[no_proxy, no_bake, args].concat(), env)
     }
 
     /// Starts `subserve serve --listen 127.0.0.1:0 --config <file>` with nothing else: for

@@ -7,9 +7,11 @@
 // Items are `pub` for the modules of this test binary; nothing is exported.
 #![allow(unreachable_pub)]
 
+mod bake;
 mod cli;
 mod fixture;
 mod guix;
+mod guix_proxy;
 mod harness;
 mod http;
 mod nar_equality;

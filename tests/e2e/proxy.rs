@@ -15,14 +15,16 @@ use crate::substitute::{client, keygen};
 
 /// `python3 -m http.server` on a directory: a static server no one here wrote. Its request log
 /// tells how often each file was fetched.
-struct StaticServer {
+pub struct StaticServer {
     child: Child,
-    url: String,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
     log: Arc<Mutex<Vec<String>>>,
 }
 
 impl StaticServer {
-    fn start(dir: &Path) -> Self {
+    /// Serves `dir`.
+    pub fn start(dir: &Path) -> Self {
         let mut child = Command::new("python3")
             .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory"])
             .arg(dir)
@@ -47,7 +49,7 @@ impl StaticServer {
     }
 
     /// How many GETs asked for `path`.
-    fn gets(&self, path: &str) -> usize {
+    pub fn gets(&self, path: &str) -> usize {
         let needle = format!("\"GET {path} ");
         self.log.lock().unwrap().iter().filter(|l| l.contains(&needle)).count()
     }
@@ -63,7 +65,8 @@ impl StaticServer {
             .collect()
     }
 
-    fn stop(&mut self) {
+    /// Kills the server.
+    pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

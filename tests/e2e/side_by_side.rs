@@ -38,10 +38,10 @@ fn nix_and_guix_stores_are_served_side_by_side() {
         &config,
         format!(
             "state-dir = \"{state}\"\n\n\
-             [[store]]\nprefix = \"/nix\"\nstore-root = \"{nix_root}\"\ncompression = \"zstd\"\n\
+             [[store]]\nprefix = \"/nix\"\nstore-root = \"{nix_root}\"\ncompression = \"zstd\"\nbake = \"none\"\n\
              sign-key-files = [\"{nix_secret}\"]\nupstream = []\n\n\
              [[store]]\nprefix = \"/guix\"\nstore-dir = \"/gnu/store\"\nstore-root = \"{guix_root}\"\n\
-             sign-key-files = [\"{guix_secret}\"]\nupstream = []\n",
+             sign-key-files = [\"{guix_secret}\"]\nupstream = []\nbake = \"none\"\n",
             state = dir.join("state").display(),
             nix_root = nix.root.display(),
             guix_root = guix.root.display(),

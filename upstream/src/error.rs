@@ -62,6 +62,10 @@ pub(crate) enum FetchError {
     /// A narinfo that no trusted key signed and that has no content address.
     #[error("narinfo not signed by a trusted key")]
     Untrusted,
+    /// A trusted answer the proxy cannot offer (a Guix narinfo whose every URL is in a
+    /// compression subserve cannot verify): a miss, not the upstream's fault.
+    #[error("unusable narinfo: {0}")]
+    Unusable(String),
     /// The downloaded NAR does not match the narinfo.
     #[error("verification failed: {0}")]
     Verify(String),
@@ -72,9 +76,10 @@ pub(crate) enum FetchError {
 
 impl FetchError {
     /// Whether this failure counts against the upstream's health (the circuit breaker).
-    /// A bad signature or a local failure says nothing about whether the upstream is up.
+    /// A bad signature, an unusable answer or a local failure says nothing about whether the
+    /// upstream is up.
     pub(crate) fn is_upstream_fault(&self) -> bool {
-        !matches!(self, FetchError::Untrusted | FetchError::Local(_))
+        !matches!(self, FetchError::Untrusted | FetchError::Unusable(_) | FetchError::Local(_))
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use formats::{NarInfo, StorePathHash};
+use formats::StorePathHash;
 use futures_util::StreamExt as _;
 
 use crate::error::FetchError;
@@ -12,12 +12,13 @@ use crate::UpstreamConfig;
 /// Largest narinfo accepted; real ones are well under 10 KiB even with many references.
 pub(crate) const MAX_NARINFO: usize = 256 * 1024;
 
-/// GETs `<upstream>/<hash>.narinfo`; `Ok(None)` for a miss.
+/// GETs `<upstream>/<hash>.narinfo` and returns its text, unparsed (each flavour reads it
+/// its own way); `Ok(None)` for a miss.
 pub(crate) async fn narinfo(
     client: &reqwest::Client,
     up: &UpstreamConfig,
     hash: &StorePathHash,
-) -> Result<Option<NarInfo>, FetchError> {
+) -> Result<Option<String>, FetchError> {
     let url = format!("{}/{hash}.narinfo", up.url);
     let deadline = tokio::time::Instant::now() + up.timeout;
     let response =
@@ -39,8 +40,7 @@ pub(crate) async fn narinfo(
         }
         body.extend_from_slice(&chunk);
     }
-    let text = String::from_utf8(body).map_err(|_| FetchError::Garbage("narinfo is not UTF-8".into()))?;
-    NarInfo::parse(&text).map(Some).map_err(|e| FetchError::Garbage(e.to_string()))
+    String::from_utf8(body).map(Some).map_err(|_| FetchError::Garbage("narinfo is not UTF-8".into()))
 }
 
 /// Starts a GET of a NAR file; the caller reads the body with a stall timeout.
@@ -56,7 +56,7 @@ pub(crate) async fn nar(
     }
 }
 
-/// Resolves a narinfo's `URL` against the upstream's base URL, as Nix does: absolute URLs
+/// Resolves a narinfo's `URL` against the upstream's base URL, as Nix and Guix do: absolute URLs
 /// are kept, anything else is appended after a `/`.
 pub(crate) fn resolve(base: &str, url: &str) -> String {
     if url.starts_with("http://") || url.starts_with("https://") {

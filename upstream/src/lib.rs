@@ -6,13 +6,23 @@
 //! 404, because a 5xx on a narinfo aborts the Nix client's whole build. This crate is the only
 //! one in subserve that makes outbound connections.
 //!
-//! The cache directory is a standard Nix binary cache (`nix-cache-info`, `<hash>.narinfo`,
-//! `nar/<file>`), complete entries only, plus `index.sqlite` and a `tmp/` for downloads.
+//! A proxy has one [`Flavour`]. A Nix proxy fronts Nix caches: [`Proxy::narinfo`] gives a
+//! [`NarInfo`] trusted by the upstream's `Sig:` (or a `CA` field), whose `URL` names
+//! [`Proxy::nar`]. A Guix proxy fronts Guix build farms: [`Proxy::guix_narinfo`] gives a
+//! [`GuixProxied`], the upstream's signed text byte for byte (trusted by its `Signature:`)
+//! for the server to re-sign, with one URL group in guix publish's layout that
+//! [`Proxy::guix_nar`] serves. The methods of the other flavour answer `None`.
+//!
+//! The cache directory is a plain binary cache (`nix-cache-info`, `<hash>.narinfo`, the NARs
+//! under `nar/` where the narinfos' URLs say), complete entries only, plus `index.sqlite` and
+//! a `tmp/` for downloads. It holds one flavour: opened with the other, its entries go.
 
 mod breaker;
+mod config;
 mod download;
 mod error;
 mod fetch;
+mod guix;
 mod index;
 mod verify;
 
@@ -24,54 +34,21 @@ use std::time::{Duration, Instant, SystemTime};
 
 use formats::compression::nar_file_name;
 use formats::{Compression, NarHash, NarInfo, StorePath, StorePathHash};
-use signing::PublicKey;
 use tokio::sync::{watch, OnceCell};
 
+pub use config::{
+    guix_defaults, Flavour, ProxyConfig, UpstreamConfig, CACHE_NIXOS_ORG, CACHE_NIXOS_ORG_KEY, GUIX_BORDEAUX,
+    GUIX_BORDEAUX_KEY, GUIX_CI, GUIX_CI_KEY,
+};
 pub use download::ByteStream;
 pub use error::Error;
+pub use guix::GuixProxied;
 
 use breaker::Breaker;
 use download::{Download, Job, Progress};
 use error::FetchError;
-use index::Index;
+use index::{Index, Victim};
 use verify::Expected;
-
-/// The public cache of NixOS, the default upstream.
-pub const CACHE_NIXOS_ORG: &str = "https://cache.nixos.org";
-/// The key cache.nixos.org signs with.
-pub const CACHE_NIXOS_ORG_KEY: &str = "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=";
-
-/// One upstream cache.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpstreamConfig {
-    /// Base URL, without a trailing slash.
-    pub url: String,
-    /// Keys whose signatures make its narinfos trusted.
-    pub keys: Vec<PublicKey>,
-    /// Lower is asked first.
-    pub priority: i32,
-    /// Deadline for connecting and receiving response headers (and a whole narinfo).
-    pub timeout: Duration,
-}
-
-/// Everything the proxy needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProxyConfig {
-    /// The upstreams, in any order (sorted by priority on open).
-    pub upstreams: Vec<UpstreamConfig>,
-    /// The on-disk cache.
-    pub cache_dir: PathBuf,
-    /// Cached NAR bytes beyond which least-recently-used entries are evicted.
-    pub max_size: u64,
-    /// How long a path no upstream has stays a known miss.
-    pub negative_ttl: Duration,
-    /// The store dir narinfos must be under (`/nix/store`).
-    pub store_dir: String,
-    /// A NAR download with no new byte for this long is abandoned.
-    pub stall_timeout: Duration,
-    /// How long an upstream is skipped after repeated failures.
-    pub breaker_cool_down: Duration,
-}
 
 /// Where the bytes of a proxied NAR come from.
 pub enum NarSource {
@@ -84,6 +61,17 @@ pub enum NarSource {
     },
     /// A download in progress, streamed as it arrives; ends with an error unless verified.
     Stream(ByteStream),
+}
+
+/// A NAR baked into the cache area: compressed once, served as a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Baked {
+    /// The file (`baked/<NarHash nix32>.nar<ext>`).
+    pub path: PathBuf,
+    /// Its size, for `FileSize`.
+    pub file_size: u64,
+    /// Its sha256, for `FileHash`.
+    pub file_hash: NarHash,
 }
 
 /// Counters of what the proxy did, for logs and tests.
@@ -112,12 +100,46 @@ struct Upstream {
     breaker: Breaker,
 }
 
+/// A narinfo the proxy holds, in the proxy's flavour.
+#[derive(Clone)]
+enum Proxied {
+    Nix(Box<NarInfo>),
+    Guix(Box<GuixProxied>),
+}
+
+impl Proxied {
+    /// What the download of its NAR must produce.
+    fn expected(&self) -> Option<Expected> {
+        match self {
+            Proxied::Nix(info) => Some(Expected {
+                compression: info.compression.parse().ok()?,
+                nar_hash: info.nar_hash,
+                nar_size: info.nar_size,
+                file_hash: info.file_hash,
+                file_size: info.file_size,
+            }),
+            Proxied::Guix(proxied) => proxied.expected(),
+        }
+    }
+}
+
+/// An upstream narinfo that passed every check, and how the index records it.
+struct Accepted {
+    proxied: Proxied,
+    /// The text stored in the index and, once the NAR is cached, in `<hash>.narinfo`.
+    text: String,
+    /// The NAR's file name under `nar/`.
+    nar_file: String,
+    /// Where the NAR is downloaded from.
+    upstream_url: String,
+}
+
 struct Inner {
     config: ProxyConfig,
     client: reqwest::Client,
     upstreams: Vec<Upstream>,
     index: Index,
-    narinfo_flights: Mutex<HashMap<String, Arc<OnceCell<Option<NarInfo>>>>>,
+    narinfo_flights: Mutex<HashMap<String, Arc<OnceCell<Option<Proxied>>>>>,
     downloads: Mutex<HashMap<String, Arc<Download>>>,
     stats: Stats,
 }
@@ -131,7 +153,11 @@ pub struct Proxy {
 impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let urls: Vec<&str> = self.inner.upstreams.iter().map(|u| u.config.url.as_str()).collect();
-        f.debug_struct("Proxy").field("upstreams", &urls).field("cache_dir", &self.inner.config.cache_dir).finish()
+        f.debug_struct("Proxy")
+            .field("flavour", &self.inner.config.flavour)
+            .field("upstreams", &urls)
+            .field("cache_dir", &self.inner.config.cache_dir)
+            .finish()
     }
 }
 
@@ -139,9 +165,20 @@ fn unix_now() -> i64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
+fn unix_now_ms() -> i64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Where a baked NAR lives, relative to the cache dir: content-addressed by NarHash and
+/// compression, so one file serves every store path (and store) with that NAR.
+fn baked_file(nar_hash: &str, compression: Compression) -> PathBuf {
+    Path::new("baked").join(format!("{nar_hash}.nar{}", compression.extension()))
+}
+
 impl Proxy {
     /// Opens (or creates) the cache directory and its index, and clears what a crash left:
-    /// partial downloads, entries whose file is gone, files no entry names. Contacts no upstream.
+    /// partial downloads, entries whose file is gone, files no entry names, and entries of the
+    /// other flavour. Contacts no upstream.
     pub fn open(mut config: ProxyConfig) -> Result<Self, Error> {
         for up in &mut config.upstreams {
             up.url = up.url.trim_end_matches('/').to_owned();
@@ -151,14 +188,18 @@ impl Proxy {
         }
         config.upstreams.sort_by_key(|u| u.priority);
         let dir = &config.cache_dir;
-        for sub in ["", "nar", "tmp"] {
+        let mut subdirs = vec![String::new(), "nar".into(), "tmp".into(), "baked".into()];
+        if config.flavour == Flavour::Guix {
+            subdirs.extend(guix::nar_subdirectories().map(|c| format!("nar/{c}")));
+        }
+        for sub in subdirs {
             let d = dir.join(sub);
             std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
         }
         let info = dir.join("nix-cache-info");
         std::fs::write(&info, format!("StoreDir: {}\nWantMassQuery: 1\nPriority: 50\n", config.store_dir))
             .map_err(|e| Error::io(&info, e))?;
-        let index = Index::open(&dir.join("index.sqlite"))?;
+        let index = Index::open(&dir.join("index.sqlite"), config.flavour)?;
         recover(dir, &index)?;
         let client = reqwest::Client::builder()
             .user_agent(concat!("subserve/", env!("CARGO_PKG_VERSION")))
@@ -187,16 +228,119 @@ impl Proxy {
         &self.inner.stats
     }
 
+    /// The flavour this proxy was opened with.
+    pub fn flavour(&self) -> Flavour {
+        self.inner.config.flavour
+    }
+
     /// The narinfo of `hash` from the cache or an upstream, verified, with its `URL` pointing
     /// into subserve's `nar/` and only upstream signatures; `None` when no upstream has it or
-    /// can be reached or trusted. Concurrent calls for one hash share one upstream request.
+    /// can be reached or trusted, or when this is not a Nix proxy. Concurrent calls for one
+    /// hash share one upstream request.
     pub async fn narinfo(&self, hash: &StorePathHash) -> Option<NarInfo> {
+        if self.flavour() != Flavour::Nix {
+            return None;
+        }
+        match self.lookup(hash).await? {
+            Proxied::Nix(info) => Some(*info),
+            Proxied::Guix(_) => None,
+        }
+    }
+
+    /// The Guix narinfo of `hash` from the cache or an upstream: the upstream's signed text
+    /// byte for byte, verified under that upstream's Guix keys, with the one URL group
+    /// subserve offers (see [`GuixProxied`]). `None` when no upstream has it, can be reached
+    /// or trusted, or offers it in a compression subserve can verify (lzip only, say), or
+    /// when this is not a Guix proxy. Concurrent calls for one hash share one upstream request.
+    pub async fn guix_narinfo(&self, hash: &StorePathHash) -> Option<GuixProxied> {
+        if self.flavour() != Flavour::Guix {
+            return None;
+        }
+        match self.lookup(hash).await? {
+            Proxied::Guix(proxied) => Some(*proxied),
+            Proxied::Nix(_) => None,
+        }
+    }
+
+    /// The NAR of `hash` as named by a URL from one of our narinfos: the cached file, or a
+    /// stream of the (single) download in progress. `None` when the URL does not match what
+    /// we know (another NarHash or compression) or the download cannot start, or when this
+    /// is not a Nix proxy.
+    pub async fn nar(&self, hash: &StorePathHash, nar_hash: &NarHash, compression: Compression) -> Option<NarSource> {
+        if self.flavour() != Flavour::Nix {
+            return None;
+        }
+        self.nar_of(hash, |e| e.nar_hash == *nar_hash && e.compression == compression).await
+    }
+
+    /// The NAR of `hash` as named by the URL group of one of our Guix narinfos
+    /// (`nar/<compression>/<basename>`, `nar/<basename>` for `none`), like [`Proxy::nar`]:
+    /// the cached file or a stream of the single download in progress. `None` when the
+    /// compression is not the one offered, the path is unknown (ask [`Proxy::guix_narinfo`]
+    /// first), the download cannot start, or this is not a Guix proxy. The caller checks the
+    /// basename's name part against [`GuixProxied::store_path`].
+    pub async fn guix_nar(&self, hash: &StorePathHash, compression: Compression) -> Option<NarSource> {
+        if self.flavour() != Flavour::Guix {
+            return None;
+        }
+        self.nar_of(hash, |e| e.compression == compression).await
+    }
+
+    /// The baked file of a NAR in `compression`, if one is ready; marks it used. Blocking
+    /// (one indexed SQLite read and write): call it from a blocking thread.
+    pub fn baked(&self, nar_hash: &NarHash, compression: Compression) -> Option<Baked> {
+        let key = nar_hash.to_nix32();
+        let found = self.inner.index.get_baked(&key, compression.name(), unix_now_ms());
+        let (file_size, file_hash) = match found {
+            Ok(Some(found)) => found,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::error!(error = %e, "cache index");
+                return None;
+            }
+        };
+        let file_hash = NarHash::parse(&file_hash).ok()?;
+        Some(Baked { path: self.inner.config.cache_dir.join(baked_file(&key, compression)), file_size, file_hash })
+    }
+
+    /// A fresh path in the cache's `tmp/` for a bake in progress (cleared at start-up, so a
+    /// crash leaves nothing behind).
+    pub fn bake_temp_file(&self) -> Result<PathBuf, Error> {
+        static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+        let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+        Ok(self.inner.config.cache_dir.join("tmp").join(format!("bake.{}.{n}", std::process::id())))
+    }
+
+    /// Moves a finished, checked and synced bake into place, records it, and evicts what no
+    /// longer fits. Blocking.
+    pub fn commit_baked(
+        &self,
+        nar_hash: &NarHash,
+        compression: Compression,
+        temp: &Path,
+        file_size: u64,
+        file_hash: NarHash,
+    ) -> Result<Baked, Error> {
+        let key = nar_hash.to_nix32();
+        let path = self.inner.config.cache_dir.join(baked_file(&key, compression));
+        std::fs::rename(temp, &path).map_err(|e| Error::io(&path, e))?;
+        self.inner.index.put_baked(&key, compression.name(), file_size, &file_hash.to_string(), unix_now_ms())?;
+        self.inner.evict();
+        Ok(Baked { path, file_size, file_hash })
+    }
+
+    /// Looks `hash` up in the index, then upstream, one upstream request per hash at a time.
+    /// Without upstreams (a cache area used for baking only) nothing is proxied.
+    async fn lookup(&self, hash: &StorePathHash) -> Option<Proxied> {
+        if self.inner.upstreams.is_empty() {
+            return None;
+        }
         let key = hash.to_string();
         let inner = Arc::clone(&self.inner);
         let k = key.clone();
         let cached = blocking(move || inner.cached_narinfo(&k)).await;
         match cached {
-            Cached::Hit(info) => return Some(*info),
+            Cached::Hit(proxied) => return Some(proxied),
             Cached::Negative => return None,
             Cached::Miss => {}
         }
@@ -209,7 +353,7 @@ impl Proxy {
                 // A flight that finished just before this one started has filled the index.
                 let (inner, k) = (Arc::clone(&self.inner), key.clone());
                 match blocking(move || inner.cached_narinfo(&k)).await {
-                    Cached::Hit(info) => Some(*info),
+                    Cached::Hit(proxied) => Some(proxied),
                     Cached::Negative => None,
                     Cached::Miss => self.inner.fetch_narinfo(hash).await,
                 }
@@ -223,10 +367,8 @@ impl Proxy {
         result
     }
 
-    /// The NAR of `hash` as named by a URL from one of our narinfos: the cached file, or a
-    /// stream of the (single) download in progress. `None` when the URL does not match what
-    /// we know (another NarHash or compression) or the download cannot start.
-    pub async fn nar(&self, hash: &StorePathHash, nar_hash: &NarHash, compression: Compression) -> Option<NarSource> {
+    /// The NAR of the indexed entry for `hash`, if what the URL names `matches` it.
+    async fn nar_of(&self, hash: &StorePathHash, matches: impl FnOnce(&Expected) -> bool) -> Option<NarSource> {
         let key = hash.to_string();
         let inner = Arc::clone(&self.inner);
         let k = key.clone();
@@ -239,9 +381,8 @@ impl Proxy {
                 return None;
             }
         };
-        let info = NarInfo::parse(&entry.narinfo).ok()?;
-        let wanted: Compression = info.compression.parse().ok()?;
-        if info.nar_hash != *nar_hash || wanted != compression {
+        let expected = self.inner.parse_entry(&entry)?.expected()?;
+        if !matches(&expected) {
             return None;
         }
         let final_path = self.inner.config.cache_dir.join("nar").join(&entry.nar_file);
@@ -252,7 +393,7 @@ impl Proxy {
                 return Some(NarSource::File { path: final_path, size: meta.len() });
             }
         }
-        let download = self.inner.start_download(&key, &entry, &info, wanted)?;
+        let download = self.inner.start_download(&key, &entry, expected)?;
         match download.subscribe().await {
             Ok(stream) => Some(NarSource::Stream(stream)),
             // The download ended between our look and our open: it either renamed its file into
@@ -266,7 +407,7 @@ impl Proxy {
 }
 
 enum Cached {
-    Hit(Box<NarInfo>),
+    Hit(Proxied),
     Negative,
     Miss,
 }
@@ -276,14 +417,24 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 impl Inner {
+    /// Reads an index entry's text in the proxy's flavour.
+    fn parse_entry(&self, entry: &index::Entry) -> Option<Proxied> {
+        match self.config.flavour {
+            Flavour::Nix => NarInfo::parse(&entry.narinfo).ok().map(|info| Proxied::Nix(Box::new(info))),
+            Flavour::Guix => guix::from_stored(&entry.narinfo, &self.config.store_dir)
+                .ok()
+                .map(|proxied| Proxied::Guix(Box::new(proxied))),
+        }
+    }
+
     fn cached_narinfo(&self, hash: &str) -> Cached {
         let now = unix_now();
         match self.index.get(hash) {
             Ok(Some(entry)) => {
-                if let Ok(info) = NarInfo::parse(&entry.narinfo) {
+                if let Some(proxied) = self.parse_entry(&entry) {
                     let _ = self.index.touch(hash, now);
                     self.stats.narinfo_hits.fetch_add(1, Ordering::Relaxed);
-                    return Cached::Hit(Box::new(info));
+                    return Cached::Hit(proxied);
                 }
                 Cached::Miss
             }
@@ -301,8 +452,8 @@ impl Inner {
         }
     }
 
-    /// Asks the upstreams in priority order; the first trusted answer wins.
-    async fn fetch_narinfo(self: &Arc<Self>, hash: &StorePathHash) -> Option<NarInfo> {
+    /// Asks the upstreams in priority order; the first trusted, usable answer wins.
+    async fn fetch_narinfo(self: &Arc<Self>, hash: &StorePathHash) -> Option<Proxied> {
         let mut clean = true;
         for up in &self.upstreams {
             if !up.breaker.allow(Instant::now()) {
@@ -312,16 +463,24 @@ impl Inner {
             self.stats.narinfo_fetches.fetch_add(1, Ordering::Relaxed);
             let result = fetch::narinfo(&self.client, &up.config, hash).await.and_then(|found| match found {
                 None => Ok(None),
-                Some(info) => self.accept(up, hash, info).map(Some),
+                Some(text) => self.accept(up, hash, &text).map(Some),
             });
             match result {
                 Ok(None) => up.breaker.success(),
-                Ok(Some((info, upstream_url))) => {
+                Ok(Some(accepted)) => {
                     up.breaker.success();
-                    return self.remember(hash, info, upstream_url).await;
+                    return self.remember(hash, accepted).await;
+                }
+                Err(FetchError::Unusable(why)) => {
+                    // A healthy upstream with nothing we can offer: as good as a miss.
+                    up.breaker.success();
+                    tracing::info!(upstream = %up.config.url, %hash, %why, "upstream narinfo not usable");
                 }
                 Err(e) => {
                     clean = false;
+                    if matches!(e, FetchError::Untrusted) {
+                        self.stats.untrusted.fetch_add(1, Ordering::Relaxed);
+                    }
                     self.failed(up, &format!("{hash}.narinfo"), &e);
                 }
             }
@@ -335,8 +494,31 @@ impl Inner {
         None
     }
 
-    /// Checks an upstream narinfo and rewrites its URL into our namespace.
-    fn accept(&self, up: &Upstream, hash: &StorePathHash, mut info: NarInfo) -> Result<(NarInfo, String), FetchError> {
+    /// Checks an upstream narinfo in the proxy's flavour and moves its NAR URL into ours.
+    fn accept(&self, up: &Upstream, hash: &StorePathHash, text: &str) -> Result<Accepted, FetchError> {
+        match self.config.flavour {
+            Flavour::Nix => {
+                let info = NarInfo::parse(text).map_err(|e| FetchError::Garbage(e.to_string()))?;
+                let (info, upstream_url) = self.accept_nix(up, hash, info)?;
+                let nar_file = info.url.trim_start_matches("nar/").to_owned();
+                Ok(Accepted { text: info.render(), nar_file, upstream_url, proxied: Proxied::Nix(Box::new(info)) })
+            }
+            Flavour::Guix => {
+                let (proxied, upstream_url) = guix::accept(&up.config, &self.config.store_dir, hash, text)?;
+                let nar_file = proxied.nar_file().unwrap_or_default().to_owned();
+                let text = proxied.render(&proxied.upstream_signature);
+                Ok(Accepted { text, nar_file, upstream_url, proxied: Proxied::Guix(Box::new(proxied)) })
+            }
+        }
+    }
+
+    /// Checks a Nix narinfo and rewrites its URL into our namespace.
+    fn accept_nix(
+        &self,
+        up: &Upstream,
+        hash: &StorePathHash,
+        mut info: NarInfo,
+    ) -> Result<(NarInfo, String), FetchError> {
         let path = StorePath::from_absolute(&self.config.store_dir, &info.store_path)
             .map_err(|e| FetchError::Garbage(e.to_string()))?;
         if path.hash() != hash {
@@ -347,7 +529,6 @@ impl Inner {
         }
         let fingerprint = info.fingerprint(&self.config.store_dir);
         if !signing::verify_any(&up.config.keys, &fingerprint, &info.sigs) && info.ca.is_none() {
-            self.stats.untrusted.fetch_add(1, Ordering::Relaxed);
             return Err(FetchError::Untrusted);
         }
         let compression: Compression = info
@@ -360,16 +541,15 @@ impl Inner {
         Ok((info, upstream_url))
     }
 
-    async fn remember(self: &Arc<Self>, hash: &StorePathHash, info: NarInfo, upstream_url: String) -> Option<NarInfo> {
+    async fn remember(self: &Arc<Self>, hash: &StorePathHash, accepted: Accepted) -> Option<Proxied> {
         let this = Arc::clone(self);
         let h = hash.to_string();
-        let text = info.render();
-        let file = info.url.trim_start_matches("nar/").to_owned();
-        let stored = blocking(move || this.index.put_narinfo(&h, &text, &file, &upstream_url, unix_now())).await;
+        let Accepted { proxied, text, nar_file, upstream_url } = accepted;
+        let stored = blocking(move || this.index.put_narinfo(&h, &text, &nar_file, &upstream_url, unix_now())).await;
         if let Err(e) = stored {
             tracing::error!(error = %e, "cache index");
         }
-        Some(info)
+        Some(proxied)
     }
 
     fn failed(&self, up: &Upstream, what: &str, e: &FetchError) {
@@ -383,13 +563,7 @@ impl Inner {
     }
 
     /// Joins the download of `hash` in progress, or starts one.
-    fn start_download(
-        self: &Arc<Self>,
-        key: &str,
-        entry: &index::Entry,
-        info: &NarInfo,
-        compression: Compression,
-    ) -> Option<Arc<Download>> {
+    fn start_download(self: &Arc<Self>, key: &str, entry: &index::Entry, expected: Expected) -> Option<Arc<Download>> {
         let mut downloads = self.downloads.lock().unwrap_or_else(|e| e.into_inner());
         // A failed download is dropped from the map just after its clients are told; a request
         // arriving in between starts afresh rather than joining the failure.
@@ -401,7 +575,9 @@ impl Inner {
         let timeout = up.map_or(Duration::from_secs(30), |i| self.upstreams[i].config.timeout);
         static SEQUENCE: AtomicU64 = AtomicU64::new(0);
         let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
-        let temp = self.config.cache_dir.join("tmp").join(format!("{}.{}.{n}", entry.nar_file, std::process::id()));
+        // Guix NAR files live in a subdirectory per compression; temp files all sit in tmp/.
+        let temp_name = format!("{}.{}.{n}", entry.nar_file.replace('/', "_"), std::process::id());
+        let temp = self.config.cache_dir.join("tmp").join(temp_name);
         if let Err(e) = std::fs::File::create(&temp) {
             tracing::error!(path = %temp.display(), error = %e, "cannot create a download file");
             return None;
@@ -418,13 +594,7 @@ impl Inner {
         let job = Job {
             client: self.client.clone(),
             url: entry.upstream_url.clone(),
-            expected: Expected {
-                compression,
-                nar_hash: info.nar_hash,
-                nar_size: info.nar_size,
-                file_hash: info.file_hash,
-                file_size: info.file_size,
-            },
+            expected,
             temp,
             final_path: self.config.cache_dir.join("nar").join(&entry.nar_file),
             timeout,
@@ -475,16 +645,32 @@ impl Inner {
             if victims.is_empty() {
                 return;
             }
-            for (hash, file, size) in victims {
+            for victim in victims {
                 if total <= self.config.max_size {
                     break;
                 }
-                // Index first: from then on no client is sent to the file.
-                if self.index.remove(&hash).is_err() {
-                    return;
-                }
-                let _ = std::fs::remove_file(self.config.cache_dir.join(format!("{hash}.narinfo")));
-                let _ = std::fs::remove_file(self.config.cache_dir.join("nar").join(&file));
+                // Index first: from then on no client is sent to the file. A client already
+                // reading it keeps its open file and finishes.
+                let size = match victim {
+                    Victim::Proxied { hash, nar_file, size } => {
+                        if self.index.remove(&hash).is_err() {
+                            return;
+                        }
+                        let _ = std::fs::remove_file(self.config.cache_dir.join(format!("{hash}.narinfo")));
+                        let _ = std::fs::remove_file(self.config.cache_dir.join("nar").join(&nar_file));
+                        size
+                    }
+                    Victim::Baked { nar_hash, compression, size } => {
+                        if self.index.remove_baked(&nar_hash, &compression).is_err() {
+                            return;
+                        }
+                        if let Ok(c) = compression.parse::<Compression>() {
+                            let _ = std::fs::remove_file(self.config.cache_dir.join(baked_file(&nar_hash, c)));
+                        }
+                        tracing::info!(nar_hash = %nar_hash, %compression, size, "evicted a baked NAR");
+                        size
+                    }
+                };
                 total = total.saturating_sub(size);
                 self.stats.evictions.fetch_add(1, Ordering::Relaxed);
             }
@@ -492,8 +678,12 @@ impl Inner {
     }
 }
 
-/// Brings the cache directory and the index back in line after a crash.
+/// Brings the cache directory and the index back in line after a crash, or after the cache
+/// was last used by a proxy of the other flavour.
 fn recover(dir: &Path, index: &Index) -> Result<(), Error> {
+    for hash in index.retire_other_flavours()? {
+        let _ = std::fs::remove_file(dir.join(format!("{hash}.narinfo")));
+    }
     let tmp = dir.join("tmp");
     for entry in std::fs::read_dir(&tmp).map_err(|e| Error::io(&tmp, e))?.flatten() {
         let _ = std::fs::remove_file(entry.path());
@@ -507,9 +697,38 @@ fn recover(dir: &Path, index: &Index) -> Result<(), Error> {
             let _ = std::fs::remove_file(dir.join(format!("{hash}.narinfo")));
         }
     }
+    // NAR files no entry names, in nar/ and in the subdirectories Guix entries use
+    // (nar/<compression>/); other subdirectories are not the proxy's and are left alone.
     let nar = dir.join("nar");
     for entry in std::fs::read_dir(&nar).map_err(|e| Error::io(&nar, e))?.flatten() {
-        if !known.contains(entry.file_name().to_string_lossy().as_ref()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            if !known.contains(&name) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        } else if guix::nar_subdirectories().any(|s| s == name) {
+            let sub = entry.path();
+            for file in std::fs::read_dir(&sub).map_err(|e| Error::io(&sub, e))?.flatten() {
+                if !known.contains(&format!("{name}/{}", file.file_name().to_string_lossy())) {
+                    let _ = std::fs::remove_file(file.path());
+                }
+            }
+        }
+    }
+    // Baked files: entries without a file go, files without an entry go.
+    let mut baked = std::collections::HashSet::new();
+    for (nar_hash, compression) in index.baked_files()? {
+        let file = compression.parse::<Compression>().ok().map(|c| dir.join(baked_file(&nar_hash, c)));
+        match file {
+            Some(file) if file.is_file() => {
+                baked.insert(file);
+            }
+            _ => index.remove_baked(&nar_hash, &compression)?,
+        }
+    }
+    let baked_dir = dir.join("baked");
+    for entry in std::fs::read_dir(&baked_dir).map_err(|e| Error::io(&baked_dir, e))?.flatten() {
+        if !baked.contains(&entry.path()) {
             let _ = std::fs::remove_file(entry.path());
         }
     }

@@ -5,15 +5,19 @@
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method};
+use axum::http::{header, HeaderMap, Method};
 use axum::response::Response;
 use formats::StorePath;
+use upstream::NarSource;
 
 use crate::compression::Compression;
 use crate::dialect::Dialect;
 use crate::error::AppError;
 use crate::state::AppState;
+
+use super::nar::MIME_NAR;
 
 /// `/nar/<basename>`: the bare NAR, with `Content-Length` and `Range`.
 pub(super) async fn get_bare(
@@ -25,7 +29,8 @@ pub(super) async fn get_bare(
     serve(state, Compression::None, &basename, &method, &headers).await
 }
 
-/// `/nar/<compression>/<basename>`: the NAR compressed on the fly.
+/// `/nar/<compression>/<basename>`: the NAR compressed on the fly (or baked), or a proxied
+/// NAR in the compression its narinfo offered.
 pub(super) async fn get(
     state: State<Arc<AppState>>,
     Path((compression, basename)): Path<(String, String)>,
@@ -33,7 +38,7 @@ pub(super) async fn get(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let compression: Compression = compression.parse().map_err(|_| AppError::NotFound)?;
-    if compression == Compression::None || !Dialect::Guix.can_offer(compression) {
+    if compression == Compression::None {
         return Err(AppError::NotFound);
     }
     serve(state, compression, &basename, &method, &headers).await
@@ -47,11 +52,40 @@ async fn serve(
     headers: &HeaderMap,
 ) -> Result<Response, AppError> {
     let path = StorePath::from_basename(basename).map_err(|_| AppError::BadRequest("invalid store path name"))?;
-    let info = super::lookup(&state, path.hash().as_str()).await?;
-    if info.path != path {
+    let info = match super::lookup(&state, path.hash().as_str()).await {
+        Ok(info) => info,
+        Err(AppError::NotFound) => return proxied(&state, &path, compression, method, headers).await,
+        Err(e) => return Err(e),
+    };
+    if info.path != path || !Dialect::Guix.can_offer(compression) {
         // Same hash part, another name: not the path this URL names.
         return Err(AppError::NotFound);
     }
+    if let Some(baked) = super::nar::baked_file(&state, &info, compression).await {
+        return super::nar::file_response(baked.path, baked.file_size, method, headers);
+    }
     let root = state.store.real_path(&info.path);
     super::nar::local(root, info.nar_size, compression, state.levels, method, headers)
+}
+
+/// A NAR the Guix proxy offered: only under the name and compression of its narinfo.
+async fn proxied(
+    state: &AppState,
+    path: &StorePath,
+    compression: Compression,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Response, AppError> {
+    let proxy = state.proxy.as_ref().ok_or(AppError::NotFound)?;
+    let known = proxy.guix_narinfo(path.hash()).await.ok_or(AppError::NotFound)?;
+    if known.store_path != *path {
+        return Err(AppError::NotFound);
+    }
+    match proxy.guix_nar(path.hash(), compression).await.ok_or(AppError::NotFound)? {
+        NarSource::Stream(stream) => {
+            let body = if method == Method::HEAD { Body::empty() } else { Body::from_stream(stream) };
+            Ok(Response::builder().header(header::CONTENT_TYPE, MIME_NAR).body(body).expect("valid response"))
+        }
+        NarSource::File { path, size } => super::nar::file_response(path, size, method, headers),
+    }
 }

@@ -38,6 +38,9 @@ pub(super) async fn get(
     match super::lookup(&state, store_hash).await {
         // A local path with the URL's NarHash, in a compression we can produce.
         Ok(info) if info.nar_hash == nar_hash && Dialect::Nix.can_offer(compression) => {
+            if let Some(baked) = baked_file(&state, &info, compression).await {
+                return file_response(baked.path, baked.file_size, &method, &headers);
+            }
             let root = state.store.real_path(&info.path);
             Ok(local(root, info.nar_size, compression, state.levels, &method, &headers)?)
         }
@@ -45,6 +48,32 @@ pub(super) async fn get(
         Ok(_) | Err(AppError::NotFound) => proxied(&state, store_hash, nar_hash, compression, &method, &headers).await,
         Err(e) => Err(e),
     }
+}
+
+/// The baked file of a local path in `compression`, if one is ready.
+pub(super) async fn baked_file(
+    state: &Arc<AppState>,
+    info: &store_reader::PathInfo,
+    compression: Compression,
+) -> Option<upstream::Baked> {
+    let baker = state.baker.clone().filter(|b| b.compressions().contains(&compression))?;
+    let nar_hash = info.nar_hash;
+    tokio::task::spawn_blocking(move || baker.ready(&nar_hash, compression)).await.ok().flatten()
+}
+
+/// A whole file (a baked or proxied NAR) with `Content-Length`, `Accept-Ranges` and `Range`.
+pub(super) fn file_response(
+    path: PathBuf,
+    size: u64,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Response, AppError> {
+    let response = Response::builder().header(header::CONTENT_TYPE, MIME_NAR);
+    let (response, ByteRange { start, end }) = ranged(response, headers, size)?;
+    if method == Method::HEAD {
+        return Ok(response.body(Body::empty()).expect("valid response"));
+    }
+    Ok(response.body(file_body(path, start, end)).expect("valid response"))
 }
 
 /// Streams a local store path's NAR, encoded on the fly, or a byte range of the bare NAR.
@@ -101,13 +130,7 @@ async fn proxied(
             let body = if method == Method::HEAD { Body::empty() } else { Body::from_stream(stream) };
             Ok(response.body(body).expect("valid response"))
         }
-        NarSource::File { path, size } => {
-            let (response, ByteRange { start, end }) = ranged(response, headers, size)?;
-            if method == Method::HEAD {
-                return Ok(response.body(Body::empty()).expect("valid response"));
-            }
-            Ok(response.body(file_body(path, start, end)).expect("valid response"))
-        }
+        NarSource::File { path, size } => file_response(path, size, method, headers),
     }
 }
 

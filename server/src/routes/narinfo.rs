@@ -42,7 +42,17 @@ pub(super) async fn get(State(state): State<Arc<AppState>>, hash: &str) -> Resul
 /// trouble, so a narinfo is never a 5xx because of an upstream).
 async fn nix_body(state: &Arc<AppState>, hash: &str) -> Result<String, AppError> {
     Ok(match super::lookup(state, hash).await {
-        Ok(info) => render(state.store.store_dir(), &state.keys, state.nix_compression(), &info),
+        Ok(info) => match baked_offers(state, &info).await.into_iter().next() {
+            // A baked file, once ready, is what the narinfo names: with its size and hash.
+            Some((compression, baked)) => render_with(
+                state.store.store_dir(),
+                &state.keys,
+                compression,
+                &info,
+                Some((baked.file_hash, baked.file_size)),
+            ),
+            None => render(state.store.store_dir(), &state.keys, state.nix_compression(), &info),
+        },
         Err(AppError::NotFound) => {
             let proxy = state.proxy.as_ref().ok_or(AppError::NotFound)?;
             let hash = StorePathHash::parse(hash).map_err(|_| AppError::BadRequest("invalid store path hash"))?;
@@ -55,12 +65,53 @@ async fn nix_body(state: &Arc<AppState>, hash: &str) -> Result<String, AppError>
     })
 }
 
-/// A Guix narinfo of a local path.
+/// The baked files of a local path that are ready, in the configured order; queues the
+/// missing ones for baking (never waiting for them). Empty when baking is off or the path is
+/// below the threshold.
+pub(super) async fn baked_offers(state: &Arc<AppState>, info: &PathInfo) -> Vec<(Compression, upstream::Baked)> {
+    let Some(baker) = state.baker.clone().filter(|b| b.wants(info.nar_size)) else { return Vec::new() };
+    let (nar_hash, nar_size, root) = (info.nar_hash, info.nar_size, state.store.real_path(&info.path));
+    let offers = tokio::task::spawn_blocking(move || {
+        let mut ready = Vec::new();
+        for &compression in baker.compressions() {
+            match baker.ready(&nar_hash, compression) {
+                Some(baked) => ready.push((compression, baked)),
+                None => baker.request(crate::bake::Job { root: root.clone(), nar_hash, nar_size, compression }),
+            }
+        }
+        ready
+    })
+    .await;
+    offers.unwrap_or_default()
+}
+
+/// A Guix narinfo: of a local path, or else of a path the proxy fetched from a build farm,
+/// whose signed text is kept byte for byte and signed again with our key (Guix reads one
+/// `Signature`, so a node that trusts only subserve accepts it).
 async fn guix_body(state: &Arc<AppState>, hash: &str) -> Result<String, AppError> {
-    let info = super::lookup(state, hash).await?;
     let key = state.guix_keys.first();
     let sign = |text: &str| key.map(|k| k.sign_narinfo(&state.host, text)).transpose();
-    Ok(render_guix(state.store.store_dir(), &state.compressions, &info, &sign)?)
+    match super::lookup(state, hash).await {
+        Ok(info) => {
+            let baked = baked_offers(state, &info).await;
+            if baked.is_empty() {
+                return Ok(render_guix(state.store.store_dir(), &state.compressions, &info, &sign)?);
+            }
+            // FileSize on every group or none: the baked files, and the bare NAR (NarSize).
+            let mut groups: Vec<(Compression, Option<u64>)> =
+                baked.iter().map(|(c, b)| (*c, Some(b.file_size))).collect();
+            groups.push((Compression::None, Some(info.nar_size)));
+            Ok(render_guix_groups(state.store.store_dir(), &groups, &info, &sign)?)
+        }
+        Err(AppError::NotFound) => {
+            let proxy = state.proxy.as_ref().ok_or(AppError::NotFound)?;
+            let hash = StorePathHash::parse(hash).map_err(|_| AppError::BadRequest("invalid store path hash"))?;
+            let proxied = proxy.guix_narinfo(&hash).await.ok_or(AppError::NotFound)?;
+            let signature = sign(&proxied.signed)?.unwrap_or_else(|| proxied.upstream_signature.clone());
+            Ok(proxied.render(&signature))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The URL of a NAR in guix publish's layout: `nar/<compression>/<basename>`, or
@@ -84,8 +135,20 @@ pub(crate) fn render_guix(
     info: &PathInfo,
     sign: &GuixSigner<'_>,
 ) -> Result<String, signing::Error> {
-    let basename = info.path.basename();
     let sized = compressions.iter().all(|c| *c == Compression::None);
+    let groups: Vec<(Compression, Option<u64>)> =
+        compressions.iter().map(|&c| (c, sized.then_some(info.nar_size))).collect();
+    render_guix_groups(store_dir, &groups, info, sign)
+}
+
+/// Renders a Guix narinfo with the given URL groups and their `FileSize`s (all or none).
+pub(crate) fn render_guix_groups(
+    store_dir: &str,
+    groups: &[(Compression, Option<u64>)],
+    info: &PathInfo,
+    sign: &GuixSigner<'_>,
+) -> Result<String, signing::Error> {
+    let basename = info.path.basename();
     let mut narinfo = GuixNarInfo {
         store_path: info.path.absolute(store_dir),
         nar_hash: info.nar_hash,
@@ -93,12 +156,12 @@ pub(crate) fn render_guix(
         references: info.references.iter().map(|r| r.basename()).collect(),
         deriver: info.deriver.as_ref().map(|d| d.basename()),
         signature: None,
-        urls: compressions
+        urls: groups
             .iter()
-            .map(|&c| GuixUrl {
+            .map(|&(c, file_size)| GuixUrl {
                 url: guix_nar_url(c, &basename),
                 compression: c.name().to_owned(),
-                file_size: sized.then_some(info.nar_size),
+                file_size,
             })
             .collect(),
     };
@@ -113,19 +176,31 @@ pub(crate) fn nar_url(info: &PathInfo, compression: Compression) -> String {
 
 /// Renders the narinfo, keeping the signatures the DB has and adding one per key in `keys`.
 pub(crate) fn render(store_dir: &str, keys: &[SecretKey], compression: Compression, info: &PathInfo) -> String {
+    render_with(store_dir, keys, compression, info, None)
+}
+
+/// Like [`render`], with the `FileHash` and `FileSize` of a baked file of that compression.
+pub(crate) fn render_with(
+    store_dir: &str,
+    keys: &[SecretKey],
+    compression: Compression,
+    info: &PathInfo,
+    file: Option<(formats::NarHash, u64)>,
+) -> String {
     let store_path = info.path.absolute(store_dir);
     let full_refs: Vec<String> = info.references.iter().map(|r| r.absolute(store_dir)).collect();
     let fp = fingerprint(&store_path, &info.nar_hash, info.nar_size, &full_refs);
     let mut sigs = info.sigs.clone();
     sigs.extend(keys.iter().map(|k| k.sign(&fp)));
-    let uncompressed = compression == Compression::None;
+    // The bare NAR's file is the NAR itself; other sizes are known once baked, and unknown
+    // when compressed on the fly.
+    let file = file.or((compression == Compression::None).then_some((info.nar_hash, info.nar_size)));
     NarInfo {
         store_path,
         url: nar_url(info, compression),
         compression: compression.name().to_owned(),
-        // The bare NAR's file is the NAR itself; compressed sizes are unknown until streamed.
-        file_hash: uncompressed.then_some(info.nar_hash),
-        file_size: uncompressed.then_some(info.nar_size),
+        file_hash: file.map(|f| f.0),
+        file_size: file.map(|f| f.1),
         nar_hash: info.nar_hash,
         nar_size: info.nar_size,
         references: info.references.iter().map(|r| r.basename()).collect(),

@@ -16,7 +16,7 @@ use axum::Router;
 use bytes::Bytes;
 use formats::{Compression, NarHash, NarInfo, StorePathHash};
 use signing::SecretKey;
-use upstream::{NarSource, Proxy, ProxyConfig, UpstreamConfig};
+use upstream::{Flavour, NarSource, Proxy, ProxyConfig, UpstreamConfig};
 
 /// How the fake answers a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,10 +57,12 @@ pub struct Shared {
     pub total: AtomicUsize,
 }
 
-pub struct Fake {
+/// A running fake upstream; `K` is the key its narinfos are signed with (Nix by default,
+/// `signing::GuixSecretKey` for a Guix farm, see `guix.rs`).
+pub struct Fake<K = SecretKey> {
     pub addr: SocketAddr,
     pub shared: Arc<Shared>,
-    pub key: SecretKey,
+    pub key: K,
     pub items: Vec<Item>,
     _server: tokio::task::JoinHandle<()>,
 }
@@ -127,8 +129,8 @@ pub fn make_item(key: &SecretKey, hash: &str, name: &str, nar: Vec<u8>, compress
     }
 }
 
-impl Fake {
-    pub async fn start(items: Vec<Item>, key: SecretKey) -> Self {
+impl<K> Fake<K> {
+    pub async fn start(items: Vec<Item>, key: K) -> Self {
         let mut shared = Shared {
             narinfos: HashMap::new(),
             files: HashMap::new(),
@@ -146,6 +148,8 @@ impl Fake {
         let app = Router::new()
             .route("/{file}", axum::routing::get(narinfo))
             .route("/nar/{file}", axum::routing::get(nar))
+            // guix publish's layout: nar/<compression>/<basename>.
+            .route("/nar/{compression}/{file}", axum::routing::get(nar_in))
             .with_state(Arc::clone(&shared));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -184,7 +188,9 @@ impl Fake {
     pub fn release(&self) {
         self.shared.gate.send_replace(true);
     }
+}
 
+impl Fake {
     /// A proxy in front of this fake, caching in `dir`.
     pub fn proxy(&self, dir: &std::path::Path, max_size: u64) -> Proxy {
         proxy_for(&[self], dir, max_size)
@@ -198,12 +204,14 @@ pub fn proxy_for(fakes: &[&Fake], dir: &std::path::Path, max_size: u64) -> Proxy
 /// Like [`proxy_for`] with another stall timeout, for tests that hold a body back on purpose.
 pub fn proxy_with_stall(fakes: &[&Fake], dir: &std::path::Path, max_size: u64, stall: Duration) -> Proxy {
     Proxy::open(ProxyConfig {
+        flavour: Flavour::Nix,
         upstreams: fakes
             .iter()
             .enumerate()
             .map(|(i, f)| UpstreamConfig {
                 url: f.url(),
                 keys: vec![f.key.to_public()],
+                guix_keys: vec![],
                 priority: i as i32,
                 timeout: Duration::from_secs(2),
             })
@@ -233,6 +241,15 @@ async fn narinfo(State(shared): State<Arc<Shared>>, Path(file): Path<String>) ->
 }
 
 async fn nar(State(shared): State<Arc<Shared>>, Path(file): Path<String>) -> Response {
+    serve_nar(shared, file).await
+}
+
+async fn nar_in(State(shared): State<Arc<Shared>>, Path((compression, file)): Path<(String, String)>) -> Response {
+    serve_nar(shared, format!("{compression}/{file}")).await
+}
+
+/// `file` is the path under `nar/`.
+async fn serve_nar(shared: Arc<Shared>, file: String) -> Response {
     count(&shared, format!("nar/{file}"));
     let behaviour = shared.nar_behaviour.lock().unwrap().get(&file).copied().unwrap_or(Behaviour::Normal);
     let Some(data) = shared.files.get(&file).cloned() else {

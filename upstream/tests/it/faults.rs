@@ -56,9 +56,11 @@ async fn a_dead_upstream_is_absent_and_then_skipped() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
     let proxy = upstream::Proxy::open(upstream::ProxyConfig {
+        flavour: upstream::Flavour::Nix,
         upstreams: vec![upstream::UpstreamConfig {
             url: format!("http://127.0.0.1:{port}"),
             keys: vec![SecretKey::generate("k-1").unwrap().to_public()],
+            guix_keys: vec![],
             priority: 0,
             timeout: std::time::Duration::from_millis(500),
         }],

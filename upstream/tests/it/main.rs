@@ -8,3 +8,4 @@
 mod fake;
 mod faults;
 mod flow;
+mod guix;

@@ -1,0 +1,288 @@
+//! Baking: local NARs compressed once, in the background, into the cache area, so that later
+//! requests are served from a file (with `Content-Length` and `Range`) instead of being
+//! compressed again for every client.
+//!
+//! A path is baked on its first narinfo request when its NarSize is at least the threshold
+//! (small paths are cheap on the fly), and eagerly for the configured roots' closures. Until
+//! its file is ready a path is served on the fly as before: nothing ever waits for, or is
+//! refused because of, baking. A bounded pool of low-priority threads does the work; a full
+//! queue drops the request (the next narinfo request asks again).
+//!
+//! The NAR is checked while it is baked: its sha256 and size must equal the DB's NarHash and
+//! NarSize, or the result is thrown away, so a file that changed behind the store's back is
+//! never frozen into the cache.
+
+use std::collections::HashSet;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::{mpsc, Arc, Mutex};
+
+use formats::{Compression, NarHash};
+use sha2::{Digest, Sha256};
+use upstream::{Baked, Proxy};
+
+use crate::compression::{self, Levels};
+
+/// Jobs that may wait for a worker; beyond this, requests to bake are dropped.
+const QUEUE: usize = 4096;
+
+/// What to bake and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BakeConfig {
+    /// Compressions to bake (zstd, xz); empty turns baking off.
+    pub compressions: Vec<Compression>,
+    /// NARs smaller than this are never baked.
+    pub min_size: u64,
+    /// Worker threads, i.e. NARs baked at once.
+    pub workers: usize,
+    /// Levels to bake at.
+    pub levels: Levels,
+    /// Store paths whose closures are baked at start-up.
+    pub roots: Vec<String>,
+}
+
+/// Default zstd level for baking: high, since it is paid once per path.
+pub const DEFAULT_BAKE_ZSTD_LEVEL: i32 = 15;
+/// Default xz preset for baking.
+pub const DEFAULT_BAKE_XZ_LEVEL: u32 = 6;
+/// Default threshold: smaller NARs are compressed on the fly at little cost.
+pub const DEFAULT_BAKE_MIN_SIZE: u64 = 1 << 20;
+
+/// Default number of bake workers: half the cores, at least one, so requests keep the rest.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
+/// One NAR to bake.
+#[derive(Debug)]
+pub struct Job {
+    /// The path's files.
+    pub root: PathBuf,
+    /// What the NAR must hash to.
+    pub nar_hash: NarHash,
+    /// What it must measure.
+    pub nar_size: u64,
+    /// What to compress it with.
+    pub compression: Compression,
+}
+
+/// The bake queue and its workers; shared by every request of one store.
+pub struct Baker {
+    config: BakeConfig,
+    cache: Proxy,
+    tx: mpsc::SyncSender<Job>,
+    pending: Arc<Mutex<HashSet<(NarHash, Compression)>>>,
+}
+
+impl std::fmt::Debug for Baker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Baker").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Baker {
+    /// Starts the workers. `cache` is the store's cache area (shared with its proxy).
+    pub fn start(config: BakeConfig, cache: Proxy) -> Arc<Self> {
+        let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
+        let rx = Arc::new(Mutex::new(rx));
+        let pending: Arc<Mutex<HashSet<(NarHash, Compression)>>> = Arc::default();
+        for n in 0..config.workers.max(1) {
+            let (rx, pending, cache, levels) = (Arc::clone(&rx), Arc::clone(&pending), cache.clone(), config.levels);
+            std::thread::Builder::new()
+                .name(format!("bake-{n}"))
+                .spawn(move || {
+                    lower_priority();
+                    loop {
+                        let job = match rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+                            Ok(job) => job,
+                            Err(_) => return,
+                        };
+                        let key = (job.nar_hash, job.compression);
+                        match bake(&cache, &job, levels) {
+                            Ok(baked) => tracing::info!(
+                                path = %job.root.display(), compression = %job.compression,
+                                nar_size = job.nar_size, file_size = baked.file_size, "baked"
+                            ),
+                            Err(e) => tracing::warn!(
+                                path = %job.root.display(), compression = %job.compression, error = %e,
+                                "baking failed; the path is still served on the fly"
+                            ),
+                        }
+                        pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+                    }
+                })
+                .expect("can spawn a bake worker");
+        }
+        Arc::new(Self { config, cache, tx, pending })
+    }
+
+    /// The compressions baked.
+    pub fn compressions(&self) -> &[Compression] {
+        &self.config.compressions
+    }
+
+    /// Whether a NAR of this size is worth baking.
+    pub fn wants(&self, nar_size: u64) -> bool {
+        nar_size >= self.config.min_size
+    }
+
+    /// The baked file of a NAR, if it is ready. Blocking (one indexed SQLite read).
+    pub fn ready(&self, nar_hash: &NarHash, compression: Compression) -> Option<Baked> {
+        self.cache.baked(nar_hash, compression)
+    }
+
+    /// Queues a NAR for baking unless it is baked, queued, too small, or the queue is full.
+    /// Blocking (one SQLite read); never waits for the bake itself.
+    pub fn request(&self, job: Job) {
+        if !self.wants(job.nar_size) || !self.config.compressions.contains(&job.compression) {
+            return;
+        }
+        let key = (job.nar_hash, job.compression);
+        if self.cache.baked(&job.nar_hash, job.compression).is_some() {
+            return;
+        }
+        if !self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(key) {
+            return;
+        }
+        if let Err(e) = self.tx.try_send(job) {
+            self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+            if let mpsc::TrySendError::Full(job) = e {
+                tracing::debug!(path = %job.root.display(), "bake queue full; will ask again on a later request");
+            }
+        }
+    }
+
+    /// Jobs queued or being baked.
+    pub fn pending_len(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// The roots to bake eagerly, from the settings.
+    pub fn roots(&self) -> &[String] {
+        &self.config.roots
+    }
+}
+
+/// Bake workers yield to request handling: nice 10 for this thread only (Linux applies
+/// `setpriority` on a thread id to that thread).
+fn lower_priority() {
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10) {
+        tracing::debug!(error = %e, "cannot lower the priority of a bake worker");
+    }
+}
+
+/// Why a bake was abandoned.
+#[derive(Debug, thiserror::Error)]
+enum BakeError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("the files no longer match the DB (NarHash or NarSize differs): not baked")]
+    Changed,
+    #[error("{0}")]
+    Cache(#[from] upstream::Error),
+}
+
+/// Produces the compressed NAR into a temp file of the cache, checks it, commits it.
+fn bake(cache: &Proxy, job: &Job, levels: Levels) -> Result<Baked, BakeError> {
+    let temp = cache.bake_temp_file()?;
+    let result = (|| {
+        let file = std::fs::File::create(&temp)?;
+        let out = Counting { inner: io::BufWriter::with_capacity(256 * 1024, file), hasher: Sha256::new(), bytes: 0 };
+        let mut nar = None;
+        let out = compression::encode(job.compression, levels, out, |w| {
+            let mut tee = Counting { inner: w, hasher: Sha256::new(), bytes: 0 };
+            store_reader::nar::dump(&job.root, &mut tee).map_err(io::Error::other)?;
+            nar = Some((tee.bytes, tee.hasher.finalize()));
+            Ok(())
+        })?;
+        let (nar_size, nar_digest) = nar.expect("produce ran");
+        if nar_size != job.nar_size || NarHash(nar_digest.into()) != job.nar_hash {
+            return Err(BakeError::Changed);
+        }
+        let Counting { inner, hasher, bytes } = out;
+        let file = inner.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        let file_hash = NarHash(hasher.finalize().into());
+        Ok(cache.commit_baked(&job.nar_hash, job.compression, &temp, bytes, file_hash)?)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}
+
+/// A writer that hashes and counts what passes through.
+struct Counting<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(data)?;
+        self.hasher.update(&data[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Bakes the closures of the configured roots, in the background: walks the references in
+/// the store DB and queues every path big enough. Roots that are not valid are logged and
+/// skipped; nothing here can stop the server.
+pub fn bake_roots(state: Arc<crate::AppState>) {
+    let Some(baker) = state.baker.clone() else { return };
+    if baker.roots().is_empty() {
+        return;
+    }
+    std::thread::spawn(move || {
+        let store_dir = state.store.store_dir().to_owned();
+        let mut seen = HashSet::new();
+        let mut todo = Vec::new();
+        for root in baker.roots() {
+            match formats::StorePath::from_absolute(&store_dir, root) {
+                Ok(path) => todo.push(path),
+                Err(e) => tracing::warn!(root = %root, error = %e, "not a store path: not baked"),
+            }
+        }
+        let mut queued = 0usize;
+        while let Some(path) = todo.pop() {
+            if !seen.insert(path.hash().to_string()) {
+                continue;
+            }
+            let info = match state.store.query_by_hash(path.hash()) {
+                Ok(Some(info)) => info,
+                Ok(None) => {
+                    tracing::warn!(path = %path, "bake root or reference is not valid in the store: skipped");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path, error = %e, "cannot read the store DB while baking roots");
+                    continue;
+                }
+            };
+            todo.extend(info.references.iter().filter(|r| !seen.contains(&r.hash().to_string())).cloned());
+            if !baker.wants(info.nar_size) {
+                continue;
+            }
+            for &compression in baker.compressions() {
+                // The queue is bounded: wait for room rather than drop eager work.
+                while baker.pending_len() >= QUEUE / 2 {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                baker.request(Job {
+                    root: state.store.real_path(&info.path),
+                    nar_hash: info.nar_hash,
+                    nar_size: info.nar_size,
+                    compression,
+                });
+                queued += 1;
+            }
+        }
+        tracing::info!(roots = baker.roots().len(), paths = seen.len(), queued, "bake roots queued");
+    });
+}

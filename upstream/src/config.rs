@@ -1,0 +1,118 @@
+//! What the proxy is told: which kind of binary cache it proxies (Nix or Guix), its upstreams
+//! with the keys trusted for each, and its cache directory. Plain data; the server fills it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use signing::{GuixPublicKey, PublicKey};
+
+/// The public cache of NixOS, the default upstream.
+pub const CACHE_NIXOS_ORG: &str = "https://cache.nixos.org";
+/// The key cache.nixos.org signs with.
+pub const CACHE_NIXOS_ORG_KEY: &str = "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=";
+
+/// The Guix project's build farm behind `ci.guix.gnu.org` (formerly berlin.guix.gnu.org).
+pub const GUIX_CI: &str = "https://ci.guix.gnu.org";
+/// The key ci.guix.gnu.org signs with (Guix's `etc/substitutes/ci.guix.gnu.org.pub`).
+pub const GUIX_CI_KEY: &str =
+    "(public-key (ecc (curve Ed25519) (q #8D156F295D24B0D9A86FA5741A840FF2D24F60F7B6C4134814AD55625971B394#)))";
+/// The Guix project's second build farm, asked first by Guix clients.
+pub const GUIX_BORDEAUX: &str = "https://bordeaux.guix.gnu.org";
+/// The key bordeaux.guix.gnu.org signs with (Guix's `etc/substitutes/bordeaux.guix.gnu.org.pub`).
+pub const GUIX_BORDEAUX_KEY: &str =
+    "(public-key (ecc (curve Ed25519) (q #7D602902D3A2DBB83F8A0FB98602A754C5493B0B778C8D1DD4E0F41DE14DE34F#)))";
+
+/// Which kind of binary cache the proxy fronts; one proxy (and one cache directory) serves one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Flavour {
+    /// Nix caches: narinfos in Nix's format, trusted by `Sig:` lines (`UpstreamConfig::keys`)
+    /// or a `CA` field; answered by [`Proxy::narinfo`](crate::Proxy::narinfo) and
+    /// [`Proxy::nar`](crate::Proxy::nar).
+    #[default]
+    Nix,
+    /// Guix build farms (`guix publish`): narinfos trusted by their `Signature:` line
+    /// (`UpstreamConfig::guix_keys`); answered by [`Proxy::guix_narinfo`](crate::Proxy::guix_narinfo)
+    /// and [`Proxy::guix_nar`](crate::Proxy::guix_nar).
+    Guix,
+}
+
+impl Flavour {
+    /// The name stored in the cache index.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Flavour::Nix => "nix",
+            Flavour::Guix => "guix",
+        }
+    }
+}
+
+/// One upstream cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    /// Base URL, without a trailing slash.
+    pub url: String,
+    /// Nix keys whose `Sig:` signatures make its narinfos trusted (the Nix flavour).
+    pub keys: Vec<PublicKey>,
+    /// Guix ACL keys whose `Signature:` makes its narinfos trusted (the Guix flavour).
+    pub guix_keys: Vec<GuixPublicKey>,
+    /// Lower is asked first.
+    pub priority: i32,
+    /// Deadline for connecting and receiving response headers (and a whole narinfo).
+    pub timeout: Duration,
+}
+
+/// Everything the proxy needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyConfig {
+    /// Nix or Guix: the narinfo format, how trust is decided, the NAR URL layout.
+    pub flavour: Flavour,
+    /// The upstreams, in any order (sorted by priority on open).
+    pub upstreams: Vec<UpstreamConfig>,
+    /// The on-disk cache.
+    pub cache_dir: PathBuf,
+    /// Cached NAR bytes beyond which least-recently-used entries are evicted.
+    pub max_size: u64,
+    /// How long a path no upstream has stays a known miss.
+    pub negative_ttl: Duration,
+    /// The store dir narinfos must be under (`/nix/store`, `/gnu/store`).
+    pub store_dir: String,
+    /// A NAR download with no new byte for this long is abandoned.
+    pub stall_timeout: Duration,
+    /// How long an upstream is skipped after repeated failures.
+    pub breaker_cool_down: Duration,
+}
+
+/// The upstreams a Guix system uses by default (`%default-substitute-urls`), with their keys:
+/// bordeaux.guix.gnu.org (priority 40), then ci.guix.gnu.org (priority 50), each with `timeout`.
+///
+/// The proxy never applies this itself; the server decides when a Guix proxy gets these
+/// defaults (as it gives a Nix proxy cache.nixos.org).
+pub fn guix_defaults(timeout: Duration) -> Vec<UpstreamConfig> {
+    [(GUIX_BORDEAUX, GUIX_BORDEAUX_KEY, 40), (GUIX_CI, GUIX_CI_KEY, 50)]
+        .into_iter()
+        .map(|(url, key, priority)| UpstreamConfig {
+            url: url.to_owned(),
+            keys: vec![],
+            guix_keys: vec![GuixPublicKey::parse(key).expect("built-in Guix keys are valid")],
+            priority,
+            timeout,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_guix_keys_parse() {
+        for key in [GUIX_CI_KEY, GUIX_BORDEAUX_KEY] {
+            let q: String = GuixPublicKey::parse(key).unwrap().q().iter().map(|b| format!("{b:02X}")).collect();
+            assert!(key.contains(&format!("(q #{q}#)")), "{key}");
+        }
+        let defaults = guix_defaults(Duration::from_secs(10));
+        assert_eq!(defaults.iter().map(|u| u.url.as_str()).collect::<Vec<_>>(), [GUIX_BORDEAUX, GUIX_CI]);
+        assert!(defaults.iter().all(|u| u.keys.is_empty() && u.guix_keys.len() == 1));
+        assert_ne!(defaults[0].guix_keys, defaults[1].guix_keys);
+    }
+}
