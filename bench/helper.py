@@ -221,7 +221,10 @@ def report(tsv, meta):
     w("## Closure download (every NAR of the closure, `curl --parallel`, seconds)\n")
     w("| served as | parallel | subserve s | nginx s | time ratio | MiB sent subserve / nginx |")
     w("|---|---|---|---|---|---|")
-    for comp, label in (("none", "uncompressed"), ("zstd", "zstd (subserve on the fly, nginx `nix copy` files)")):
+    for comp, label in (("none", "uncompressed"), ("zstd", "zstd (subserve on the fly, nginx `nix copy` files)"),
+                        ("baked", "zstd (subserve baked files, nginx `nix copy` files)")):
+        if med(f"closure/{comp}/p1/s", "subserve") is None:
+            continue
         for p in (1, 4, 16):
             k = f"closure/{comp}/p{p}/s"
             sb, nb = med(f"closure/{comp}/bytes", "subserve"), med(f"closure/{comp}/bytes", "nginx")
@@ -262,7 +265,8 @@ def report(tsv, meta):
     w("")
     w("Ratios are subserve / other: above 1 is better for subserve in req/s and MiB/s, worse in "
       "seconds and latency. The zstd row of the closure download compares on-the-fly compression "
-      "with files compressed ahead of time.")
+      "with files compressed ahead of time; the baked row compares subserve's own pre-compressed files "
+      f"(zstd level 15, baked in {info.get('bake_seconds') or '–'} s by the background workers) with them.")
     print("\n".join(out))
 
 
