@@ -82,8 +82,10 @@ def concurrent(url, n, pid):
 
     Phase 1 opens every connection and reads each until it has 1 MiB of body (or its end),
     then stops reading it: once all n got there, all n responses are in flight at the same
-    time, whatever the server's buffering (open_at_once counts them). Phase 2 reads them all
-    to the end and checks every body is whole.
+    time, whatever the server's buffering. A server with admission control sends no more
+    than its cap at once and queues the rest, so phase 1 also ends when nothing moves for
+    2 s (open_at_once counts the streams in flight then). Phase 2 reads them all to the end
+    and checks every body is whole.
     """
     n = int(n)
     u = urllib.parse.urlsplit(url)
@@ -116,7 +118,15 @@ def concurrent(url, n, pid):
             rss_at_barrier = rss(pid, field="VmRSS")
             for c in paused:
                 sel.register(c["sock"], selectors.EVENT_READ, c)
-        events = sel.select(timeout=60)
+        waiting = open_at_barrier is None and paused
+        events = sel.select(timeout=2 if waiting else 60)
+        if not events and waiting:
+            # The rest are queued behind the paused ones: release them.
+            open_at_barrier = len(paused)
+            rss_at_barrier = rss(pid, field="VmRSS")
+            for c in paused:
+                sel.register(c["sock"], selectors.EVENT_READ, c)
+            continue
         if not events:
             sys.exit(f"concurrent: {url}: no progress for 60 s")
         for key, _ in events:
@@ -253,15 +263,17 @@ def report(tsv, meta):
     w("")
 
     w("## Memory (peak RSS: VmHWM, or the highest VmRSS sampled; MiB; nginx: master + workers)\n")
-    w("| streams at once | subserve idle | subserve peak | nginx idle | nginx peak | seconds subserve / nginx |")
-    w("|---|---|---|---|---|---|")
+    w("| downloads at once | subserve idle | subserve peak | nginx idle | nginx peak | seconds subserve / nginx "
+      "| streams in flight subserve / nginx |")
+    w("|---|---|---|---|---|---|---|")
     for comp, label in (("none", f"{info['mem_streams']} × big NAR, uncompressed"),
                         ("zstd", f"{info['mem_streams']} × {int(info['mem_zstd_nar_bytes']) / 2**20:.0f} MiB NAR, zstd")):
         k = f"memory/{comp}"
         ns, nn = med(k + "/seconds", "subserve"), med(k + "/seconds", "nginx")
         w(f"| {label} | {cell(k + '/idle', 'subserve')} | {cell(k + '/peak', 'subserve')} | "
           f"{cell(k + '/idle', 'nginx')} | {cell(k + '/peak', 'nginx')} | "
-          f"{fmt(ns or 0)} / {fmt(nn) if nn else '–'} |")
+          f"{fmt(ns or 0)} / {fmt(nn) if nn else '–'} | "
+          f"{fmt(med(k + '/open', 'subserve') or 0)} / {fmt(med(k + '/open', 'nginx') or 0)} |")
     w("")
     w("Ratios are subserve / other: above 1 is better for subserve in req/s and MiB/s, worse in "
       "seconds and latency. The zstd row of the closure download compares on-the-fly compression "

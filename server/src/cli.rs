@@ -113,6 +113,14 @@ pub struct ServeArgs {
     /// Store path whose closure is baked at start-up (repeatable).
     #[arg(long = "bake-root", value_name = "PATH")]
     pub bake_roots: Vec<String>,
+    /// NAR bodies sent at once, over all stores (uncompressed, baked and proxied); more wait
+    /// in a queue for up to 60 s, then get 503 [default: 16 per core, 32-256].
+    #[arg(long, value_name = "N")]
+    pub max_streams: Option<usize>,
+    /// NARs compressed on the fly at once, over all stores; more wait likewise
+    /// [default: 2 per core, 2-64].
+    #[arg(long, value_name = "N")]
+    pub max_compressed_streams: Option<usize>,
     /// Where subserve keeps its own state, e.g. a generated key [default: /var/lib/subserve
     /// as root, else $XDG_STATE_HOME/subserve].
     #[arg(long, value_name = "DIR")]

@@ -27,6 +27,13 @@ pub enum AppError {
     /// A blocking task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// Too many NAR bodies in flight, and none finished within the queue timeout
+    /// (`crate::admission`). Clients retry a 503.
+    #[error("overloaded: retry after {} s", retry_after.as_secs())]
+    Overloaded {
+        /// Sent as `Retry-After`.
+        retry_after: std::time::Duration,
+    },
 }
 
 impl IntoResponse for AppError {
@@ -36,12 +43,14 @@ impl IntoResponse for AppError {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             AppError::Store(_) | AppError::Task(_) | AppError::Signing(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            AppError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
         };
         let body = match &self {
             AppError::BadRequest(why) => format!("{why}\n"),
             _ => format!("{}\n", status.canonical_reason().unwrap_or("error")),
         };
-        if status.is_server_error() {
+        // Overload is logged (as a warning) by the limiter; it is not a failure of ours.
+        if status.is_server_error() && !matches!(self, AppError::Overloaded { .. }) {
             tracing::error!(error = %self, "request failed");
         }
         let mut response = (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response();
@@ -49,6 +58,9 @@ impl IntoResponse for AppError {
             if let Ok(v) = format!("bytes */{size}").parse() {
                 response.headers_mut().insert(header::CONTENT_RANGE, v);
             }
+        }
+        if let AppError::Overloaded { retry_after } = self {
+            response.headers_mut().insert(header::RETRY_AFTER, retry_after.as_secs().into());
         }
         response
     }

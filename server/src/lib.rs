@@ -4,11 +4,13 @@
 //! listener until a shutdown future resolves. The `subserve` binary only parses its input
 //! ([`cli`], [`settings`]) and calls these.
 
+pub mod admission;
 pub mod bake;
 pub mod cli;
 pub mod compression;
 pub mod dialect;
 pub mod error;
+pub mod narinfo_cache;
 pub mod range;
 mod routes;
 pub mod settings;

@@ -56,7 +56,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
-        tracing::info!(listen = %listener.local_addr()?, stores = stores.len(), "serving");
+        tracing::info!(
+            listen = %listener.local_addr()?,
+            stores = stores.len(),
+            max_streams = settings.max_streams,
+            max_compressed_streams = settings.max_compressed_streams,
+            "serving"
+        );
         subserve::run(listener, stores, shutdown_signal()).await.context("server failed")
     })
 }

@@ -17,6 +17,7 @@ use signing::{GuixPublicKey, PublicKey};
 use store_reader::StoreConfig;
 use upstream::{ProxyConfig, UpstreamConfig};
 
+use crate::admission;
 use crate::bake::{self, BakeConfig};
 use crate::cli::ServeArgs;
 use crate::compression::{Compression, Levels};
@@ -77,6 +78,10 @@ pub struct FileConfig {
     pub bake_zstd_level: Option<i32>,
     /// Store paths whose closures are baked at start-up.
     pub bake_roots: Option<Vec<String>>,
+    /// NAR bodies sent at once, over all stores.
+    pub max_streams: Option<usize>,
+    /// NARs compressed on the fly at once, over all stores.
+    pub max_compressed_streams: Option<usize>,
     /// URL prefix of a store, in a `[[store]]` table (`/nix`, `/guix`).
     pub prefix: Option<String>,
     /// Several stores served side by side, each under its own URL prefix: one table per store,
@@ -131,6 +136,10 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// subserve's state directory.
     pub state_dir: PathBuf,
+    /// Cap on NAR bodies sent at once, over all stores.
+    pub max_streams: usize,
+    /// Cap on NARs compressed on the fly at once, over all stores.
+    pub max_compressed_streams: usize,
     /// The stores served, each under its own URL prefix; one store with an empty prefix
     /// unless the config file has `[[store]]` tables.
     pub stores: Vec<StoreSettings>,
@@ -213,12 +222,26 @@ pub fn resolve(args: &ServeArgs, env: &Env, file: &FileConfig) -> Result<Setting
         .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default"));
     let state_dir = pick(args.state_dir.clone(), env_var(env, "STATE_DIR")?, file.state_dir.clone())
         .map_or_else(|| default_state_dir(env), Ok)?;
+    let cores = admission::cores();
+    let max_streams = pick(args.max_streams, env_var(env, "MAX_STREAMS")?, file.max_streams)
+        .unwrap_or_else(|| admission::default_max_streams(cores));
+    let max_compressed_streams =
+        pick(args.max_compressed_streams, env_var(env, "MAX_COMPRESSED_STREAMS")?, file.max_compressed_streams)
+            .unwrap_or_else(|| admission::default_max_compressed_streams(cores));
+    if max_streams == 0 {
+        return Err(invalid("--max-streams", "must be at least 1".into()));
+    }
+    if max_compressed_streams == 0 {
+        return Err(invalid("--max-compressed-streams", "must be at least 1".into()));
+    }
+    let global =
+        |stores| Settings { listen, state_dir: state_dir.clone(), max_streams, max_compressed_streams, stores };
     let Some(tables) = &file.store else {
         if file.prefix.is_some() {
             return Err(SettingsError::File("`prefix` belongs in a [[store]] table".into()));
         }
         let store = resolve_store_settings(args, env, file, &state_dir, String::new())?;
-        return Ok(Settings { listen, state_dir, stores: vec![store] });
+        return Ok(global(vec![store]));
     };
     if let Some(flag) = per_store_flag(args) {
         return Err(invalid(flag, "the config file has [[store]] tables: set this in each table instead".into()));
@@ -244,9 +267,15 @@ pub fn resolve(args: &ServeArgs, env: &Env, file: &FileConfig) -> Result<Setting
     let mut stores: Vec<StoreSettings> = Vec::new();
     for (i, table) in tables.iter().enumerate() {
         let n = i + 1;
-        if table.listen.is_some() || table.state_dir.is_some() || table.store.is_some() {
+        if table.listen.is_some()
+            || table.state_dir.is_some()
+            || table.store.is_some()
+            || table.max_streams.is_some()
+            || table.max_compressed_streams.is_some()
+        {
             return Err(SettingsError::File(format!(
-                "[[store]] table {n}: `listen`, `state-dir` and `store` belong at the top level"
+                "[[store]] table {n}: `listen`, `state-dir`, `max-streams`, `max-compressed-streams` and `store` \
+                 belong at the top level"
             )));
         }
         let prefix = match table.prefix.as_deref() {
@@ -273,11 +302,18 @@ pub fn resolve(args: &ServeArgs, env: &Env, file: &FileConfig) -> Result<Setting
     if stores.len() > 1 && stores.iter().any(|s| s.prefix.is_empty()) {
         return Err(invalid("prefix", "every [[store]] table needs a prefix when several stores are served".into()));
     }
-    Ok(Settings { listen, state_dir, stores })
+    Ok(global(stores))
 }
 
 /// The `SUBSERVE_*` variables that are not per-store settings.
-const GLOBAL_VARS: [&str; 4] = ["SUBSERVE_LISTEN", "SUBSERVE_STATE_DIR", "SUBSERVE_CONFIG", "SUBSERVE_LOG"];
+const GLOBAL_VARS: [&str; 6] = [
+    "SUBSERVE_LISTEN",
+    "SUBSERVE_STATE_DIR",
+    "SUBSERVE_CONFIG",
+    "SUBSERVE_LOG",
+    "SUBSERVE_MAX_STREAMS",
+    "SUBSERVE_MAX_COMPRESSED_STREAMS",
+];
 
 /// The first per-store flag given, by its flag name.
 fn per_store_flag(args: &ServeArgs) -> Option<&'static str> {
@@ -965,6 +1001,20 @@ narinfo-ttl = 600
         let one = resolve(&ServeArgs::default(), &env(&[]), &FileConfig::parse("[[store]]\n").unwrap()).unwrap();
         assert_eq!(one.stores[0].prefix, "");
         assert_eq!(one.stores[0].proxy.as_ref().unwrap().cache_dir, PathBuf::from("/var/lib/subserve/cache"));
+    }
+
+    #[test]
+    fn stream_caps_are_global() {
+        let s = resolve(&ServeArgs::default(), &env(&[]), &FileConfig::default()).unwrap();
+        assert_eq!(s.max_streams, admission::default_max_streams(admission::cores()));
+        let e = env(&[("SUBSERVE_MAX_COMPRESSED_STREAMS", "3")]);
+        let file = FileConfig::parse("max-streams = 7\n[[store]]\nprefix = \"/a\"\n").unwrap();
+        let s = resolve(&ServeArgs::default(), &e, &file).unwrap();
+        assert_eq!((s.max_streams, s.max_compressed_streams), (7, 3));
+        let zero = ServeArgs { max_streams: Some(0), ..Default::default() };
+        assert!(resolve(&zero, &env(&[]), &FileConfig::default()).is_err());
+        let in_table = FileConfig::parse("[[store]]\nmax-streams = 7\n").unwrap();
+        assert!(resolve(&ServeArgs::default(), &env(&[]), &in_table).is_err());
     }
 
     #[test]

@@ -2,13 +2,16 @@
 //! start, generates) the signing keys. Every failure here is one clear line for the operator.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use signing::{AnySecretKey, GuixSecretKey, SecretKey};
 use store_reader::Store;
 
+use crate::admission::Admission;
 use crate::bake::Baker;
 use crate::dialect::Dialect;
+use crate::narinfo_cache::NarinfoCache;
 use crate::settings::{Settings, StoreSettings};
 use crate::state::AppState;
 
@@ -33,22 +36,34 @@ pub enum KeySource {
     },
 }
 
-/// Opens every store and loads its keys; the returned states are ready to serve.
+/// Opens every store and loads its keys; the returned states are ready to serve. The stores
+/// share one [`Admission`], so its caps hold for the whole server.
 pub fn build_states(settings: &Settings) -> anyhow::Result<Vec<(AppState, KeySource)>> {
+    let admission = Arc::new(Admission::new(
+        settings.max_streams,
+        settings.max_compressed_streams,
+        crate::admission::QUEUE_TIMEOUT,
+    ));
     settings
         .stores
         .iter()
         .map(|store| {
-            build_state(store, &settings.state_dir).with_context(|| match store.prefix.as_str() {
-                "" => format!("store {}", store.store.store_dir),
-                prefix => format!("store {} at {prefix}/", store.store.store_dir),
+            build_state(store, &settings.state_dir, Arc::clone(&admission)).with_context(|| {
+                match store.prefix.as_str() {
+                    "" => format!("store {}", store.store.store_dir),
+                    prefix => format!("store {} at {prefix}/", store.store.store_dir),
+                }
             })
         })
         .collect()
 }
 
-/// Opens one store and loads its keys.
-pub fn build_state(settings: &StoreSettings, state_dir: &Path) -> anyhow::Result<(AppState, KeySource)> {
+/// Opens one store and loads its keys; its NAR bodies are admitted by `admission`.
+pub fn build_state(
+    settings: &StoreSettings,
+    state_dir: &Path,
+    admission: Arc<Admission>,
+) -> anyhow::Result<(AppState, KeySource)> {
     let store = Store::open(settings.store.clone()).context(
         "cannot open the store (set --store-dir, --real-store-dir and --db, or --store-root for a chroot store)",
     )?;
@@ -86,6 +101,8 @@ pub fn build_state(settings: &StoreSettings, state_dir: &Path) -> anyhow::Result
         log_dir: settings.log_dir.clone(),
         proxy,
         baker,
+        admission,
+        narinfo_cache: NarinfoCache::with_defaults(settings.negative_ttl),
     };
     Ok((state, source))
 }

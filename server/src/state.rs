@@ -8,9 +8,11 @@ use std::sync::Arc;
 use signing::{GuixSecretKey, SecretKey};
 use store_reader::Store;
 
+use crate::admission::Admission;
 use crate::bake::Baker;
 use crate::compression::{Compression, Levels};
 use crate::dialect::Dialect;
+use crate::narinfo_cache::NarinfoCache;
 
 /// Shared, read-only state of a running server.
 #[derive(Debug)]
@@ -44,6 +46,11 @@ pub struct AppState {
     pub proxy: Option<upstream::Proxy>,
     /// Background compression of large local NARs, if enabled.
     pub baker: Option<Arc<Baker>>,
+    /// Caps on concurrent NAR bodies, with their queues, shared by every served store (see
+    /// `crate::admission`).
+    pub admission: Arc<Admission>,
+    /// Rendered, signed narinfos of local paths, for a short while (see `crate::narinfo_cache`).
+    pub narinfo_cache: NarinfoCache,
 }
 
 impl AppState {

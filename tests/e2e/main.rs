@@ -7,6 +7,7 @@
 // Items are `pub` for the modules of this test binary; nothing is exported.
 #![allow(unreachable_pub)]
 
+mod admission;
 mod bake;
 mod cli;
 mod fixture;

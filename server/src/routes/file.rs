@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use formats::store_path::fixed_output_path;
 use formats::NarHash;
 
+use crate::compression::Compression;
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::stream::file_body;
@@ -39,5 +40,6 @@ pub(super) async fn get(
     if method == Method::HEAD {
         return Ok(headers.into_response());
     }
-    Ok((headers, file_body(real, 0, meta.len())).into_response())
+    let permit = state.admission.admit(Compression::None).await?;
+    Ok((headers, file_body(real, 0, meta.len(), permit)).into_response())
 }

@@ -5,9 +5,8 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, Method};
+use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 use formats::StorePath;
 use upstream::NarSource;
@@ -16,8 +15,6 @@ use crate::compression::Compression;
 use crate::dialect::Dialect;
 use crate::error::AppError;
 use crate::state::AppState;
-
-use super::nar::MIME_NAR;
 
 /// `/nar/<basename>`: the bare NAR, with `Content-Length` and `Range`.
 pub(super) async fn get_bare(
@@ -62,10 +59,10 @@ async fn serve(
         return Err(AppError::NotFound);
     }
     if let Some(baked) = super::nar::baked_file(&state, &info, compression).await {
-        return super::nar::file_response(baked.path, baked.file_size, method, headers);
+        return super::nar::file_response(baked.path, baked.file_size, &state.admission, method, headers).await;
     }
     let root = state.store.real_path(&info.path);
-    super::nar::local(root, info.nar_size, compression, state.levels, method, headers)
+    super::nar::local(root, info.nar_size, compression, state.levels, &state.admission, method, headers).await
 }
 
 /// A NAR the Guix proxy offered: only under the name and compression of its narinfo.
@@ -82,10 +79,9 @@ async fn proxied(
         return Err(AppError::NotFound);
     }
     match proxy.guix_nar(path.hash(), compression).await.ok_or(AppError::NotFound)? {
-        NarSource::Stream(stream) => {
-            let body = if method == Method::HEAD { Body::empty() } else { Body::from_stream(stream) };
-            Ok(Response::builder().header(header::CONTENT_TYPE, MIME_NAR).body(body).expect("valid response"))
+        NarSource::Stream(stream) => super::nar::download_response(stream, &state.admission, method).await,
+        NarSource::File { path, size } => {
+            super::nar::file_response(path, size, &state.admission, method, headers).await
         }
-        NarSource::File { path, size } => super::nar::file_response(path, size, method, headers),
     }
 }

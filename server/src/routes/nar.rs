@@ -18,12 +18,13 @@ use axum::response::Response;
 use formats::{NarHash, StorePathHash};
 use upstream::NarSource;
 
+use crate::admission::Admission;
 use crate::compression::{self, Compression, Levels};
 use crate::dialect::Dialect;
 use crate::error::AppError;
 use crate::range::{self, ByteRange};
 use crate::state::AppState;
-use crate::stream::{body_from_writer, file_body};
+use crate::stream::{admitted_body_from_writer, file_body};
 
 /// MIME type of NAR bodies, compressed or not (the narinfo says which).
 pub(crate) const MIME_NAR: &str = "application/x-nix-nar";
@@ -39,10 +40,10 @@ pub(super) async fn get(
         // A local path with the URL's NarHash, in a compression we can produce.
         Ok(info) if info.nar_hash == nar_hash && Dialect::Nix.can_offer(compression) => {
             if let Some(baked) = baked_file(&state, &info, compression).await {
-                return file_response(baked.path, baked.file_size, &method, &headers);
+                return file_response(baked.path, baked.file_size, &state.admission, &method, &headers).await;
             }
             let root = state.store.real_path(&info.path);
-            Ok(local(root, info.nar_size, compression, state.levels, &method, &headers)?)
+            local(root, info.nar_size, compression, state.levels, &state.admission, &method, &headers).await
         }
         // Not here (any more): maybe the proxy handed out this URL.
         Ok(_) | Err(AppError::NotFound) => proxied(&state, store_hash, nar_hash, compression, &method, &headers).await,
@@ -61,10 +62,12 @@ pub(super) async fn baked_file(
     tokio::task::spawn_blocking(move || baker.ready(&nar_hash, compression)).await.ok().flatten()
 }
 
-/// A whole file (a baked or proxied NAR) with `Content-Length`, `Accept-Ranges` and `Range`.
-pub(super) fn file_response(
+/// A whole file (a baked or proxied NAR) with `Content-Length`, `Accept-Ranges` and `Range`;
+/// the body waits for a permit of `admission`.
+pub(super) async fn file_response(
     path: PathBuf,
     size: u64,
+    admission: &Admission,
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<Response, AppError> {
@@ -73,15 +76,38 @@ pub(super) fn file_response(
     if method == Method::HEAD {
         return Ok(response.body(Body::empty()).expect("valid response"));
     }
-    Ok(response.body(file_body(path, start, end)).expect("valid response"))
+    let permit = admission.admit(Compression::None).await?;
+    Ok(response.body(file_body(path, start, end, permit)).expect("valid response"))
+}
+
+/// A proxied NAR streamed from its download in progress; the body waits for a permit of
+/// `admission` and holds it until it is dropped. The download itself goes on regardless.
+pub(super) async fn download_response(
+    stream: upstream::ByteStream,
+    admission: &Admission,
+    method: &Method,
+) -> Result<Response, AppError> {
+    let response = Response::builder().header(header::CONTENT_TYPE, MIME_NAR);
+    if method == Method::HEAD {
+        return Ok(response.body(Body::empty()).expect("valid response"));
+    }
+    let permit = admission.admit(Compression::None).await?;
+    let stream = futures_util::StreamExt::map(stream, move |item| {
+        let _held = &permit;
+        item
+    });
+    Ok(response.body(Body::from_stream(stream)).expect("valid response"))
 }
 
 /// Streams a local store path's NAR, encoded on the fly, or a byte range of the bare NAR.
-pub(super) fn local(
+///
+/// The body waits for a permit of `admission` (HEAD requests and refused ranges do not).
+pub(super) async fn local(
     root: PathBuf,
     size: u64,
     compression: Compression,
     levels: Levels,
+    admission: &Admission,
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<Response, AppError> {
@@ -90,8 +116,9 @@ pub(super) fn local(
         if method == Method::HEAD {
             return Ok(response.body(Body::empty()).expect("valid response"));
         }
-        let body = body_from_writer(root.display().to_string(), move |out| {
-            compression::encode(compression, levels, out, |w| {
+        let permit = admission.admit(compression).await?;
+        let body = admitted_body_from_writer(root.display().to_string(), permit, move |out| {
+            compression::encode_on_the_fly(compression, levels, out, |w| {
                 let mut exact = ExactWriter { inner: w, remaining: size };
                 store_reader::nar::dump(&root, &mut exact).map_err(io::Error::other)?;
                 exact.finish()
@@ -103,7 +130,8 @@ pub(super) fn local(
     if method == Method::HEAD {
         return Ok(response.body(Body::empty()).expect("valid response"));
     }
-    let body = body_from_writer(root.display().to_string(), move |mut out| {
+    let permit = admission.admit(Compression::None).await?;
+    let body = admitted_body_from_writer(root.display().to_string(), permit, move |mut out| {
         let mut exact = ExactWriter { inner: &mut out, remaining: end - start };
         store_reader::nar::dump_range(&root, start, end, &mut exact).map_err(io::Error::other)?;
         exact.finish()?;
@@ -124,13 +152,9 @@ async fn proxied(
 ) -> Result<Response, AppError> {
     let proxy = state.proxy.as_ref().ok_or(AppError::NotFound)?;
     let hash = StorePathHash::parse(store_hash).map_err(|_| AppError::BadRequest("invalid store path hash"))?;
-    let response = Response::builder().header(header::CONTENT_TYPE, MIME_NAR);
     match proxy.nar(&hash, &nar_hash, compression).await.ok_or(AppError::NotFound)? {
-        NarSource::Stream(stream) => {
-            let body = if method == Method::HEAD { Body::empty() } else { Body::from_stream(stream) };
-            Ok(response.body(body).expect("valid response"))
-        }
-        NarSource::File { path, size } => file_response(path, size, method, headers),
+        NarSource::Stream(stream) => download_response(stream, &state.admission, method).await,
+        NarSource::File { path, size } => file_response(path, size, &state.admission, method, headers).await,
     }
 }
 

@@ -1,11 +1,16 @@
 //! `GET /<hash>.narinfo`: the path's metadata in the store's dialect (Nix or Guix), signed
 //! with our keys, with a `Cache-Control` that Guix clients honour for hits and misses.
+//!
+//! Local answers, rendered and signed, are kept for a short while in the state's
+//! `NarinfoCache`, so a repeated request costs no signature, no DB read and no hop to the
+//! blocking pool. Narinfo requests never wait for NAR admission.
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use formats::guix::{GuixNarInfo, GuixUrl, MIME_GUIX_NARINFO};
 use formats::narinfo::{fingerprint, MIME_NARINFO};
 use formats::{NarInfo, StorePathHash};
@@ -40,29 +45,92 @@ pub(super) async fn get(State(state): State<Arc<AppState>>, hash: &str) -> Resul
 
 /// The local store first; on a miss, the proxy (which answers "absent" for any upstream
 /// trouble, so a narinfo is never a 5xx because of an upstream).
-async fn nix_body(state: &Arc<AppState>, hash: &str) -> Result<String, AppError> {
-    Ok(match super::lookup(state, hash).await {
-        Ok(info) => match baked_offers(state, &info).await.into_iter().next() {
-            // A baked file, once ready, is what the narinfo names: with its size and hash.
-            Some((compression, baked)) => render_with(
-                state.store.store_dir(),
-                &state.keys,
-                compression,
-                &info,
-                Some((baked.file_hash, baked.file_size)),
-            ),
-            None => render(state.store.store_dir(), &state.keys, state.nix_compression(), &info),
-        },
-        Err(AppError::NotFound) => {
-            let proxy = state.proxy.as_ref().ok_or(AppError::NotFound)?;
-            let hash = StorePathHash::parse(hash).map_err(|_| AppError::BadRequest("invalid store path hash"))?;
-            let mut info = proxy.narinfo(&hash).await.ok_or(AppError::NotFound)?;
-            let fingerprint = info.fingerprint(state.store.store_dir());
-            info.sigs.extend(state.keys.iter().map(|k| k.sign(&fingerprint)));
-            info.render()
+async fn nix_body(state: &Arc<AppState>, hash: &str) -> Result<Bytes, AppError> {
+    if let Some(body) = local_body(state, hash).await? {
+        return Ok(body);
+    }
+    let proxy = state.proxy.as_ref().ok_or(AppError::NotFound)?;
+    let hash = StorePathHash::parse(hash).map_err(|_| AppError::BadRequest("invalid store path hash"))?;
+    let mut info = proxy.narinfo(&hash).await.ok_or(AppError::NotFound)?;
+    let fingerprint = info.fingerprint(state.store.store_dir());
+    info.sigs.extend(state.keys.iter().map(|k| k.sign(&fingerprint)));
+    Ok(info.render().into())
+}
+
+/// A Guix narinfo: of a local path, or else of a path the proxy fetched from a build farm,
+/// whose signed text is kept byte for byte and signed again with our key (Guix reads one
+/// `Signature`, so a node that trusts only subserve accepts it).
+async fn guix_body(state: &Arc<AppState>, hash: &str) -> Result<Bytes, AppError> {
+    if let Some(body) = local_body(state, hash).await? {
+        return Ok(body);
+    }
+    let proxy = state.proxy.as_ref().ok_or(AppError::NotFound)?;
+    let hash = StorePathHash::parse(hash).map_err(|_| AppError::BadRequest("invalid store path hash"))?;
+    let proxied = proxy.guix_narinfo(&hash).await.ok_or(AppError::NotFound)?;
+    let key = state.guix_keys.first();
+    let signature = match key {
+        Some(k) => k.sign_narinfo(&state.host, &proxied.signed)?,
+        None => proxied.upstream_signature.clone(),
+    };
+    Ok(proxied.render(&signature).into())
+}
+
+/// The narinfo of a local path in the store's dialect, signed, or `None` if the store lacks
+/// the path: from the narinfo cache while its entry is fresh (see `crate::narinfo_cache`),
+/// else looked up, rendered and cached.
+///
+/// Narinfos of paths the baker wants are never cached: they change as soon as a baked file
+/// is ready or evicted, and nothing tells the cache when.
+async fn local_body(state: &Arc<AppState>, hash: &str) -> Result<Option<Bytes>, AppError> {
+    if let Some(cached) = state.narinfo_cache.get(hash) {
+        return Ok(cached);
+    }
+    let body = match super::lookup(state, hash).await {
+        Ok(info) => {
+            let body = Bytes::from(match state.dialect {
+                Dialect::Nix => render_nix_local(state, &info).await,
+                Dialect::Guix => render_guix_local(state, &info).await?,
+            });
+            if state.baker.as_ref().is_some_and(|b| b.wants(info.nar_size)) {
+                return Ok(Some(body));
+            }
+            Some(body)
         }
+        Err(AppError::NotFound) => None,
         Err(e) => return Err(e),
-    })
+    };
+    state.narinfo_cache.insert(hash, body.clone());
+    Ok(body)
+}
+
+/// A Nix narinfo of a local path: naming its first ready baked file, if any, else the
+/// compression produced on the fly.
+async fn render_nix_local(state: &Arc<AppState>, info: &PathInfo) -> String {
+    match baked_offers(state, info).await.into_iter().next() {
+        // A baked file, once ready, is what the narinfo names: with its size and hash.
+        Some((compression, baked)) => render_with(
+            state.store.store_dir(),
+            &state.keys,
+            compression,
+            info,
+            Some((baked.file_hash, baked.file_size)),
+        ),
+        None => render(state.store.store_dir(), &state.keys, state.nix_compression(), info),
+    }
+}
+
+/// A Guix narinfo of a local path, signed with our first Guix key (if any).
+async fn render_guix_local(state: &Arc<AppState>, info: &PathInfo) -> Result<String, AppError> {
+    let key = state.guix_keys.first();
+    let sign = |text: &str| key.map(|k| k.sign_narinfo(&state.host, text)).transpose();
+    let baked = baked_offers(state, info).await;
+    if baked.is_empty() {
+        return Ok(render_guix(state.store.store_dir(), &state.compressions, info, &sign)?);
+    }
+    // FileSize on every group or none: the baked files, and the bare NAR (NarSize).
+    let mut groups: Vec<(Compression, Option<u64>)> = baked.iter().map(|(c, b)| (*c, Some(b.file_size))).collect();
+    groups.push((Compression::None, Some(info.nar_size)));
+    Ok(render_guix_groups(state.store.store_dir(), &groups, info, &sign)?)
 }
 
 /// The baked files of a local path that are ready, in the configured order; queues the
@@ -83,35 +151,6 @@ pub(super) async fn baked_offers(state: &Arc<AppState>, info: &PathInfo) -> Vec<
     })
     .await;
     offers.unwrap_or_default()
-}
-
-/// A Guix narinfo: of a local path, or else of a path the proxy fetched from a build farm,
-/// whose signed text is kept byte for byte and signed again with our key (Guix reads one
-/// `Signature`, so a node that trusts only subserve accepts it).
-async fn guix_body(state: &Arc<AppState>, hash: &str) -> Result<String, AppError> {
-    let key = state.guix_keys.first();
-    let sign = |text: &str| key.map(|k| k.sign_narinfo(&state.host, text)).transpose();
-    match super::lookup(state, hash).await {
-        Ok(info) => {
-            let baked = baked_offers(state, &info).await;
-            if baked.is_empty() {
-                return Ok(render_guix(state.store.store_dir(), &state.compressions, &info, &sign)?);
-            }
-            // FileSize on every group or none: the baked files, and the bare NAR (NarSize).
-            let mut groups: Vec<(Compression, Option<u64>)> =
-                baked.iter().map(|(c, b)| (*c, Some(b.file_size))).collect();
-            groups.push((Compression::None, Some(info.nar_size)));
-            Ok(render_guix_groups(state.store.store_dir(), &groups, &info, &sign)?)
-        }
-        Err(AppError::NotFound) => {
-            let proxy = state.proxy.as_ref().ok_or(AppError::NotFound)?;
-            let hash = StorePathHash::parse(hash).map_err(|_| AppError::BadRequest("invalid store path hash"))?;
-            let proxied = proxy.guix_narinfo(&hash).await.ok_or(AppError::NotFound)?;
-            let signature = sign(&proxied.signed)?.unwrap_or_else(|| proxied.upstream_signature.clone());
-            Ok(proxied.render(&signature))
-        }
-        Err(e) => Err(e),
-    }
 }
 
 /// The URL of a NAR in guix publish's layout: `nar/<compression>/<basename>`, or

@@ -1,0 +1,171 @@
+//! A small, short-lived cache of the narinfos of local paths, rendered and signed, so that a
+//! client asking for the same path again (or many clients asking for one closure) costs
+//! neither a signature, nor a trip to the blocking pool, nor a DB read.
+//!
+//! Entries are keyed by the store path hash, bounded in total size, evicted by quick_cache's
+//! S3-FIFO policy, and trusted for [`TTL`] only: signatures added to the DB, and paths that
+//! were deleted or became valid, show within that time. Within it, a hit also skips the
+//! on-disk check of the lookup (a path deleted by the garbage collector stays advertised for
+//! at most [`TTL`], the same race a client has anyway between narinfo and NAR, and which
+//! Nix's own narinfo cache makes far longer). Misses are kept for at most [`NEGATIVE_TTL`].
+//!
+//! Only local answers are cached. Narinfos of the pull-through proxy are not (the proxy has
+//! its own index); a cached local miss still lets the proxy be asked. Store errors are never
+//! cached.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use quick_cache::sync::Cache;
+use quick_cache::Weighter;
+use tokio::time::Instant;
+
+/// How long a rendered narinfo is served from the cache.
+pub const TTL: Duration = Duration::from_secs(60);
+/// How long a miss is remembered (at most; also never longer than the configured negative TTL
+/// clients are told). Short: a path that becomes valid should show almost at once.
+pub const NEGATIVE_TTL: Duration = Duration::from_secs(10);
+/// Total size of the cached narinfo texts. A typical narinfo is 0.5–2 KiB, so this holds a
+/// few thousand: several whole closures.
+pub const CAPACITY_BYTES: u64 = 8 * 1024 * 1024;
+/// Entries the cache expects to hold, for sizing its tables.
+const ESTIMATED_ENTRIES: usize = 4096;
+/// What a miss (or the key and bookkeeping of any entry) counts against the capacity.
+const ENTRY_OVERHEAD: u64 = 128;
+
+/// Rendered narinfos (or the fact that the store lacks the path) by store path hash.
+pub struct NarinfoCache {
+    entries: Option<Cache<String, Entry, BodyWeighter>>,
+    ttl: Duration,
+    negative_ttl: Duration,
+}
+
+#[derive(Clone)]
+struct Entry {
+    /// The narinfo text, or `None` for a path the store does not have.
+    body: Option<Bytes>,
+    expires: Instant,
+}
+
+#[derive(Clone)]
+struct BodyWeighter;
+
+impl Weighter<String, Entry> for BodyWeighter {
+    fn weight(&self, key: &String, entry: &Entry) -> u64 {
+        ENTRY_OVERHEAD + key.len() as u64 + entry.body.as_ref().map_or(0, |b| b.len() as u64)
+    }
+}
+
+impl NarinfoCache {
+    /// A cache of up to `capacity_bytes` of narinfo text, keeping hits for `ttl` and misses for
+    /// `negative_ttl`. A zero capacity or TTL turns that part off.
+    pub fn new(capacity_bytes: u64, ttl: Duration, negative_ttl: Duration) -> Self {
+        let entries = (capacity_bytes > 0 && (!ttl.is_zero() || !negative_ttl.is_zero()))
+            .then(|| Cache::with_weighter(ESTIMATED_ENTRIES, capacity_bytes, BodyWeighter));
+        Self { entries, ttl, negative_ttl }
+    }
+
+    /// The defaults: [`CAPACITY_BYTES`], [`TTL`], and misses for the shorter of
+    /// [`NEGATIVE_TTL`] and `negative_ttl` (what clients are told to cache misses for).
+    pub fn with_defaults(negative_ttl: Duration) -> Self {
+        Self::new(CAPACITY_BYTES, TTL, NEGATIVE_TTL.min(negative_ttl))
+    }
+
+    /// A fresh entry for `hash`: `Some(Some(text))` for a path the store has, `Some(None)` for
+    /// one it lacks; `None` if there is no fresh entry.
+    pub fn get(&self, hash: &str) -> Option<Option<Bytes>> {
+        let entry = self.entries.as_ref()?.get(hash)?;
+        (Instant::now() < entry.expires).then_some(entry.body)
+    }
+
+    /// Remembers the answer for `hash`: its narinfo text, or `None` if the store lacks it.
+    pub fn insert(&self, hash: &str, body: Option<Bytes>) {
+        let Some(entries) = &self.entries else {
+            return;
+        };
+        let ttl = if body.is_some() { self.ttl } else { self.negative_ttl };
+        if ttl.is_zero() {
+            return;
+        }
+        entries.insert(hash.to_owned(), Entry { body, expires: Instant::now() + ttl });
+    }
+
+    /// Entries held, fresh or not.
+    pub fn len(&self) -> usize {
+        self.entries.as_ref().map_or(0, Cache::len)
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// What the held entries count against the capacity, in bytes.
+    pub fn weight(&self) -> u64 {
+        self.entries.as_ref().map_or(0, Cache::weight)
+    }
+}
+
+impl fmt::Debug for NarinfoCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NarinfoCache")
+            .field("entries", &self.len())
+            .field("weight", &self.weight())
+            .field("ttl", &self.ttl)
+            .field("negative_ttl", &self.negative_ttl)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: &str = "i9pmrzmpshapij2kin22pff6fc2adavx";
+
+    #[tokio::test(start_paused = true)]
+    async fn hits_last_the_ttl_and_misses_the_negative_ttl() {
+        let cache = NarinfoCache::new(CAPACITY_BYTES, Duration::from_secs(60), Duration::from_secs(10));
+        let absent = "0rhbmkw0ia6kxc0s9zsvv7fb8w5zcggb";
+        assert_eq!(cache.get(H), None);
+        cache.insert(H, Some(Bytes::from_static(b"StorePath: x\n")));
+        cache.insert(absent, None);
+        assert_eq!(cache.get(H), Some(Some(Bytes::from_static(b"StorePath: x\n"))));
+        assert_eq!(cache.get(absent), Some(None));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(cache.get(absent), None, "a miss expires after the negative TTL");
+        assert!(cache.get(H).is_some());
+        tokio::time::advance(Duration::from_secs(50)).await;
+        assert_eq!(cache.get(H), None, "a hit expires after the TTL");
+        // A fresh answer replaces the expired one.
+        cache.insert(H, Some(Bytes::from_static(b"StorePath: y\n")));
+        assert_eq!(cache.get(H), Some(Some(Bytes::from_static(b"StorePath: y\n"))));
+    }
+
+    #[test]
+    fn the_total_size_is_bounded() {
+        let capacity = 64 * 1024;
+        let cache = NarinfoCache::new(capacity, TTL, NEGATIVE_TTL);
+        let body = Bytes::from(vec![b'x'; 1000]);
+        for i in 0..1000 {
+            cache.insert(&format!("{i:032}"), Some(body.clone()));
+        }
+        assert!(cache.weight() <= capacity, "{} > {capacity}", cache.weight());
+        let per_entry = ENTRY_OVERHEAD + 32 + 1000;
+        assert!(cache.len() as u64 <= capacity / per_entry);
+        // The most recent entry is there; the earliest ones were evicted.
+        assert!(cache.get(&format!("{:032}", 999)).is_some());
+        assert!((0..1000).filter(|i| cache.get(&format!("{i:032}")).is_none()).count() >= 900);
+    }
+
+    #[test]
+    fn zero_ttls_turn_caching_off() {
+        let cache = NarinfoCache::new(CAPACITY_BYTES, TTL, Duration::ZERO);
+        cache.insert(H, None);
+        assert_eq!(cache.get(H), None, "no negative caching with a zero negative TTL");
+        let cache = NarinfoCache::new(CAPACITY_BYTES, Duration::ZERO, Duration::ZERO);
+        cache.insert(H, Some(Bytes::from_static(b"x")));
+        assert_eq!((cache.get(H), cache.len()), (None, 0));
+    }
+}
