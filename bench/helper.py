@@ -278,7 +278,8 @@ def report(tsv, meta):
     w("Ratios are subserve / other: above 1 is better for subserve in req/s and MiB/s, worse in "
       "seconds and latency. The zstd row of the closure download compares on-the-fly compression "
       "with files compressed ahead of time; the baked row compares subserve's own pre-compressed files "
-      f"(zstd level 15, baked in {info.get('bake_seconds') or '–'} s by the background workers) with them.")
+      f"(zstd level 15, baked in {float(info.get('bake_seconds') or 0):.0f} s by the background workers) "
+      "with them.")
     print("\n".join(out))
 
 

@@ -4,6 +4,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::process::Output;
 use std::time::Duration;
 
 use formats::guix::GuixNarInfo;
@@ -321,10 +322,10 @@ fn a_nix_key_cannot_sign_a_guix_store() {
     assert!(stderr.contains("is a Nix key"), "{stderr}");
 }
 
-#[test]
-fn keygen_writes_guix_keys() {
-    let dir = scratch("guix-keygen");
-    let (secret, public) = (dir.join("k.sec"), dir.join("k.pub"));
+/// Runs `subserve keygen --format guix` into `dir/<name>.sec` and `.pub`; returns the two
+/// files and the command's output.
+pub(crate) fn guix_keygen(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf, Output) {
+    let (secret, public) = (dir.join(format!("{name}.sec")), dir.join(format!("{name}.pub")));
     let out = std::process::Command::new(crate::harness::SUBSERVE)
         .args(["keygen", "--format", "guix", "--secret-out"])
         .arg(&secret)
@@ -332,7 +333,14 @@ fn keygen_writes_guix_keys() {
         .arg(&public)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    crate::harness::check("subserve keygen --format guix", &[], &out);
+    (secret, public, out)
+}
+
+#[test]
+fn keygen_writes_guix_keys() {
+    let dir = scratch("guix-keygen");
+    let (secret, public, out) = guix_keygen(&dir, "k");
     assert_eq!(String::from_utf8(out.stdout).unwrap(), std::fs::read_to_string(&public).unwrap());
     assert!(String::from_utf8_lossy(&out.stderr).contains("guix archive --authorize"));
     let key = signing::read_guix_secret_key_file(&secret).unwrap();

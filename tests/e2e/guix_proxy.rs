@@ -11,8 +11,8 @@ use formats::nar::Node;
 use formats::NarHash;
 
 use crate::fixture;
-use crate::guix::{gcrypt, hash_part};
-use crate::harness::{scratch, Server, SUBSERVE};
+use crate::guix::{gcrypt, guix_keygen, hash_part};
+use crate::harness::{scratch, Server};
 use crate::http::get;
 use crate::proxy::StaticServer;
 
@@ -80,19 +80,6 @@ fn make_farm(dir: &Path, paths: &[String], sec: &Path, pub_: &Path) -> Vec<FarmP
     farm
 }
 
-fn guix_keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let (sec, public) = (dir.join(format!("{name}.sec")), dir.join(format!("{name}.pub")));
-    let out = std::process::Command::new(SUBSERVE)
-        .args(["keygen", "--format", "guix", "--secret-out"])
-        .arg(&sec)
-        .arg("--public-out")
-        .arg(&public)
-        .output()
-        .unwrap();
-    crate::harness::check("subserve keygen --format guix", &[], &out);
-    (sec, public)
-}
-
 #[test]
 fn guix_farm_paths_are_verified_re_signed_and_cached() {
     let fx = fixture::guix();
@@ -119,7 +106,7 @@ fn guix_farm_paths_are_verified_re_signed_and_cached() {
     let seed = dir.join("seed.txt");
     std::fs::write(&seed, "a path of the local store\n").unwrap();
     fx.env.run("nix-store", &["--store", &local_uri, "--add", seed.to_str().unwrap()]);
-    let (our_sec, our_pub) = guix_keygen(&dir, "subserve");
+    let (our_sec, our_pub, _) = guix_keygen(&dir, "subserve");
     let farm_key = std::fs::read_to_string(&farm_pub).unwrap();
     let cache = dir.join("cache");
     let srv = Server::start(&[

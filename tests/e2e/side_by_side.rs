@@ -3,36 +3,22 @@
 //! Nix half, libgcrypt accepts every narinfo of the Guix half, and neither half answers for
 //! the other's paths.
 
-use std::path::Path;
-
 use formats::guix::GuixNarInfo;
 use formats::NarHash;
 
 use crate::fixture;
-use crate::guix::{assert_libgcrypt_accepts_all, hash_part};
+use crate::guix::{assert_libgcrypt_accepts_all, guix_keygen, hash_part};
 use crate::harness::{scratch, Server, SUBSERVE};
 use crate::http::get;
 use crate::substitute::{client, keygen};
-
-fn guix_keygen(dir: &Path) -> (String, std::path::PathBuf) {
-    let (secret, public) = (dir.join("guix.sec"), dir.join("guix.pub"));
-    let out = std::process::Command::new(SUBSERVE)
-        .args(["keygen", "--format", "guix", "--secret-out"])
-        .arg(&secret)
-        .arg("--public-out")
-        .arg(&public)
-        .output()
-        .unwrap();
-    crate::harness::check("subserve keygen --format guix", &[], &out);
-    (secret.display().to_string(), public)
-}
 
 #[test]
 fn nix_and_guix_stores_are_served_side_by_side() {
     let (nix, guix) = (fixture::get(), fixture::guix());
     let dir = scratch("side-by-side");
     let (nix_secret, nix_public) = keygen(&dir, "side-1");
-    let (guix_secret, guix_public) = guix_keygen(&dir);
+    let (guix_secret, guix_public, _) = guix_keygen(&dir, "guix");
+    let guix_secret = guix_secret.display().to_string();
     let config = dir.join("subserve.toml");
     std::fs::write(
         &config,
