@@ -294,6 +294,15 @@ impl Index {
         })
     }
 
+    /// Forgets narinfos whose NAR was never fetched and that nobody asked for since `cutoff`
+    /// (unix seconds); returns how many. They hold no file, and would otherwise pile up.
+    pub(crate) fn prune_uncached(&self, cutoff: i64) -> Result<usize, Error> {
+        self.with(|c| {
+            c.prepare_cached("DELETE FROM narinfo WHERE nar_cached = 0 AND last_access < ?1 AND flavour = ?2")?
+                .execute(params![cutoff, self.flavour])
+        })
+    }
+
     pub(crate) fn remove(&self, hash: &str) -> Result<(), Error> {
         self.with(|c| c.execute("DELETE FROM narinfo WHERE hash = ?1", [hash])).map(drop)
     }
@@ -344,6 +353,11 @@ mod tests {
         // A cached entry is not overwritten by a later narinfo from another upstream.
         index.put_narinfo("a", "other", "x", "y", 50).unwrap();
         assert_eq!(index.get("a").unwrap().unwrap().narinfo, "text-a");
+        // Narinfo-only entries go once unused for long enough; cached ones never do.
+        index.put_narinfo("c", "text-c", "c.nar", "http://u/c.nar", 5).unwrap();
+        assert_eq!(index.prune_uncached(6).unwrap(), 1);
+        assert_eq!(index.get("c").unwrap(), None);
+        assert_eq!(index.prune_uncached(i64::MAX).unwrap(), 0, "entries with their NAR stay");
         index.remove("a").unwrap();
         assert_eq!(index.get("a").unwrap(), None);
         assert_eq!(index.cached_files().unwrap(), vec![("b".to_owned(), "b.nar".to_owned())]);

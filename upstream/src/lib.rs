@@ -142,7 +142,16 @@ struct Inner {
     narinfo_flights: Mutex<HashMap<String, Arc<OnceCell<Option<Proxied>>>>>,
     downloads: Mutex<HashMap<String, Arc<Download>>>,
     stats: Stats,
+    /// When narinfo-only entries were last pruned (unix seconds).
+    last_prune: std::sync::atomic::AtomicI64,
 }
+
+/// A narinfo whose NAR was never fetched is forgotten after this long unused: as long as Nix
+/// keeps a positive narinfo (`narinfo-cache-positive-ttl`, 30 days). A NAR request for a
+/// forgotten entry asks the upstream for the narinfo again.
+const UNCACHED_TTL: i64 = 30 * 86400;
+/// How often narinfo-only entries are pruned.
+const PRUNE_EVERY: i64 = 3600;
 
 /// The proxy: cheap to clone, shared by all requests.
 #[derive(Clone)]
@@ -219,6 +228,7 @@ impl Proxy {
             narinfo_flights: Mutex::default(),
             downloads: Mutex::default(),
             stats: Stats::default(),
+            last_prune: std::sync::atomic::AtomicI64::new(0),
         };
         Ok(Self { inner: Arc::new(inner) })
     }
@@ -372,7 +382,13 @@ impl Proxy {
         let key = hash.to_string();
         let inner = Arc::clone(&self.inner);
         let k = key.clone();
-        let entry = blocking(move || inner.index.get(&k)).await;
+        let mut entry = blocking(move || inner.index.get(&k)).await;
+        if matches!(entry, Ok(None)) && self.lookup(hash).await.is_some() {
+            // A URL from a narinfo whose entry was pruned (or never made here): the narinfo
+            // is fetched and verified again, and the NAR with it.
+            let (inner, k) = (Arc::clone(&self.inner), key.clone());
+            entry = blocking(move || inner.index.get(&k)).await;
+        }
         let entry = match entry {
             Ok(Some(e)) => e,
             Ok(None) => return None,
@@ -545,7 +561,18 @@ impl Inner {
         let this = Arc::clone(self);
         let h = hash.to_string();
         let Accepted { proxied, text, nar_file, upstream_url } = accepted;
-        let stored = blocking(move || this.index.put_narinfo(&h, &text, &nar_file, &upstream_url, unix_now())).await;
+        let stored = blocking(move || {
+            let now = unix_now();
+            this.index.put_narinfo(&h, &text, &nar_file, &upstream_url, now)?;
+            if now - this.last_prune.swap(now, Ordering::Relaxed) >= PRUNE_EVERY {
+                let pruned = this.index.prune_uncached(now - UNCACHED_TTL)?;
+                if pruned > 0 {
+                    tracing::info!(pruned, "forgot narinfos whose NAR was not fetched in 30 days");
+                }
+            }
+            Ok::<_, Error>(())
+        })
+        .await;
         if let Err(e) = stored {
             tracing::error!(error = %e, "cache index");
         }
@@ -732,6 +759,7 @@ fn recover(dir: &Path, index: &Index) -> Result<(), Error> {
             let _ = std::fs::remove_file(entry.path());
         }
     }
+    index.prune_uncached(unix_now() - UNCACHED_TTL)?;
     index.prune_negative(unix_now())
 }
 

@@ -234,3 +234,23 @@ async fn restart_after_a_crash_drops_partial_files_and_dangling_entries() {
     let bytes = read_all(proxy.nar(&lost.hash, &nar_hash(lost), Compression::None).await.unwrap()).await.unwrap();
     assert_eq!(bytes, lost.file.to_vec());
 }
+
+/// Narinfo-only entries are pruned after a while; a client holding a NAR URL from such a
+/// narinfo still gets the NAR: the proxy fetches and verifies the narinfo again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nar_whose_narinfo_entry_is_gone_is_fetched_again() {
+    let fake = fake_with(&[(H1, 100_000, Compression::Zstd)]).await;
+    let item = &fake.items[0];
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = fake.proxy(dir.path(), 1 << 30);
+    proxy.narinfo(&item.hash).await.expect("narinfo");
+    // What pruning does to an entry whose NAR was never fetched.
+    let index = rusqlite::Connection::open(dir.path().join("index.sqlite")).unwrap();
+    assert_eq!(index.execute("DELETE FROM narinfo WHERE hash = ?1", [item.hash.to_string()]).unwrap(), 1);
+    let nar = read_all(proxy.nar(&item.hash, &nar_hash(item), Compression::Zstd).await.expect("NAR")).await.unwrap();
+    assert_eq!(nar, item.file.to_vec());
+    assert_eq!(fake.narinfo_requests(item), 2, "the narinfo was fetched again");
+    // A NAR URL for a hash no upstream has is still absent.
+    let unknown = StorePathHash::parse(H2).unwrap();
+    assert!(proxy.nar(&unknown, &nar_hash(item), Compression::Zstd).await.is_none());
+}
