@@ -1,0 +1,323 @@
+//! Unit tests of [`resolve`](super::resolve): precedence, defaults, `[[store]]` tables, limits.
+
+use super::*;
+
+/// The one store of settings without `[[store]]` tables.
+fn resolve1(args: &ServeArgs, env: &Env, file: &FileConfig) -> Result<StoreSettings, SettingsError> {
+    resolve(args, env, file).map(|s| {
+        assert_eq!(s.stores.len(), 1);
+        s.stores.into_iter().next().unwrap()
+    })
+}
+
+fn env(pairs: &[(&str, &str)]) -> Env {
+    Env { vars: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), is_root: true }
+}
+
+#[test]
+fn defaults() {
+    let all = resolve(&ServeArgs::default(), &env(&[]), &FileConfig::default()).unwrap();
+    assert_eq!(all.listen.to_string(), DEFAULT_LISTEN);
+    assert_eq!(all.state_dir, PathBuf::from("/var/lib/subserve"));
+    let s = &all.stores[0];
+    assert_eq!(s.prefix, "");
+    assert_eq!(s.store.store_dir, "/nix/store");
+    assert_eq!(s.store.real_store_dir, PathBuf::from("/nix/store"));
+    assert_eq!(s.store.db, PathBuf::from("/nix/var/nix/db/db.sqlite"));
+    assert_eq!(s.log_dir, PathBuf::from("/nix/var/log/nix/drvs"));
+    assert_eq!(s.compressions, vec![Compression::None]);
+    assert_eq!(s.dialect, Dialect::Nix);
+    assert_eq!(s.priority, DEFAULT_PRIORITY);
+    assert!(s.sign_key_files.is_empty());
+}
+
+/// The precedence table: each row sets the priority in some of the three sources.
+#[test]
+fn flag_beats_env_beats_file_beats_default() {
+    // (flag, SUBSERVE_PRIORITY, file, expected)
+    type Row = (Option<i32>, Option<&'static str>, Option<i32>, i32);
+    let rows: [Row; 5] = [
+        (Some(1), Some("2"), Some(3), 1),
+        (None, Some("2"), Some(3), 2),
+        (None, None, Some(3), 3),
+        (Some(1), None, Some(3), 1),
+        (None, None, None, DEFAULT_PRIORITY),
+    ];
+    for (flag, var, file, want) in rows {
+        let args = ServeArgs { priority: flag, ..Default::default() };
+        let e = env(&var.map(|v| vec![("SUBSERVE_PRIORITY", v)]).unwrap_or_default());
+        let f = FileConfig { priority: file, ..Default::default() };
+        assert_eq!(resolve1(&args, &e, &f).unwrap().priority, want, "{flag:?} {var:?} {file:?}");
+    }
+}
+
+#[test]
+fn store_root_places_everything_under_it() {
+    let args =
+        ServeArgs { store_root: Some("/tmp/x".into()), db: Some("/elsewhere.sqlite".into()), ..Default::default() };
+    let s = resolve1(&args, &env(&[]), &FileConfig::default()).unwrap();
+    assert_eq!(s.store.store_dir, "/nix/store");
+    assert_eq!(s.store.real_store_dir, PathBuf::from("/tmp/x/nix/store"));
+    assert_eq!(s.store.db, PathBuf::from("/elsewhere.sqlite"));
+    assert_eq!(s.log_dir, PathBuf::from("/tmp/x/nix/var/log/nix/drvs"));
+}
+
+#[test]
+fn key_files_from_each_source() {
+    let e = env(&[("SUBSERVE_SIGN_KEY_FILE", "/a.sec, /b.sec")]);
+    let s = resolve1(&ServeArgs::default(), &e, &FileConfig::default()).unwrap();
+    assert_eq!(s.sign_key_files, vec![PathBuf::from("/a.sec"), PathBuf::from("/b.sec")]);
+    let args = ServeArgs { sign_key_files: vec!["/c.sec".into()], ..Default::default() };
+    assert_eq!(resolve1(&args, &e, &FileConfig::default()).unwrap().sign_key_files, vec![PathBuf::from("/c.sec")]);
+}
+
+#[test]
+fn bad_values_are_clear_errors() {
+    let e = env(&[("SUBSERVE_PRIORITY", "high")]);
+    let msg = resolve1(&ServeArgs::default(), &e, &FileConfig::default()).unwrap_err().to_string();
+    assert!(msg.contains("SUBSERVE_PRIORITY") && msg.contains("high"), "{msg}");
+    let e = env(&[("SUBSERVE_COMPRESSION", "gzip")]);
+    assert!(resolve1(&ServeArgs::default(), &e, &FileConfig::default()).is_err());
+    for dir in ["nix/store", "/nix/store/", "/", "/nix//store"] {
+        let args = ServeArgs { store_dir: Some(dir.into()), ..Default::default() };
+        assert!(resolve1(&args, &env(&[]), &FileConfig::default()).is_err(), "{dir}");
+    }
+    let args = ServeArgs { zstd_level: Some(30), ..Default::default() };
+    assert!(resolve1(&args, &env(&[]), &FileConfig::default()).is_err());
+    assert!(FileConfig::parse("listen = \"127.0.0.1:1\"\nbogus = 1\n").is_err());
+}
+
+#[test]
+fn state_dir_for_non_root() {
+    let mut e = env(&[("HOME", "/home/u")]);
+    e.is_root = false;
+    let s = resolve(&ServeArgs::default(), &e, &FileConfig::default()).unwrap();
+    assert_eq!(s.state_dir, PathBuf::from("/home/u/.local/state/subserve"));
+    e.vars.insert("XDG_STATE_HOME".into(), "/xdg".into());
+    let s = resolve(&ServeArgs::default(), &e, &FileConfig::default()).unwrap();
+    assert_eq!(s.state_dir, PathBuf::from("/xdg/subserve"));
+}
+
+#[test]
+fn sizes() {
+    assert_eq!(parse_size("1024"), Some(1024));
+    assert_eq!(parse_size("50G"), Some(50 << 30));
+    assert_eq!(parse_size("512m"), Some(512 << 20));
+    assert_eq!(parse_size("2TiB"), Some(2 << 40));
+    assert_eq!(parse_size("1KB"), Some(1024));
+    for bad in ["", "G", "1.5G", "-1", "10X", "99999999999T"] {
+        assert_eq!(parse_size(bad), None, "{bad}");
+    }
+}
+
+#[test]
+fn upstreams_default_to_cache_nixos_org_and_can_be_turned_off() {
+    let s = resolve1(&ServeArgs::default(), &env(&[]), &FileConfig::default()).unwrap();
+    let proxy = s.proxy.unwrap();
+    assert_eq!(proxy.upstreams.len(), 1);
+    assert_eq!(proxy.upstreams[0].url, upstream::CACHE_NIXOS_ORG);
+    assert_eq!(proxy.upstreams[0].keys[0].to_string(), upstream::CACHE_NIXOS_ORG_KEY);
+    assert_eq!(proxy.cache_dir, PathBuf::from("/var/lib/subserve/cache"));
+    assert_eq!(proxy.max_size, DEFAULT_CACHE_MAX_SIZE);
+    let off = ServeArgs { upstreams: vec!["none".into()], ..Default::default() };
+    let upstreams = |s: StoreSettings| s.proxy.map(|p| p.upstreams.len());
+    // The cache area stays, for baking, with no upstream.
+    assert_eq!(upstreams(resolve1(&off, &env(&[]), &FileConfig::default()).unwrap()), Some(0));
+    let off_and_no_bake = ServeArgs { bake: Some("none".parse().unwrap()), ..off.clone() };
+    assert_eq!(resolve1(&off_and_no_bake, &env(&[]), &FileConfig::default()).unwrap().proxy, None);
+    let off = FileConfig { upstream: Some(vec![]), ..Default::default() };
+    assert_eq!(upstreams(resolve1(&ServeArgs::default(), &env(&[]), &off).unwrap()), Some(0));
+    let e = env(&[("SUBSERVE_UPSTREAM", "none")]);
+    assert_eq!(upstreams(resolve1(&ServeArgs::default(), &e, &FileConfig::default()).unwrap()), Some(0));
+}
+
+#[test]
+fn flag_upstreams_take_flag_keys_and_need_one() {
+    let key = "test-cache-1:gsudXaK4y8xy+ayOZ1frBxOQCDoQJ3kPKP1MMBKdb0g=";
+    let args = ServeArgs {
+        upstreams: vec!["http://127.0.0.1:1".into(), "http://127.0.0.1:2/".into()],
+        upstream_keys: vec![key.into()],
+        cache_max_size: Some("1G".into()),
+        ..Default::default()
+    };
+    let proxy = resolve1(&args, &env(&[]), &FileConfig::default()).unwrap().proxy.unwrap();
+    assert_eq!(proxy.upstreams.len(), 2);
+    assert!(proxy.upstreams.iter().all(|u| u.keys[0].to_string() == key));
+    assert_eq!((proxy.upstreams[0].priority, proxy.upstreams[1].priority), (0, 1));
+    assert_eq!(proxy.max_size, 1 << 30);
+    let no_key = ServeArgs { upstreams: vec!["http://127.0.0.1:1".into()], ..Default::default() };
+    let msg = resolve1(&no_key, &env(&[]), &FileConfig::default()).unwrap_err().to_string();
+    assert!(msg.contains("no trusted key"), "{msg}");
+    let bad_url =
+        ServeArgs { upstreams: vec!["ftp://x".into()], upstream_keys: vec![key.into()], ..Default::default() };
+    assert!(resolve1(&bad_url, &env(&[]), &FileConfig::default()).is_err());
+    let bad_key =
+        ServeArgs { upstreams: vec!["http://x".into()], upstream_keys: vec!["nope".into()], ..Default::default() };
+    assert!(resolve1(&bad_key, &env(&[]), &FileConfig::default()).is_err());
+    let file = FileConfig::parse(&format!(
+        "[[upstream]]\nurl = \"http://127.0.0.1:3\"\nkeys = [\"{key}\"]\npriority = 5\ntimeout = 2\n"
+    ))
+    .unwrap();
+    let up = &resolve1(&ServeArgs::default(), &env(&[]), &file).unwrap().proxy.unwrap().upstreams[0];
+    assert_eq!((up.priority, up.timeout), (5, Duration::from_secs(2)));
+}
+
+#[test]
+fn example_config_parses() {
+    let text = include_str!("../../../docs/subserve.example.toml");
+    let file = FileConfig::parse(text).unwrap();
+    assert!(file.listen.is_some() && file.compression.is_some() && file.sign_key_files.is_some());
+    let settings = resolve(&ServeArgs::default(), &env(&[]), &file).unwrap();
+    assert_eq!(settings.listen.to_string(), "127.0.0.1:5000");
+    let proxy = settings.stores[0].proxy.clone().expect("the example proxies cache.nixos.org");
+    assert_eq!(proxy.upstreams[0].url, upstream::CACHE_NIXOS_ORG);
+    assert_eq!(proxy.max_size, 50 << 30);
+}
+
+const TWO_STORES: &str = r#"
+listen = "0.0.0.0:5000"
+state-dir = "/srv/subserve"
+
+[[store]]
+prefix = "/nix"
+store-root = "/srv/nix-root"
+compression = "zstd"
+upstream = []
+
+[[store]]
+prefix = "/guix"
+store-dir = "/gnu/store"
+narinfo-ttl = 600
+"#;
+
+#[test]
+fn store_tables_serve_stores_side_by_side() {
+    let file = FileConfig::parse(TWO_STORES).unwrap();
+    let s = resolve(&ServeArgs::default(), &env(&[]), &file).unwrap();
+    assert_eq!(s.listen.to_string(), "0.0.0.0:5000");
+    assert_eq!(s.stores.len(), 2);
+    let (nix, guix) = (&s.stores[0], &s.stores[1]);
+    assert_eq!((nix.prefix.as_str(), nix.dialect), ("/nix", Dialect::Nix));
+    assert_eq!(nix.store.real_store_dir, PathBuf::from("/srv/nix-root/nix/store"));
+    assert_eq!(nix.compressions, vec![Compression::Zstd]);
+    assert!(nix.proxy.as_ref().unwrap().upstreams.is_empty());
+    assert_eq!((guix.prefix.as_str(), guix.dialect), ("/guix", Dialect::Guix));
+    assert_eq!(guix.store.db, PathBuf::from("/var/guix/db/db.sqlite"));
+    assert_eq!(guix.narinfo_ttl, Duration::from_secs(600));
+    // Each table starts from the defaults, not from the other table.
+    assert_eq!(nix.narinfo_ttl, DEFAULT_NARINFO_TTL);
+}
+
+#[test]
+fn store_tables_reject_ambiguity() {
+    let file = FileConfig::parse(TWO_STORES).unwrap();
+    let flag = ServeArgs { priority: Some(1), ..Default::default() };
+    let msg = resolve(&flag, &env(&[]), &file).unwrap_err().to_string();
+    assert!(msg.contains("--priority") && msg.contains("each table"), "{msg}");
+    let msg = resolve(&ServeArgs::default(), &env(&[("SUBSERVE_DB", "/x")]), &file).unwrap_err().to_string();
+    assert!(msg.contains("SUBSERVE_DB"), "{msg}");
+    // Global settings still come from anywhere.
+    let listen = ServeArgs { listen: Some("127.0.0.1:9".parse().unwrap()), ..Default::default() };
+    assert_eq!(resolve(&listen, &env(&[]), &file).unwrap().listen.port(), 9);
+    let cases = [
+        ("compression = \"zstd\"\n[[store]]\nprefix = \"/a\"\nupstream = []\n", "top level"),
+        ("[[store]]\nupstream = []\n[[store]]\nupstream = []\nstore-dir = \"/gnu/store\"\n", "prefix"),
+        ("[[store]]\nprefix = \"/a\"\nupstream = []\n[[store]]\nprefix = \"/a\"\nupstream = []\n", "two"),
+        ("[[store]]\nprefix = \"a/\"\n", "URL prefix"),
+        ("[[store]]\nprefix = \"/a/../b\"\n", "URL prefix"),
+        ("[[store]]\nprefix = \"/a\"\nlisten = \"127.0.0.1:1\"\n", "top level"),
+        ("store = []\n", "serves nothing"),
+        ("prefix = \"/a\"\n", "[[store]]"),
+        ("[[store]]\nprefix = \"/a\"\ncache-dir = \"/c\"\n[[store]]\nprefix = \"/b\"\ncache-dir = \"/c\"\n", "share"),
+    ];
+    for (text, want) in cases {
+        let file = FileConfig::parse(text).unwrap();
+        let msg = resolve(&ServeArgs::default(), &env(&[]), &file).unwrap_err().to_string();
+        assert!(msg.contains(want), "{text:?}: {msg}");
+    }
+}
+
+#[test]
+fn each_store_gets_its_own_proxy_cache() {
+    let text = "[[store]]\nprefix = \"/nix\"\n[[store]]\nprefix = \"/nix2\"\nstore-root = \"/r\"\n";
+    let s = resolve(&ServeArgs::default(), &env(&[]), &FileConfig::parse(text).unwrap()).unwrap();
+    let dirs: Vec<_> = s.stores.iter().map(|s| s.proxy.as_ref().unwrap().cache_dir.clone()).collect();
+    assert_eq!(dirs, [PathBuf::from("/var/lib/subserve/cache-nix"), PathBuf::from("/var/lib/subserve/cache-nix2")]);
+    // One table needs no prefix, and keeps the unprefixed cache dir.
+    let one = resolve(&ServeArgs::default(), &env(&[]), &FileConfig::parse("[[store]]\n").unwrap()).unwrap();
+    assert_eq!(one.stores[0].prefix, "");
+    assert_eq!(one.stores[0].proxy.as_ref().unwrap().cache_dir, PathBuf::from("/var/lib/subserve/cache"));
+}
+
+#[test]
+fn stream_caps_are_global() {
+    let s = resolve(&ServeArgs::default(), &env(&[]), &FileConfig::default()).unwrap();
+    assert_eq!(s.max_streams, admission::default_max_streams(admission::cores()));
+    let e = env(&[("SUBSERVE_MAX_COMPRESSED_STREAMS", "3")]);
+    let file = FileConfig::parse("max-streams = 7\n[[store]]\nprefix = \"/a\"\n").unwrap();
+    let s = resolve(&ServeArgs::default(), &e, &file).unwrap();
+    assert_eq!((s.max_streams, s.max_compressed_streams), (7, 3));
+    let zero = ServeArgs { max_streams: Some(0), ..Default::default() };
+    assert!(resolve(&zero, &env(&[]), &FileConfig::default()).is_err());
+    let in_table = FileConfig::parse("[[store]]\nmax-streams = 7\n").unwrap();
+    assert!(resolve(&ServeArgs::default(), &env(&[]), &in_table).is_err());
+}
+
+#[test]
+fn baking_defaults_and_limits() {
+    let s = resolve1(&ServeArgs::default(), &env(&[]), &FileConfig::default()).unwrap();
+    assert_eq!(s.bake.compressions, vec![Compression::Zstd]);
+    assert_eq!(s.bake.min_size, bake::DEFAULT_BAKE_MIN_SIZE);
+    assert_eq!(s.bake.levels.zstd, bake::DEFAULT_BAKE_ZSTD_LEVEL);
+    assert!(s.bake.workers >= 1 && s.bake.roots.is_empty());
+    let file = FileConfig::parse(
+        "bake = \"zstd,xz\"\nbake-min-size = \"16M\"\nbake-workers = 3\nbake-zstd-level = 19\n\
+         bake-roots = [\"/nix/store/00000000000000000000000000000000-a\"]\n",
+    )
+    .unwrap();
+    let s = resolve1(&ServeArgs::default(), &env(&[]), &file).unwrap();
+    assert_eq!(s.bake.compressions, vec![Compression::Zstd, Compression::Xz]);
+    assert_eq!((s.bake.min_size, s.bake.workers, s.bake.levels.zstd), (16 << 20, 3, 19));
+    assert_eq!(s.bake.roots.len(), 1);
+    let e = env(&[("SUBSERVE_BAKE", "none")]);
+    assert!(resolve1(&ServeArgs::default(), &e, &FileConfig::default()).unwrap().bake.compressions.is_empty());
+    for (args, want) in [
+        (ServeArgs { bake: Some("gzip".parse().unwrap()), ..Default::default() }, "--bake"),
+        (ServeArgs { bake: Some("none,zstd".parse().unwrap()), ..Default::default() }, "--bake"),
+        (ServeArgs { bake_workers: Some(0), ..Default::default() }, "--bake-workers"),
+        (ServeArgs { bake_zstd_level: Some(22), ..Default::default() }, "--bake-zstd-level"),
+        (ServeArgs { bake_min_size: Some("big".into()), ..Default::default() }, "--bake-min-size"),
+        (ServeArgs { bake_roots: vec!["/gnu/store/x".into()], ..Default::default() }, "--bake-root"),
+    ] {
+        let msg = resolve1(&args, &env(&[]), &FileConfig::default()).unwrap_err().to_string();
+        assert!(msg.contains(want), "{msg}");
+    }
+}
+
+#[test]
+fn a_guix_store_proxies_the_guix_build_farms() {
+    let args = ServeArgs { store_dir: Some("/gnu/store".into()), ..Default::default() };
+    let proxy = resolve1(&args, &env(&[]), &FileConfig::default()).unwrap().proxy.unwrap();
+    assert_eq!(proxy.flavour, upstream::Flavour::Guix);
+    let urls: Vec<&str> = proxy.upstreams.iter().map(|u| u.url.as_str()).collect();
+    assert_eq!(urls, [upstream::GUIX_BORDEAUX, upstream::GUIX_CI]);
+    assert!(proxy.upstreams.iter().all(|u| u.keys.is_empty() && u.guix_keys.len() == 1));
+    // A named farm implies its key; another upstream needs a sexp key.
+    let farm = ServeArgs { upstreams: vec![format!("{}/", upstream::GUIX_CI)], ..args.clone() };
+    let up = &resolve1(&farm, &env(&[]), &FileConfig::default()).unwrap().proxy.unwrap().upstreams[0];
+    assert_eq!(up.guix_keys[0], signing::GuixPublicKey::parse(upstream::GUIX_CI_KEY).unwrap());
+    let nix_key = ServeArgs {
+        upstreams: vec!["http://127.0.0.1:1".into()],
+        upstream_keys: vec!["test-cache-1:gsudXaK4y8xy+ayOZ1frBxOQCDoQJ3kPKP1MMBKdb0g=".into()],
+        ..args.clone()
+    };
+    let msg = resolve1(&nix_key, &env(&[]), &FileConfig::default()).unwrap_err().to_string();
+    assert!(msg.contains("sexp"), "{msg}");
+    let sexp = ServeArgs {
+        upstreams: vec!["http://127.0.0.1:1".into()],
+        upstream_keys: vec![upstream::GUIX_BORDEAUX_KEY.into()],
+        ..args
+    };
+    let up = &resolve1(&sexp, &env(&[]), &FileConfig::default()).unwrap().proxy.unwrap().upstreams[0];
+    assert_eq!(up.guix_keys.len(), 1);
+}
