@@ -43,8 +43,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let settings = settings::resolve(&args, &env, &file)?;
     let built = startup::build_states(&settings)?;
-    for ((state, keys), config) in built.iter().zip(&settings.stores) {
-        log_store(state, keys, config);
+    for (state, keys) in &built {
+        log_store(state, keys);
     }
     let stores: Vec<_> = built.into_iter().map(|(state, _)| Arc::new(state)).collect();
     for store in &stores {
@@ -68,8 +68,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// What the operator needs to know of one store at start-up: where, which keys, which proxy.
-fn log_store(state: &subserve::AppState, keys: &KeySource, config: &settings::StoreSettings) {
-    let url_prefix = if state.prefix.is_empty() { "/" } else { state.prefix.as_str() };
+fn log_store(state: &subserve::AppState, keys: &KeySource) {
+    let config = &state.settings;
+    let url_prefix = if state.settings.prefix.is_empty() { "/" } else { state.settings.prefix.as_str() };
     tracing::info!(
         prefix = %url_prefix,
         store_dir = %config.store.store_dir,

@@ -1,8 +1,5 @@
 //! What every request handler shares: the store, the signing keys and the serving policy.
 
-use std::path::PathBuf;
-use std::time::Duration;
-
 use std::sync::Arc;
 
 use signing::{GuixSecretKey, SecretKey};
@@ -10,15 +7,16 @@ use store_reader::Store;
 
 use crate::admission::Admission;
 use crate::bake::Baker;
-use crate::compression::{Compression, Levels};
-use crate::dialect::Dialect;
+use crate::compression::Compression;
 use crate::narinfo_cache::NarinfoCache;
+use crate::settings::StoreSettings;
 
 /// Shared, read-only state of a running server.
 #[derive(Debug)]
 pub struct AppState {
-    /// URL prefix the store is served under: empty, or `/name`.
-    pub prefix: String,
+    /// How the store is served, as resolved from flags, environment and file: its prefix,
+    /// dialect, offered compressions, TTLs, levels, priority, log dir.
+    pub settings: StoreSettings,
     /// The store being served.
     pub store: Store,
     /// Keys that sign every Nix narinfo, added to the signatures the DB already has.
@@ -27,20 +25,6 @@ pub struct AppState {
     pub guix_keys: Vec<GuixSecretKey>,
     /// This host's name, written into Guix `Signature:` lines.
     pub host: String,
-    /// Which clients the store is for.
-    pub dialect: Dialect,
-    /// What narinfos offer: one compression for Nix, one URL group each for Guix.
-    pub compressions: Vec<Compression>,
-    /// Cache-Control max-age on narinfo hits.
-    pub narinfo_ttl: Duration,
-    /// Cache-Control max-age on narinfo misses.
-    pub negative_ttl: Duration,
-    /// Levels for on-the-fly compression.
-    pub levels: Levels,
-    /// `Priority:` in `/nix-cache-info`; lower is preferred by clients.
-    pub priority: i32,
-    /// Build logs: `<log_dir>/<2 chars>/<rest of drv basename>[.bz2]`.
-    pub log_dir: PathBuf,
     /// The cache area: the pull-through proxy for paths the store lacks (when it has
     /// upstreams) and the home of baked NARs.
     pub proxy: Option<upstream::Proxy>,
@@ -56,13 +40,13 @@ pub struct AppState {
 impl AppState {
     /// The one compression a Nix narinfo advertises.
     pub fn nix_compression(&self) -> Compression {
-        self.compressions[0]
+        self.settings.compressions[0]
     }
 
     /// `Cache-Control` for a narinfo answer: hits and misses are cached by Guix clients for
     /// `max-age` (Nix clients ignore it and use their own TTLs).
     pub fn cache_control(&self, hit: bool) -> String {
-        let ttl = if hit { self.narinfo_ttl } else { self.negative_ttl };
+        let ttl = if hit { self.settings.narinfo_ttl } else { self.settings.negative_ttl };
         format!("max-age={}", ttl.as_secs())
     }
 }

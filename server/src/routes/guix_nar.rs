@@ -62,7 +62,7 @@ async fn serve(
         return super::nar::file_response(baked.path, baked.file_size, &state.admission, method, headers).await;
     }
     let root = state.store.real_path(&info.path);
-    super::nar::local(root, info.nar_size, compression, state.levels, &state.admission, method, headers).await
+    super::nar::local(root, info.nar_size, compression, state.settings.levels, &state.admission, method, headers).await
 }
 
 /// A NAR the Guix proxy offered: only under the name and compression of its narinfo.

@@ -36,7 +36,7 @@ pub(super) async fn get(
 ) -> Result<Response, AppError> {
     let drv = StorePath::from_basename(&drv).map_err(|_| AppError::BadRequest("invalid derivation name"))?;
     let base = drv.basename();
-    let dir = state.log_dir.join(&base[..2]);
+    let dir = state.settings.log_dir.join(&base[..2]);
     let rest = &base[2..];
     let candidates = [
         (dir.join(rest), Stored::Plain),
@@ -45,7 +45,7 @@ pub(super) async fn get(
     ];
     let found = tokio::task::spawn_blocking(move || open_first(candidates)).await?;
     let Some((file, stored)) = found else { return Err(AppError::NotFound) };
-    let raw_gzip = stored == Stored::Gzip && state.dialect == Dialect::Guix;
+    let raw_gzip = stored == Stored::Gzip && state.settings.dialect == Dialect::Guix;
     let mut response = ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")]).into_response();
     if raw_gzip {
         response.headers_mut().insert(header::CONTENT_ENCODING, header::HeaderValue::from_static("gzip"));

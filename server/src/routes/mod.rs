@@ -30,12 +30,12 @@ use crate::state::AppState;
 /// HEAD too, with the same headers.
 pub fn router(stores: &[Arc<AppState>]) -> Router {
     let app = match stores {
-        [only] if only.prefix.is_empty() => store_router(Arc::clone(only)),
+        [only] if only.settings.prefix.is_empty() => store_router(Arc::clone(only)),
         _ => {
             let index = stores_index(stores);
             stores
                 .iter()
-                .fold(Router::new(), |app, state| app.nest(&state.prefix, store_router(Arc::clone(state))))
+                .fold(Router::new(), |app, state| app.nest(&state.settings.prefix, store_router(Arc::clone(state))))
                 .route("/", get(move || async move { ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], index) }))
                 .fallback(|| async { AppError::NotFound })
         }
@@ -49,7 +49,7 @@ fn store_router(state: Arc<AppState>) -> Router {
         .route("/nix-cache-info", get(cache_info::get))
         .route("/{file}", get(top_level))
         .route("/log/{drv}", get(log::get));
-    let dialect_routes = match state.dialect {
+    let dialect_routes = match state.settings.dialect {
         Dialect::Nix => common.route("/nar/{file}", get(nar::get)),
         Dialect::Guix => common
             .route("/nar/{file}", get(guix_nar::get_bare))
@@ -64,7 +64,12 @@ fn store_router(state: Arc<AppState>) -> Router {
 fn stores_index(stores: &[Arc<AppState>]) -> String {
     let mut text = String::from("subserve: binary caches served here\n\n");
     for s in stores {
-        text.push_str(&format!("{}/\t{} clients, store {}\n", s.prefix, s.dialect, s.store.store_dir()));
+        text.push_str(&format!(
+            "{}/\t{} clients, store {}\n",
+            s.settings.prefix,
+            s.settings.dialect,
+            s.store.store_dir()
+        ));
     }
     text
 }

@@ -43,7 +43,7 @@ pub(super) async fn get(
                 return file_response(baked.path, baked.file_size, &state.admission, &method, &headers).await;
             }
             let root = state.store.real_path(&info.path);
-            local(root, info.nar_size, compression, state.levels, &state.admission, &method, &headers).await
+            local(root, info.nar_size, compression, state.settings.levels, &state.admission, &method, &headers).await
         }
         // Not here (any more): maybe the proxy handed out this URL.
         Ok(_) | Err(AppError::NotFound) => proxied(&state, store_hash, nar_hash, compression, &method, &headers).await,

@@ -23,7 +23,7 @@ use crate::error::AppError;
 use crate::state::AppState;
 
 pub(super) async fn get(State(state): State<Arc<AppState>>, hash: &str) -> Result<Response, AppError> {
-    let (body, mime) = match state.dialect {
+    let (body, mime) = match state.settings.dialect {
         Dialect::Nix => (nix_body(&state, hash).await, MIME_NARINFO),
         Dialect::Guix => (guix_body(&state, hash).await, MIME_GUIX_NARINFO),
     };
@@ -87,7 +87,7 @@ async fn local_body(state: &Arc<AppState>, hash: &str) -> Result<Option<Bytes>, 
     }
     let body = match super::lookup(state, hash).await {
         Ok(info) => {
-            let body = Bytes::from(match state.dialect {
+            let body = Bytes::from(match state.settings.dialect {
                 Dialect::Nix => render_nix_local(state, &info).await,
                 Dialect::Guix => render_guix_local(state, &info).await?,
             });
@@ -125,7 +125,7 @@ async fn render_guix_local(state: &Arc<AppState>, info: &PathInfo) -> Result<Str
     let sign = |text: &str| key.map(|k| k.sign_narinfo(&state.host, text)).transpose();
     let baked = baked_offers(state, info).await;
     if baked.is_empty() {
-        return Ok(render_guix(state.store.store_dir(), &state.compressions, info, &sign)?);
+        return Ok(render_guix(state.store.store_dir(), &state.settings.compressions, info, &sign)?);
     }
     // FileSize on every group or none: the baked files, and the bare NAR (NarSize).
     let mut groups: Vec<(Compression, Option<u64>)> = baked.iter().map(|(c, b)| (*c, Some(b.file_size))).collect();
