@@ -13,7 +13,7 @@ use formats::{NarHash, NarInfo};
 use crate::fixture::{self, Fixture};
 use crate::harness::{scratch, Server};
 use crate::http::{get, request};
-use crate::substitute::{client, keygen};
+use crate::substitute::{keygen, substitute_fixture_closure};
 
 fn hash_part(path: &str) -> &str {
     &path["/nix/store/".len()..][..32]
@@ -84,14 +84,7 @@ fn nix_substitutes_from_baked_files() {
     assert_eq!(log.lines().filter(|l| l.contains(": baked ")).count(), fx.closure.len(), "{log}");
 
     // The real client substitutes the closure from the baked files, signatures required.
-    let env = client(&dir, &srv.url(), &public);
-    let dst = dir.join("dst").display().to_string();
-    env.run("nix-store", &["--store", &dst, "--realise", &fx.top]);
-    env.run("nix-store", &["--store", &dst, "--verify", "--check-contents"]);
-    let mut got: Vec<String> =
-        env.run("nix-store", &["--store", &dst, "-qR", &fx.top]).lines().map(str::to_owned).collect();
-    got.sort();
-    assert_eq!(got, fx.closure);
+    substitute_fixture_closure(fx, &dir, &srv.url(), &public);
     // Nothing was baked twice, and the client got .nar.zst files.
     let log = srv.log.lock().unwrap().clone();
     assert!(log.lines().filter(|l| l.contains("request") && l.contains(".nar.zst")).count() >= fx.closure.len());

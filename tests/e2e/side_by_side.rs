@@ -10,7 +10,7 @@ use crate::fixture;
 use crate::guix::{assert_libgcrypt_accepts_all, guix_keygen, hash_part};
 use crate::harness::{scratch, Server, SUBSERVE};
 use crate::http::get;
-use crate::substitute::{client, keygen};
+use crate::substitute::{keygen, substitute_fixture_closure};
 
 #[test]
 fn nix_and_guix_stores_are_served_side_by_side() {
@@ -66,14 +66,7 @@ fn nix_and_guix_stores_are_served_side_by_side() {
     assert_eq!(NarHash::digest(&nar.body), narinfo.nar_hash);
 
     // Nix half: the real client substitutes the whole closure with signatures required.
-    let env = client(&dir, &format!("{}/nix", srv.url()), &nix_public);
-    let dst = dir.join("dst").display().to_string();
-    env.run("nix-store", &["--store", &dst, "--realise", &nix.top]);
-    env.run("nix-store", &["--store", &dst, "--verify", "--check-contents"]);
-    let mut got: Vec<String> =
-        env.run("nix-store", &["--store", &dst, "-qR", &nix.top]).lines().map(str::to_owned).collect();
-    got.sort();
-    assert_eq!(got, nix.closure);
+    substitute_fixture_closure(nix, &dir, &format!("{}/nix", srv.url()), &nix_public);
 }
 
 /// A per-store flag next to `[[store]]` tables is refused in one line that says where the

@@ -34,6 +34,20 @@ pub(crate) fn client(dir: &Path, url: &str, trusted: &str) -> NixEnv {
     )
 }
 
+/// A fresh node trusting only `public` substitutes the fixture's closure from `url` into
+/// `dir/dst` with signatures required, verifies every path's contents, and must end up with
+/// exactly the fixture's closure.
+pub(crate) fn substitute_fixture_closure(fx: &Fixture, dir: &Path, url: &str, public: &str) {
+    let env = client(dir, url, public);
+    let dst = dir.join("dst").display().to_string();
+    env.run("nix-store", &["--store", &dst, "--realise", &fx.top]);
+    env.run("nix-store", &["--store", &dst, "--verify", "--check-contents"]);
+    let mut got: Vec<String> =
+        env.run("nix-store", &["--store", &dst, "-qR", &fx.top]).lines().map(str::to_owned).collect();
+    got.sort();
+    assert_eq!(got, fx.closure);
+}
+
 /// Substitutes the closure of `top` through `url` into a fresh store and checks the result
 /// path by path against the fixture; prints the figures.
 fn substitute_and_verify(fx: &Fixture, dir: &Path, srv: &Server, url: &str, public: &str, label: &str) {
