@@ -346,3 +346,41 @@ fn keygen_writes_guix_keys() {
     let key = signing::read_guix_secret_key_file(&secret).unwrap();
     assert_eq!(key.public_sexp(), std::fs::read_to_string(&public).unwrap());
 }
+
+/// Baking for Guix clients: once a path's zstd file is baked, its narinfo offers that file
+/// and the bare NAR, both with FileSize (Guix needs sizes on all groups or none), libgcrypt
+/// still accepts it, and the baked file is served with its size and yields the canonical NAR.
+#[test]
+fn baked_nars_are_offered_to_guix_with_their_sizes() {
+    let fx = fixture::guix();
+    let dir = scratch("guix-bake");
+    let srv = serve("guix-bake-server", &["--bake", "zstd", "--bake-min-size", "0", "--bake-zstd-level", "3"]);
+    for path in &fx.closure {
+        let _ = get(srv.addr, &format!("/{}.narinfo", hash_part(path)));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    for path in &fx.closure {
+        let narinfo = loop {
+            let text = String::from_utf8(get(srv.addr, &format!("/{}.narinfo", hash_part(path))).body).unwrap();
+            let narinfo = GuixNarInfo::parse(&text).unwrap();
+            if narinfo.urls.first().is_some_and(|u| u.compression == "zstd" && u.file_size.is_some()) {
+                break narinfo;
+            }
+            assert!(std::time::Instant::now() < deadline, "{path} not baked:\n{}", srv.log.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let groups: Vec<(&str, bool)> =
+            narinfo.urls.iter().map(|u| (u.compression.as_str(), u.file_size.is_some())).collect();
+        assert_eq!(groups, [("zstd", true), ("none", true)], "{path}");
+        assert_eq!(narinfo.urls[1].file_size, Some(narinfo.nar_size));
+        let baked = get(srv.addr, &format!("/{}", narinfo.urls[0].url));
+        assert_eq!(baked.status, 200);
+        assert_eq!(baked.header("content-length").map(|l| l.parse::<u64>().unwrap()), narinfo.urls[0].file_size);
+        let nar = decompress("zstd", &baked.body);
+        assert_eq!((NarHash::digest(&nar), nar.len() as u64), (narinfo.nar_hash, narinfo.nar_size), "{path}");
+        assert_eq!(Node::parse(&nar[..]).unwrap().to_nar(), nar, "{path}: not canonical");
+    }
+    let public = dir.join("signing-key.pub");
+    std::fs::write(&public, get(srv.addr, "/signing-key.pub").body).unwrap();
+    assert_libgcrypt_accepts_all(&srv, "", &dir, &public);
+}
