@@ -197,29 +197,63 @@ impl Fake {
     }
 }
 
-pub fn proxy_for(fakes: &[&Fake], dir: &std::path::Path, max_size: u64) -> Proxy {
+pub fn proxy_for<K: UpstreamKey>(fakes: &[&Fake<K>], dir: &std::path::Path, max_size: u64) -> Proxy {
     proxy_with_stall(fakes, dir, max_size, Duration::from_secs(2))
 }
 
-/// Like [`proxy_for`] with another stall timeout, for tests that hold a body back on purpose.
-pub fn proxy_with_stall(fakes: &[&Fake], dir: &std::path::Path, max_size: u64, stall: Duration) -> Proxy {
+/// A fake upstream's signing key: what the proxy must trust it with, and for which flavour.
+pub trait UpstreamKey {
+    /// The proxy flavour this key's narinfos are for.
+    const FLAVOUR: Flavour;
+    /// The store dir those narinfos name.
+    const STORE_DIR: &'static str;
+    /// `up` trusting this key.
+    fn trusted_by(&self, up: UpstreamConfig) -> UpstreamConfig;
+}
+
+impl UpstreamKey for SecretKey {
+    const FLAVOUR: Flavour = Flavour::Nix;
+    const STORE_DIR: &'static str = "/nix/store";
+    fn trusted_by(&self, up: UpstreamConfig) -> UpstreamConfig {
+        UpstreamConfig { keys: vec![self.to_public()], ..up }
+    }
+}
+
+impl UpstreamKey for signing::GuixSecretKey {
+    const FLAVOUR: Flavour = Flavour::Guix;
+    const STORE_DIR: &'static str = "/gnu/store";
+    fn trusted_by(&self, up: UpstreamConfig) -> UpstreamConfig {
+        UpstreamConfig { guix_keys: vec![self.to_public()], ..up }
+    }
+}
+
+/// Like [`proxy_for`] with another stall timeout, for tests that hold a body back on purpose;
+/// for Nix or Guix fakes alike.
+pub fn proxy_with_stall<K: UpstreamKey>(
+    fakes: &[&Fake<K>],
+    dir: &std::path::Path,
+    max_size: u64,
+    stall: Duration,
+) -> Proxy {
     Proxy::open(ProxyConfig {
-        flavour: Flavour::Nix,
+        flavour: K::FLAVOUR,
         upstreams: fakes
             .iter()
             .enumerate()
-            .map(|(i, f)| UpstreamConfig {
-                url: f.url(),
-                keys: vec![f.key.to_public()],
-                guix_keys: vec![],
-                priority: i as i32,
-                timeout: Duration::from_secs(2),
+            .map(|(i, f)| {
+                f.key.trusted_by(UpstreamConfig {
+                    url: f.url(),
+                    keys: vec![],
+                    guix_keys: vec![],
+                    priority: i as i32,
+                    timeout: Duration::from_secs(2),
+                })
             })
             .collect(),
         cache_dir: dir.to_path_buf(),
         max_size,
         negative_ttl: Duration::from_secs(60),
-        store_dir: "/nix/store".into(),
+        store_dir: K::STORE_DIR.into(),
         stall_timeout: stall,
         breaker_cool_down: Duration::from_secs(60),
     })

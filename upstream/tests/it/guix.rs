@@ -10,9 +10,9 @@ use formats::guix::{GuixNarInfo, GuixUrl};
 use formats::{Compression, NarHash, StorePathHash};
 use signing::guix::{signed_text, verify_narinfo};
 use signing::{GuixSecretKey, SecretKey};
-use upstream::{Flavour, NarSource, Proxy, ProxyConfig, UpstreamConfig};
+use upstream::NarSource;
 
-use crate::fake::{compress, make_item, nar_bytes, read_all, Behaviour, Fake, Item};
+use crate::fake::{compress, make_item, nar_bytes, proxy_for, proxy_with_stall, read_all, Behaviour, Fake, Item};
 
 const STORE: &str = "/gnu/store";
 const H1: &str = "0rhbmkw0ia6kxc0s9zsvv7fb8w5zcggb";
@@ -76,39 +76,6 @@ fn compression_of(item: &Item) -> Compression {
     rest.split_once('/').map_or(Compression::None, |(c, _)| c.parse().unwrap())
 }
 
-fn guix_proxy(fakes: &[&Fake<GuixSecretKey>], dir: &std::path::Path, max_size: u64) -> Proxy {
-    guix_proxy_with_stall(fakes, dir, max_size, Duration::from_secs(2))
-}
-
-fn guix_proxy_with_stall(
-    fakes: &[&Fake<GuixSecretKey>],
-    dir: &std::path::Path,
-    max_size: u64,
-    stall: Duration,
-) -> Proxy {
-    Proxy::open(ProxyConfig {
-        flavour: Flavour::Guix,
-        upstreams: fakes
-            .iter()
-            .enumerate()
-            .map(|(i, f)| UpstreamConfig {
-                url: f.url(),
-                keys: vec![],
-                guix_keys: vec![f.key.to_public()],
-                priority: i as i32,
-                timeout: Duration::from_secs(2),
-            })
-            .collect(),
-        cache_dir: dir.to_path_buf(),
-        max_size,
-        negative_ttl: Duration::from_secs(60),
-        store_dir: STORE.into(),
-        stall_timeout: stall,
-        breaker_cool_down: Duration::from_secs(60),
-    })
-    .unwrap()
-}
-
 async fn one(len: usize, group: &str) -> Fake<GuixSecretKey> {
     let key = GuixSecretKey::generate().unwrap();
     let item = guix_item(&key, H1, "thing", nar_bytes(7, len), &[group]);
@@ -152,7 +119,7 @@ async fn fetches_verifies_caches_and_serves_from_cache() {
     ];
     let fake = Fake::start(items, key).await;
     let dir = tempfile::tempdir().unwrap();
-    let proxy = guix_proxy(&[&fake], dir.path(), 1 << 30);
+    let proxy = proxy_for(&[&fake], dir.path(), 1 << 30);
     let subserve = GuixSecretKey::generate().unwrap();
     for item in &fake.items {
         let p = proxy.guix_narinfo(&item.hash).await.expect("narinfo");
@@ -222,7 +189,7 @@ async fn the_signed_text_is_kept_byte_for_byte_whatever_it_holds() {
     item.narinfo.push_str("System: mips64el-linux\nNarSize: 1\n");
     let fake = Fake::start(vec![item.clone()], key).await;
     let dir = tempfile::tempdir().unwrap();
-    let proxy = guix_proxy(&[&fake], dir.path(), 1 << 30);
+    let proxy = proxy_for(&[&fake], dir.path(), 1 << 30);
     let p = proxy.guix_narinfo(&item.hash).await.unwrap();
     assert_eq!(p.signed, signed);
     assert_eq!(p.store_path.to_string(), format!("{H1}-odd-1.0"));
@@ -239,7 +206,7 @@ async fn the_signed_text_is_kept_byte_for_byte_whatever_it_holds() {
     assert!(on_disk.starts_with(&signed), "{on_disk}");
     // Read back from the index, it is the same.
     drop(proxy);
-    let proxy = guix_proxy(&[&fake], dir.path(), 1 << 30);
+    let proxy = proxy_for(&[&fake], dir.path(), 1 << 30);
     assert_eq!(proxy.guix_narinfo(&item.hash).await.unwrap(), p);
     assert_eq!(fake.narinfo_requests(&item), 1);
 }
@@ -254,7 +221,7 @@ async fn lzip_only_is_absent_and_lzip_beside_zstd_offers_zstd() {
     ];
     let fake = Fake::start(items, key).await;
     let dir = tempfile::tempdir().unwrap();
-    let proxy = guix_proxy(&[&fake], dir.path(), 1 << 30);
+    let proxy = proxy_for(&[&fake], dir.path(), 1 << 30);
     for item in &fake.items[..2] {
         assert!(proxy.guix_narinfo(&item.hash).await.is_none(), "{}", item.hash);
         // A healthy upstream without a usable group is a miss, remembered as one.
@@ -314,7 +281,7 @@ async fn untrusted_mislabelled_and_garbage_narinfos_are_absent() {
     for item in &items {
         // A proxy each: three garbage answers in a row would open the breaker.
         let dir = tempfile::tempdir().unwrap();
-        let proxy = guix_proxy(&[&fake], dir.path(), 1 << 30);
+        let proxy = proxy_for(&[&fake], dir.path(), 1 << 30);
         assert!(proxy.guix_narinfo(&item.hash).await.is_none(), "{}", item.hash);
         assert_eq!(fake.narinfo_requests(item), 1, "{}", item.hash);
         untrusted += proxy.stats().untrusted.load(Ordering::Relaxed);
@@ -332,7 +299,7 @@ async fn narinfo_faults_become_absent_and_recover() {
         let fake = one(1000, "zstd").await;
         let item = fake.items[0].clone();
         let dir = tempfile::tempdir().unwrap();
-        let proxy = guix_proxy(&[&fake], dir.path(), 1 << 30);
+        let proxy = proxy_for(&[&fake], dir.path(), 1 << 30);
         fake.set_narinfo(&item, fault);
         assert!(proxy.guix_narinfo(&item.hash).await.is_none(), "{fault:?}");
         assert!(proxy.stats().upstream_errors.load(Ordering::Relaxed) >= 1, "{fault:?} not counted");
@@ -359,7 +326,7 @@ async fn nar_faults_abort_the_transfer_cache_nothing_and_recover() {
             let item = fake.items[0].clone();
             let compression = compression_of(&item);
             let dir = tempfile::tempdir().unwrap();
-            let proxy = guix_proxy(&[&fake], dir.path(), 1 << 30);
+            let proxy = proxy_for(&[&fake], dir.path(), 1 << 30);
             proxy.guix_narinfo(&item.hash).await.unwrap();
             fake.set_nar(&item, fault);
             match proxy.guix_nar(&item.hash, compression).await {
@@ -390,7 +357,7 @@ async fn a_wrong_file_size_aborts_the_download() {
     item.narinfo = item.narinfo.replacen(&format!("FileSize: {size}"), &format!("FileSize: {}", size - 1), 1);
     let fake = Fake::start(vec![item.clone()], key).await;
     let dir = tempfile::tempdir().unwrap();
-    let proxy = guix_proxy(&[&fake], dir.path(), 1 << 30);
+    let proxy = proxy_for(&[&fake], dir.path(), 1 << 30);
     assert_eq!(proxy.guix_narinfo(&item.hash).await.unwrap().urls[0].file_size, Some(size as u64 - 1));
     assert!(read_all(proxy.guix_nar(&item.hash, Compression::Zstd).await.unwrap()).await.is_err());
     assert_eq!(proxy.stats().nar_verify_failures.load(Ordering::Relaxed), 1);
@@ -407,7 +374,7 @@ async fn a_decompression_bomb_is_refused() {
     item.file = zstd::encode_all(&vec![0u8; 64 << 20][..], 19).unwrap().into();
     let fake = Fake::start(vec![item.clone()], key).await;
     let dir = tempfile::tempdir().unwrap();
-    let proxy = guix_proxy(&[&fake], dir.path(), 1 << 30);
+    let proxy = proxy_for(&[&fake], dir.path(), 1 << 30);
     assert_eq!(proxy.guix_narinfo(&item.hash).await.unwrap().urls[0].file_size, None);
     assert!(read_all(proxy.guix_nar(&item.hash, Compression::Zstd).await.unwrap()).await.is_err());
     assert_nothing_cached(dir.path());
@@ -421,7 +388,7 @@ async fn many_clients_share_one_narinfo_request_and_one_download() {
     let fake = Fake::start(vec![item.clone()], key).await;
     fake.set_nar(&item, Behaviour::Gated);
     let dir = tempfile::tempdir().unwrap();
-    let proxy = guix_proxy_with_stall(&[&fake], dir.path(), 1 << 30, Duration::from_secs(120));
+    let proxy = proxy_with_stall(&[&fake], dir.path(), 1 << 30, Duration::from_secs(120));
     let tasks: Vec<_> = (0..20)
         .map(|_| {
             let (p, h) = (proxy.clone(), item.hash.clone());
@@ -457,7 +424,7 @@ async fn eviction_and_restart_after_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let limit = 250_000;
     {
-        let proxy = guix_proxy(&[&fake], dir.path(), limit);
+        let proxy = proxy_for(&[&fake], dir.path(), limit);
         for item in &fake.items {
             proxy.guix_narinfo(&item.hash).await.unwrap();
             read_all(proxy.guix_nar(&item.hash, Compression::None).await.unwrap()).await.unwrap();
@@ -482,7 +449,7 @@ async fn eviction_and_restart_after_a_crash() {
     let (intact, lost) = (kept[0], kept[1]);
     std::fs::remove_file(dir.path().join(&lost.nar_url)).unwrap();
 
-    let proxy = guix_proxy(&[&fake], dir.path(), 1 << 30);
+    let proxy = proxy_for(&[&fake], dir.path(), 1 << 30);
     assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
     assert!(!dir.path().join("nar/zstd/orphan").exists());
     assert!(!dir.path().join(format!("nar/{H1}-orphan")).exists());
@@ -515,7 +482,7 @@ async fn a_cache_directory_changes_flavour_cleanly() {
     let key = GuixSecretKey::generate().unwrap();
     let item = guix_item(&key, H1, "guix-thing", nar_bytes(2, 10_000), &["zstd"]);
     let fake = Fake::start(vec![item.clone()], key).await;
-    let proxy = guix_proxy(&[&fake], dir.path(), 1 << 30);
+    let proxy = proxy_for(&[&fake], dir.path(), 1 << 30);
     assert!(!dir.path().join(format!("{H1}.narinfo")).exists());
     assert!(walk(&dir.path().join("nar")).is_empty());
     assert_eq!(
