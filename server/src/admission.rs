@@ -23,10 +23,12 @@
 //! the 256 MiB NAR uncompressed, 37–39 MiB downloading a 32 MiB NAR as zstd, against 447 MiB
 //! and 1.3 GiB without the caps.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -79,45 +81,100 @@ pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
 }
 
-/// The two limiters of a server: one for uncompressed NAR bodies, one for compressed ones.
+/// Blocking-pool threads that short blocking work (store DB lookups, opening a log, checking
+/// for a baked file) may use at once.
+///
+/// Together with the stream caps (at most 256 + 64) this stays below tokio's 512 blocking
+/// threads, so a flood of requests queues here instead of spawning a thread each, and stream
+/// producers and lookups never wait for each other's threads.
+pub const LOOKUP_THREADS: usize = 64;
+
+/// The limiters of a server: one for uncompressed bodies, one for compressed ones, and one
+/// for short blocking work.
 #[derive(Debug)]
 pub struct Admission {
-    /// Uncompressed bodies: local bare NARs and ranges, proxied NARs, Guix `/file/`.
+    /// Uncompressed bodies: local bare NARs and ranges, proxied NARs, Guix `/file/`, logs,
+    /// listings.
     pub streams: Limiter,
     /// NARs compressed on the fly.
     pub compressed: Limiter,
+    /// Slots for short blocking work, see [`Admission::blocking`].
+    lookups: Arc<Semaphore>,
 }
 
 impl Admission {
     /// Caps of `streams` and `compressed` concurrent bodies, each with a queue of up to
-    /// `queue_timeout`. A cap of 0 is taken as 1.
+    /// `queue_timeout`, and no per-client share beyond the caps. A cap of 0 is taken as 1.
     pub fn new(streams: usize, compressed: usize, queue_timeout: Duration) -> Self {
+        Self::with_shares((streams, streams), (compressed, compressed), queue_timeout)
+    }
+
+    /// Like [`Admission::new`], each cap given with the share of it one client address may
+    /// hold: `(cap, per_client)`.
+    pub fn with_shares(streams: (usize, usize), compressed: (usize, usize), queue_timeout: Duration) -> Self {
         Self {
-            streams: Limiter::new("uncompressed", streams, queue_timeout),
-            compressed: Limiter::new("compressed", compressed, queue_timeout),
+            streams: Limiter::new("uncompressed", streams.0, queue_timeout).per_client(streams.1),
+            compressed: Limiter::new("compressed", compressed.0, queue_timeout).per_client(compressed.1),
+            lookups: Arc::new(Semaphore::new(LOOKUP_THREADS)),
         }
+    }
+
+    /// Runs the short blocking work `f` on the blocking pool, waiting first for one of
+    /// [`LOOKUP_THREADS`] slots.
+    pub async fn blocking<T, F>(&self, f: F) -> Result<T, tokio::task::JoinError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let slot = Arc::clone(&self.lookups).acquire_owned().await.expect("the semaphore is never closed");
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            f()
+        })
+        .await
     }
 
     /// The default caps for this machine, with a queue of [`QUEUE_TIMEOUT`].
     pub fn with_defaults() -> Self {
         let cores = cores();
-        Self::new(default_max_streams(cores), default_max_compressed_streams(cores), QUEUE_TIMEOUT)
+        let (streams, compressed) = (default_max_streams(cores), default_max_compressed_streams(cores));
+        Self::with_shares(
+            (streams, default_per_client(streams, 4, 4)),
+            (compressed, default_per_client(compressed, 2, 1)),
+            QUEUE_TIMEOUT,
+        )
     }
 
-    /// Waits for a permit to send a NAR body produced with `compression`: compressing on the
-    /// fly counts against the compressed cap, anything else against the uncompressed one.
-    pub async fn admit(&self, compression: Compression) -> Result<Permit, AppError> {
+    /// Waits for a permit to send a body produced with `compression` to `client`:
+    /// compressing on the fly counts against the compressed cap, anything else against the
+    /// uncompressed one; the client's share of the cap is waited for first.
+    pub async fn admit(&self, compression: Compression, client: Option<IpAddr>) -> Result<Permit, AppError> {
         match compression {
-            Compression::None => self.streams.admit().await,
-            _ => self.compressed.admit().await,
+            Compression::None => self.streams.admit(client).await,
+            _ => self.compressed.admit(client).await,
         }
     }
 }
 
-/// A cap on concurrent bodies, with a FIFO queue of bounded wait in front of it.
+/// The share of a cap one client address may hold: `1/divisor` of it, at least `min` (and
+/// never more than the cap).
+///
+/// One node rarely needs more: Nix fetches a closure's NARs a few at a time, and a node that
+/// stops reading then holds at most its share, never every slot. Many nodes behind one NAT
+/// address share one share; raise it for such a site.
+pub fn default_per_client(cap: usize, divisor: usize, min: usize) -> usize {
+    (cap / divisor.max(1)).max(min).min(cap.max(1))
+}
+
+/// A cap on concurrent bodies, with a FIFO queue of bounded wait in front of it, and a cap
+/// per client address within it.
 pub struct Limiter {
     semaphore: Arc<Semaphore>,
     cap: usize,
+    /// How many permits one client address may hold.
+    per_client: usize,
+    /// The permits of each client address that holds or waits for one.
+    clients: Arc<Mutex<HashMap<IpAddr, Arc<Semaphore>>>>,
     queue_timeout: Duration,
     /// Names the limiter in log lines.
     kind: &'static str,
@@ -137,6 +194,8 @@ impl Limiter {
         Self {
             semaphore: Arc::new(Semaphore::new(cap)),
             cap,
+            per_client: cap,
+            clients: Arc::new(Mutex::new(HashMap::new())),
             queue_timeout,
             kind,
             epoch: Instant::now(),
@@ -144,9 +203,20 @@ impl Limiter {
         }
     }
 
+    /// Lets one client address hold at most `n` (at least 1) of the permits.
+    pub fn per_client(mut self, n: usize) -> Self {
+        self.per_client = n.clamp(1, self.cap);
+        self
+    }
+
     /// The cap.
     pub fn cap(&self) -> usize {
         self.cap
+    }
+
+    /// The cap of one client address.
+    pub fn cap_per_client(&self) -> usize {
+        self.per_client
     }
 
     /// Permits not taken right now.
@@ -154,35 +224,68 @@ impl Limiter {
         self.semaphore.available_permits()
     }
 
-    /// A permit, at once or after waiting in line; [`AppError::Overloaded`] if none freed up
-    /// within the queue timeout. Waiters are served in arrival order.
-    pub async fn admit(&self) -> Result<Permit, AppError> {
+    /// A permit for `client` (none: counted against the cap only), at once or after waiting
+    /// in line; [`AppError::Overloaded`] if none freed up within the queue timeout. Waiters
+    /// are served in arrival order, first in their client's line, then in the common one.
+    pub async fn admit(&self, client: Option<IpAddr>) -> Result<Permit, AppError> {
+        let deadline = tokio::time::Instant::now() + self.queue_timeout;
+        let client = match client {
+            Some(ip) if self.per_client < self.cap => Some(self.client_permit(ip, deadline).await?),
+            _ => None,
+        };
         if let Ok(permit) = Arc::clone(&self.semaphore).try_acquire_owned() {
-            return Ok(Permit { _permit: permit });
+            return Ok(Permit { _permit: permit, _client: client });
         }
-        self.log_full();
-        match tokio::time::timeout(self.queue_timeout, Arc::clone(&self.semaphore).acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(Permit { _permit: permit }),
+        self.log_full("NAR streams at their cap: requests are queueing");
+        match tokio::time::timeout_at(deadline, Arc::clone(&self.semaphore).acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(Permit { _permit: permit, _client: client }),
             // Timed out (the semaphore is never closed, so there is no other error).
-            Ok(Err(_)) | Err(_) => {
-                tracing::warn!(
-                    kind = self.kind,
-                    cap = self.cap,
-                    waited_s = self.queue_timeout.as_secs(),
-                    "no NAR stream slot freed up: answering 503"
-                );
-                Err(AppError::Overloaded { retry_after: RETRY_AFTER })
-            }
+            Ok(Err(_)) | Err(_) => Err(self.overloaded("no NAR stream slot freed up: answering 503")),
         }
     }
 
+    /// One of `ip`'s share of permits, waited for until `deadline`.
+    async fn client_permit(&self, ip: IpAddr, deadline: tokio::time::Instant) -> Result<ClientPermit, AppError> {
+        let semaphore = {
+            let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(clients.entry(ip).or_insert_with(|| Arc::new(Semaphore::new(self.per_client))))
+        };
+        let permit = match Arc::clone(&semaphore).try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                self.log_full("a client holds its share of NAR streams: its requests are queueing");
+                tokio::time::timeout_at(deadline, Arc::clone(&semaphore).acquire_owned())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
+        };
+        // Dropped on failure, this forgets the client if nobody else holds or waits for a slot.
+        let held = ClientPermit { ip, semaphore, permit, clients: Arc::clone(&self.clients) };
+        if held.permit.is_none() {
+            return Err(self.overloaded("this client holds its share of NAR stream slots: answering 503"));
+        }
+        Ok(held)
+    }
+
+    fn overloaded(&self, message: &'static str) -> AppError {
+        tracing::warn!(
+            kind = self.kind,
+            cap = self.cap,
+            per_client = self.per_client,
+            waited_s = self.queue_timeout.as_secs(),
+            "{message}"
+        );
+        AppError::Overloaded { retry_after: RETRY_AFTER }
+    }
+
     /// Tells the operator, at most every [`FULL_LOG_INTERVAL`], that requests are queueing.
-    fn log_full(&self) {
+    fn log_full(&self, message: &'static str) {
         let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX).saturating_add(1);
         let last = self.last_full_log.load(Ordering::Relaxed);
         let due = last == 0 || now.saturating_sub(last) >= FULL_LOG_INTERVAL.as_millis() as u64;
         if due && self.last_full_log.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
-            tracing::info!(kind = self.kind, cap = self.cap, "NAR streams at their cap: requests are queueing");
+            tracing::info!(kind = self.kind, cap = self.cap, per_client = self.per_client, "{message}");
         }
     }
 }
@@ -201,7 +304,35 @@ impl fmt::Debug for Limiter {
 /// The right to produce one NAR body; the slot frees up when this is dropped.
 #[derive(Debug)]
 pub struct Permit {
+    // Dropped in this order: the common slot, then the client's.
     _permit: OwnedSemaphorePermit,
+    _client: Option<ClientPermit>,
+}
+
+/// One of a client's share of permits. When the last of a client's permits (held or waited
+/// for) goes, the client is forgotten, so the map stays as small as the set of active clients.
+struct ClientPermit {
+    ip: IpAddr,
+    semaphore: Arc<Semaphore>,
+    permit: Option<OwnedSemaphorePermit>,
+    clients: Arc<Mutex<HashMap<IpAddr, Arc<Semaphore>>>>,
+}
+
+impl fmt::Debug for ClientPermit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientPermit").field("ip", &self.ip).field("held", &self.permit.is_some()).finish()
+    }
+}
+
+impl Drop for ClientPermit {
+    fn drop(&mut self) {
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        self.permit = None;
+        // The map's reference and ours: nobody else holds or waits for this client's permits.
+        if Arc::strong_count(&self.semaphore) == 2 {
+            clients.remove(&self.ip);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -224,12 +355,12 @@ mod tests {
     #[tokio::test]
     async fn a_request_over_the_cap_waits_and_is_admitted_when_a_permit_frees() {
         let limiter = Arc::new(Limiter::new("test", 2, Duration::from_secs(3600)));
-        let first = limiter.admit().await.unwrap();
-        let _second = limiter.admit().await.unwrap();
+        let first = limiter.admit(None).await.unwrap();
+        let _second = limiter.admit(None).await.unwrap();
         assert_eq!(limiter.available(), 0);
         let waiting = tokio::spawn({
             let limiter = Arc::clone(&limiter);
-            async move { limiter.admit().await.map(drop) }
+            async move { limiter.admit(None).await.map(drop) }
         });
         // The waiter is queued until a permit frees: yielding lets it run as far as it can.
         for _ in 0..100 {
@@ -244,22 +375,71 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_request_times_out_cleanly_with_overloaded() {
         let limiter = Limiter::new("test", 1, Duration::from_secs(30));
-        let _held = limiter.admit().await.unwrap();
+        let _held = limiter.admit(None).await.unwrap();
         // With the clock paused, tokio advances it to the timeout as soon as all tasks idle.
-        let err = limiter.admit().await.unwrap_err();
+        let err = limiter.admit(None).await.unwrap_err();
         assert!(matches!(err, AppError::Overloaded { retry_after } if retry_after == RETRY_AFTER));
         assert_eq!(limiter.available(), 0, "the timed-out waiter took nothing");
         drop(_held);
         assert_eq!(limiter.available(), 1);
-        let _again = limiter.admit().await.unwrap();
+        let _again = limiter.admit(None).await.unwrap();
     }
 
     #[tokio::test]
     async fn compressed_and_uncompressed_streams_have_separate_caps() {
         let admission = Admission::new(1, 1, Duration::from_secs(3600));
-        let _plain = admission.admit(Compression::None).await.unwrap();
-        let _zstd = admission.admit(Compression::Zstd).await.unwrap();
+        let _plain = admission.admit(Compression::None, None).await.unwrap();
+        let _zstd = admission.admit(Compression::Zstd, None).await.unwrap();
         assert_eq!((admission.streams.available(), admission.compressed.available()), (0, 0));
+    }
+
+    fn ip(last: u8) -> Option<IpAddr> {
+        Some(IpAddr::from([127, 0, 0, last]))
+    }
+
+    #[tokio::test]
+    async fn one_client_cannot_take_more_than_its_share() {
+        let limiter = Arc::new(Limiter::new("test", 8, Duration::from_secs(3600)).per_client(2));
+        let stalled: Vec<Permit> = vec![limiter.admit(ip(1)).await.unwrap(), limiter.admit(ip(1)).await.unwrap()];
+        // The same client's third request waits for one of its own to finish…
+        let third = tokio::spawn({
+            let limiter = Arc::clone(&limiter);
+            async move { limiter.admit(ip(1)).await.map(drop) }
+        });
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!third.is_finished());
+        // …while other clients are admitted at once, up to the common cap.
+        let others: Vec<Permit> =
+            futures_util::future::try_join_all((2..=7).map(|n| limiter.admit(ip(n)))).await.unwrap();
+        assert_eq!(limiter.available(), 0);
+        drop(others);
+        assert!(!third.is_finished(), "admitted past its share");
+        drop(stalled);
+        third.await.unwrap().unwrap();
+        // Nobody holds or waits: every client has been forgotten.
+        assert!(limiter.clients.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_over_its_share_gets_503_after_the_queue_timeout() {
+        let limiter = Limiter::new("test", 4, Duration::from_secs(30)).per_client(1);
+        let _held = limiter.admit(ip(1)).await.unwrap();
+        assert!(matches!(limiter.admit(ip(1)).await, Err(AppError::Overloaded { .. })));
+        assert_eq!(limiter.available(), 3, "the refused request took nothing");
+        let _other = limiter.admit(ip(2)).await.unwrap();
+        // Requests without an address count against the cap only.
+        let _anonymous = limiter.admit(None).await.unwrap();
+    }
+
+    #[test]
+    fn per_client_defaults() {
+        assert_eq!(default_per_client(32, 4, 4), 8);
+        assert_eq!(default_per_client(8, 4, 4), 4);
+        assert_eq!(default_per_client(4, 2, 1), 2);
+        assert_eq!(default_per_client(2, 2, 1), 1);
+        assert_eq!(default_per_client(1, 4, 4), 1, "never more than the cap");
     }
 
     #[test]

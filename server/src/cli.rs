@@ -1,11 +1,11 @@
 //! Command-line interface of the `subserve` binary (clap definitions only; no I/O here).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::dialect::{CompressionList, Dialect};
+use crate::settings::ListenAddr;
 
 /// subserve: a binary-cache server for Nix stores.
 #[derive(Debug, Parser)]
@@ -35,9 +35,10 @@ pub struct ServeArgs {
     /// TOML configuration file [env: SUBSERVE_CONFIG].
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:5000].
+    /// Address to listen on: ADDRESS:PORT, or unix:/PATH for a Unix socket; ignored when systemd
+    /// passes sockets (socket activation) [default: 127.0.0.1:5000].
     #[arg(long, value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<ListenAddr>,
     /// The store directory as clients see it [default: /nix/store].
     #[arg(long, value_name = "DIR")]
     pub store_dir: Option<String>,
@@ -125,6 +126,39 @@ pub struct ServeArgs {
     /// as root, else $XDG_STATE_HOME/subserve].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// NAR bodies one client address may hold at once, out of --max-streams; more wait in
+    /// line [default: a quarter of --max-streams, at least 4].
+    #[arg(long, value_name = "N")]
+    pub max_streams_per_client: Option<usize>,
+    /// NARs compressed on the fly for one client address at once, out of
+    /// --max-compressed-streams [default: half of it, at least 1].
+    #[arg(long, value_name = "N")]
+    pub max_compressed_streams_per_client: Option<usize>,
+    /// Connections open at once; at the cap the longest-idle ones are closed and accepting
+    /// pauses [default: what the descriptor limit leaves, at most 16384].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Seconds a connection may wait for its next request [default: 60].
+    #[arg(long, value_name = "SECS")]
+    pub idle_timeout: Option<u64>,
+    /// Seconds a request head may take once its first byte has arrived [default: 20].
+    #[arg(long, value_name = "SECS")]
+    pub header_timeout: Option<u64>,
+    /// Seconds a response may go without the client accepting a byte; then it is cut and
+    /// its stream slot freed (clients resume with Range) [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub write_timeout: Option<u64>,
+    /// The URL nodes reach this server at, for the client configuration printed at start-up
+    /// [default: http://HOSTNAME:PORT when listening on all addresses, else the listen address].
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// Milliseconds a lookup waits for a store DB locked by a writer (rollback-journal DBs)
+    /// before answering from recent lookups [default: 1000].
+    #[arg(long, value_name = "MS")]
+    pub db_busy_timeout: Option<u64>,
+    /// Seconds a shutdown (SIGTERM, SIGINT) waits for responses in flight [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub shutdown_timeout: Option<u64>,
 }
 
 /// Key file formats `keygen` can write.

@@ -42,7 +42,10 @@ impl IntoResponse for AppError {
             AppError::NotFound => StatusCode::NOT_FOUND,
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
-            AppError::Store(_) | AppError::Task(_) | AppError::Signing(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            // Storage trouble is "not here" to a client: a 5xx fails a Nix build after its
+            // retries, a 404 lets it try its next substituter. The log says what it was.
+            AppError::Store(_) => StatusCode::NOT_FOUND,
+            AppError::Task(_) | AppError::Signing(_) => StatusCode::INTERNAL_SERVER_ERROR,
             AppError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
         };
         let body = match &self {
@@ -50,8 +53,10 @@ impl IntoResponse for AppError {
             _ => format!("{}\n", status.canonical_reason().unwrap_or("error")),
         };
         // Overload is logged (as a warning) by the limiter; it is not a failure of ours.
-        if status.is_server_error() && !matches!(self, AppError::Overloaded { .. }) {
-            tracing::error!(error = %self, "request failed");
+        if matches!(self, AppError::Store(_))
+            || status.is_server_error() && !matches!(self, AppError::Overloaded { .. })
+        {
+            tracing::error!(error = %chain(&self), "request failed");
         }
         let mut response = (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response();
         if let AppError::RangeNotSatisfiable { size } = self {
@@ -64,4 +69,17 @@ impl IntoResponse for AppError {
         }
         response
     }
+}
+
+/// `error` and its sources, `: `-separated: the cause is what an operator needs
+/// ("cannot read /nix/store/…: Too many open files").
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
 }

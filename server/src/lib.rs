@@ -8,6 +8,7 @@ pub mod admission;
 pub mod bake;
 pub mod cli;
 pub mod compression;
+pub mod conn;
 pub mod dialect;
 pub mod error;
 pub mod narinfo_cache;
@@ -21,26 +22,18 @@ mod stream;
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt as _;
-use tokio::net::TcpListener;
-
+pub use conn::{ClientAddr, ConnLimits, Listener};
 pub use error::AppError;
-pub use routes::router;
+pub use routes::{router, ListingCache};
 pub use state::AppState;
 
-/// Serves `stores` on `listener` until `shutdown` resolves, then lets in-flight requests finish.
-///
-/// Accepted sockets get `TCP_NODELAY`: with Nagle on, every keep-alive narinfo request
-/// waits ~40 ms for a delayed ACK.
+/// Serves `stores` on `listeners` until `shutdown` resolves, then lets in-flight responses
+/// finish for up to the shutdown timeout of `limits` (see [`conn`]).
 pub async fn run(
-    listener: TcpListener,
+    listeners: Vec<Listener>,
     stores: Vec<Arc<AppState>>,
+    limits: ConnLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, router(&stores)).with_graceful_shutdown(shutdown).await
+    conn::serve(listeners, router(&stores), limits, shutdown).await
 }

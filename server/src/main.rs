@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser as _;
 use subserve::cli::{Cli, Command, KeyFormat, KeygenArgs, ServeArgs};
-use subserve::settings::{self, Env, FileConfig};
+use subserve::settings::{self, Env, FileConfig, ListenAddr};
 use subserve::startup::{self, KeySource};
 
 fn main() {
@@ -46,25 +46,129 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     for (state, keys) in &built {
         log_store(state, keys);
     }
+    let url = client_url(&settings);
+    print_client_config(&built, &url);
     let stores: Vec<_> = built.into_iter().map(|(state, _)| Arc::new(state)).collect();
     for store in &stores {
         subserve::bake::bake_roots(Arc::clone(store));
     }
 
+    let nofile = subserve::conn::raise_nofile_limit();
+    // Descriptors kept for everything but client sockets: a file or two per NAR stream, the
+    // store DBs' and the caches' connections, upstream sockets, bake workers.
+    let reserved = 2 * (settings.max_streams + settings.max_compressed_streams) as u64 + 256;
+    let limits = settings.conn.limits(nofile, reserved);
+
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(settings.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", settings.listen))?;
-        tracing::info!(
-            listen = %listener.local_addr()?,
-            stores = stores.len(),
-            max_streams = settings.max_streams,
-            max_compressed_streams = settings.max_compressed_streams,
-            "serving"
+    let result = runtime.block_on(async move {
+        let listeners = listeners(&settings.listen).await?;
+        for listener in &listeners {
+            tracing::info!(
+                listen = %listener.describe(),
+                stores = stores.len(),
+                max_streams = settings.max_streams,
+                max_streams_per_client = settings.max_streams_per_client,
+                max_compressed_streams = settings.max_compressed_streams,
+                max_compressed_streams_per_client = settings.max_compressed_streams_per_client,
+                max_connections = limits.max_connections,
+                descriptor_limit = nofile,
+                "serving"
+            );
+        }
+        // Under systemd (Type=notify): ready once every socket is bound.
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        subserve::run(listeners, stores, limits, shutdown_signal()).await.context("server failed")
+    });
+    // Producers of streams cut at the deadline stop at their next write; don't wait on them.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
+}
+
+/// The sockets to serve on: those systemd passed (socket activation, `LISTEN_FDS`), else
+/// `listen` bound now. A stale Unix socket file of an earlier run is replaced.
+async fn listeners(listen: &ListenAddr) -> anyhow::Result<Vec<subserve::Listener>> {
+    let mut passed = listenfd::ListenFd::from_env();
+    let mut listeners = Vec::new();
+    for i in 0..passed.len() {
+        let listener = if let Some(tcp) = passed.take_tcp_listener(i).context("a socket from systemd")? {
+            tcp.set_nonblocking(true)?;
+            subserve::Listener::Tcp(tokio::net::TcpListener::from_std(tcp)?)
+        } else if let Some(unix) = passed.take_unix_listener(i).context("a socket from systemd")? {
+            unix.set_nonblocking(true)?;
+            subserve::Listener::Unix(tokio::net::UnixListener::from_std(unix)?)
+        } else {
+            anyhow::bail!("socket {i} passed by systemd is neither a TCP nor a Unix stream socket");
+        };
+        listeners.push(listener);
+    }
+    if !listeners.is_empty() {
+        tracing::info!(sockets = listeners.len(), "serving the sockets systemd passed; --listen is not used");
+        return Ok(listeners);
+    }
+    let listener = match listen {
+        ListenAddr::Tcp(addr) => subserve::Listener::Tcp(
+            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?,
+        ),
+        ListenAddr::Unix(path) => {
+            use std::os::unix::fs::FileTypeExt as _;
+            if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+                std::fs::remove_file(path).with_context(|| format!("cannot replace {}", path.display()))?;
+            }
+            subserve::Listener::Unix(
+                tokio::net::UnixListener::bind(path)
+                    .with_context(|| format!("cannot listen on unix:{}", path.display()))?,
+            )
+        }
+    };
+    Ok(vec![listener])
+}
+
+/// The URL nodes reach this server at: `--url`, else derived from the listen address (the
+/// host name when listening on every address). Warns when nodes could not reach it.
+fn client_url(settings: &subserve::settings::Settings) -> String {
+    let ListenAddr::Tcp(listen) = settings.listen.clone() else {
+        // Behind a reverse proxy: only the operator knows the URL.
+        return settings.url.clone().unwrap_or_else(|| "http://HOST (set --url)".into());
+    };
+    let Some(url) = &settings.url else {
+        return match listen.ip().is_unspecified() {
+            true => format!("http://{}:{}", startup::hostname(), listen.port()),
+            false => format!("http://{listen}"),
+        };
+    };
+    let host = url.split("://").nth(1).unwrap_or("").split(['/', ':']).next().unwrap_or("");
+    let local_host = matches!(host, "localhost" | "127.0.0.1" | "[::1]") || host.starts_with("127.");
+    if listen.ip().is_loopback() && !local_host {
+        tracing::warn!(
+            %listen, %url,
+            "listening on loopback only: nodes cannot reach {url}; listen on their network (--listen 0.0.0.0:{})",
+            listen.port()
         );
-        subserve::run(listener, stores, shutdown_signal()).await.context("server failed")
-    })
+    }
+    url.trim_end_matches('/').to_owned()
+}
+
+/// Prints, for each store, what its clients need: the Nix `nix.conf` lines or the Guix
+/// commands, with this server's URL and keys.
+fn print_client_config(built: &[(subserve::AppState, KeySource)], url: &str) {
+    for (state, _) in built {
+        let store_url = format!("{url}{}", state.settings.prefix);
+        match state.settings.dialect {
+            subserve::dialect::Dialect::Nix => {
+                let keys: Vec<String> = state.keys.iter().map(|k| k.to_public().to_string()).collect();
+                println!("# {} clients: add to /etc/nix/nix.conf on each node", state.store.store_dir());
+                println!("substituters = {store_url}");
+                println!("trusted-public-keys = {}", keys.join(" "));
+            }
+            subserve::dialect::Dialect::Guix => {
+                println!("# {} clients: on each node, authorize the key and use the URL", state.store.store_dir());
+                if let Some(key) = state.guix_keys.first() {
+                    println!("guix archive --authorize <<'EOF'\n{}EOF", key.public_sexp());
+                }
+                println!("guix-daemon --substitute-urls={store_url}");
+            }
+        }
+    }
 }
 
 /// What the operator needs to know of one store at start-up: where, which keys, which proxy.
@@ -79,6 +183,13 @@ fn log_store(state: &subserve::AppState, keys: &KeySource) {
         compression = ?config.compressions,
         "store"
     );
+    if state.store.reads_immutable() {
+        tracing::info!(
+            db = %config.store.db.display(),
+            "the store DB's directory is read-only to subserve and no writer has the DB open: reading it as \
+             immutable, and checking for a writer at every lookup"
+        );
+    }
     match keys {
         KeySource::Generated { secret, public } => tracing::info!(
             secret = %secret.display(), public = %public.display(),
@@ -120,15 +231,30 @@ fn log_store(state: &subserve::AppState, keys: &KeySource) {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT, starting a graceful shutdown.
+/// Resolves on the first SIGTERM or SIGINT, starting a graceful shutdown; a second one ends
+/// the process at once. SIGHUP is logged and otherwise ignored, never fatal.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = tokio::signal::ctrl_c() => {},
+    let mut int = signal(SignalKind::interrupt()).expect("can install a SIGINT handler");
+    let mut hup = signal(SignalKind::hangup()).expect("can install a SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => tracing::warn!("SIGHUP: reloading the configuration is not supported yet; ignored"),
+        }
     }
-    tracing::info!("shutting down");
+    tracing::info!("shutting down: no new connections; a second signal exits at once");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(0);
+    });
 }
 
 fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
@@ -138,7 +264,10 @@ fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
         let url = args.url.unwrap_or_else(|| format!("http://{}:5000", startup::hostname()));
         print!("{}", key.public_sexp());
         eprintln!("wrote {} (secret, mode 0600) and {}", args.secret_out.display(), args.public_out.display());
-        eprintln!("serve with: subserve serve --store-dir /gnu/store --sign-key-file {}", args.secret_out.display());
+        eprintln!(
+            "serve with: subserve serve --listen 0.0.0.0:5000 --url {url} --store-dir /gnu/store --sign-key-file {}",
+            args.secret_out.display()
+        );
         eprintln!("on each Guix node, authorize the key and use the URL:");
         eprintln!("  guix archive --authorize < {}", args.public_out.display());
         eprintln!("  guix-daemon --substitute-urls={url}");
@@ -151,7 +280,10 @@ fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
     let url = args.url.unwrap_or_else(|| format!("http://{}:5000", startup::hostname()));
     println!("{public}");
     eprintln!("wrote {} (secret, mode 0600) and {}", args.secret_out.display(), args.public_out.display());
-    eprintln!("serve with: subserve serve --sign-key-file {}", args.secret_out.display());
+    eprintln!(
+        "serve with: subserve serve --listen 0.0.0.0:5000 --url {url} --sign-key-file {}",
+        args.secret_out.display()
+    );
     eprintln!("add to /etc/nix/nix.conf on each client:");
     println!("substituters = {url}");
     println!("trusted-public-keys = {public}");

@@ -28,12 +28,66 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
 /// Default priority: preferred over cache.nixos.org (40).
 pub const DEFAULT_PRIORITY: i32 = 30;
 
+/// Where the server listens: a TCP address and port, or `unix:PATH` (behind a reverse proxy
+/// on the same host).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum ListenAddr {
+    /// `ADDRESS:PORT`.
+    Tcp(SocketAddr),
+    /// `unix:PATH`.
+    Unix(PathBuf),
+}
+
+impl ListenAddr {
+    /// The TCP port, if this is a TCP address.
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            ListenAddr::Tcp(addr) => Some(addr.port()),
+            ListenAddr::Unix(_) => None,
+        }
+    }
+}
+
+impl FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if !path.starts_with('/') {
+                return Err(format!("{s:?}: a Unix socket needs an absolute path (unix:/run/subserve.sock)"));
+            }
+            return Ok(ListenAddr::Unix(path.into()));
+        }
+        s.parse()
+            .map(ListenAddr::Tcp)
+            .map_err(|_| format!("{s:?} is not ADDRESS:PORT (0.0.0.0:5000, [::]:5000) or unix:/PATH"))
+    }
+}
+
+impl TryFrom<String> for ListenAddr {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddr::Tcp(addr) => write!(f, "{addr}"),
+            ListenAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
 /// The `[serve]`-level keys of the TOML config file; every key optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FileConfig {
     /// Address to listen on.
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<ListenAddr>,
     /// Logical store directory.
     pub store_dir: Option<String>,
     /// Root of a chroot store.
@@ -82,6 +136,24 @@ pub struct FileConfig {
     pub max_streams: Option<usize>,
     /// NARs compressed on the fly at once, over all stores.
     pub max_compressed_streams: Option<usize>,
+    /// NAR bodies one client address may hold at once.
+    pub max_streams_per_client: Option<usize>,
+    /// NARs compressed on the fly for one client address at once.
+    pub max_compressed_streams_per_client: Option<usize>,
+    /// Connections open at once.
+    pub max_connections: Option<usize>,
+    /// Seconds a connection may wait for its next request.
+    pub idle_timeout: Option<u64>,
+    /// Seconds a request head may take once its first byte has arrived.
+    pub header_timeout: Option<u64>,
+    /// Seconds a response may go without the client accepting a byte.
+    pub write_timeout: Option<u64>,
+    /// Seconds a shutdown waits for responses in flight.
+    pub shutdown_timeout: Option<u64>,
+    /// Milliseconds a lookup waits for a locked store DB.
+    pub db_busy_timeout: Option<u64>,
+    /// The URL nodes reach this server at.
+    pub url: Option<String>,
     /// URL prefix of a store, in a `[[store]]` table (`/nix`, `/guix`).
     pub prefix: Option<String>,
     /// Several stores served side by side, each under its own URL prefix: one table per store,
@@ -133,16 +205,58 @@ pub struct Env {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// Address to listen on.
-    pub listen: SocketAddr,
+    pub listen: ListenAddr,
     /// subserve's state directory.
     pub state_dir: PathBuf,
     /// Cap on NAR bodies sent at once, over all stores.
     pub max_streams: usize,
     /// Cap on NARs compressed on the fly at once, over all stores.
     pub max_compressed_streams: usize,
+    /// Share of `max_streams` one client address may hold.
+    pub max_streams_per_client: usize,
+    /// Share of `max_compressed_streams` one client address may hold.
+    pub max_compressed_streams_per_client: usize,
+    /// Timeouts and the connection cap; `None` for the cap means "derive it from the
+    /// descriptor limit at start-up".
+    pub conn: ConnSettings,
+    /// How long a lookup waits for a store DB locked by a writer.
+    pub db_busy_timeout: Duration,
+    /// The URL nodes reach this server at, as configured (`None`: derived from `listen`).
+    pub url: Option<String>,
     /// The stores served, each under its own URL prefix; one store with an empty prefix
     /// unless the config file has `[[store]]` tables.
     pub stores: Vec<StoreSettings>,
+}
+
+/// Connection timeouts and cap, as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnSettings {
+    /// See [`crate::ConnLimits::idle_timeout`].
+    pub idle_timeout: Duration,
+    /// See [`crate::ConnLimits::header_timeout`].
+    pub header_timeout: Duration,
+    /// See [`crate::ConnLimits::write_timeout`].
+    pub write_timeout: Duration,
+    /// See [`crate::ConnLimits::shutdown_timeout`].
+    pub shutdown_timeout: Duration,
+    /// See [`crate::ConnLimits::max_connections`]; `None`: from the descriptor limit.
+    pub max_connections: Option<usize>,
+}
+
+impl ConnSettings {
+    /// The limits to serve with, given the descriptor limit in force and the descriptors
+    /// to keep for everything but client connections.
+    pub fn limits(&self, nofile: u64, reserved: u64) -> crate::ConnLimits {
+        crate::ConnLimits {
+            idle_timeout: self.idle_timeout,
+            header_timeout: self.header_timeout,
+            write_timeout: self.write_timeout,
+            shutdown_timeout: self.shutdown_timeout,
+            max_connections: self
+                .max_connections
+                .unwrap_or_else(|| crate::conn::default_max_connections(nofile, reserved)),
+        }
+    }
 }
 
 /// How one store is served.
@@ -218,7 +332,7 @@ pub enum SettingsError {
 /// flag, variable or top-level key would be ambiguous, so it is an error that says where the
 /// setting belongs.
 pub fn resolve(args: &ServeArgs, env: &Env, file: &FileConfig) -> Result<Settings, SettingsError> {
-    let listen = pick(args.listen, env_var(env, "LISTEN")?, file.listen)
+    let listen = pick(args.listen.clone(), env_var(env, "LISTEN")?, file.listen.clone())
         .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default"));
     let state_dir = pick(args.state_dir.clone(), env_var(env, "STATE_DIR")?, file.state_dir.clone())
         .map_or_else(|| default_state_dir(env), Ok)?;
@@ -234,8 +348,75 @@ pub fn resolve(args: &ServeArgs, env: &Env, file: &FileConfig) -> Result<Setting
     if max_compressed_streams == 0 {
         return Err(invalid("--max-compressed-streams", "must be at least 1".into()));
     }
-    let global =
-        |stores| Settings { listen, state_dir: state_dir.clone(), max_streams, max_compressed_streams, stores };
+    let max_streams_per_client =
+        pick(args.max_streams_per_client, env_var(env, "MAX_STREAMS_PER_CLIENT")?, file.max_streams_per_client)
+            .unwrap_or_else(|| admission::default_per_client(max_streams, 4, 4));
+    let max_compressed_streams_per_client = pick(
+        args.max_compressed_streams_per_client,
+        env_var(env, "MAX_COMPRESSED_STREAMS_PER_CLIENT")?,
+        file.max_compressed_streams_per_client,
+    )
+    .unwrap_or_else(|| admission::default_per_client(max_compressed_streams, 2, 1));
+    if max_streams_per_client == 0 {
+        return Err(invalid("--max-streams-per-client", "must be at least 1".into()));
+    }
+    if max_compressed_streams_per_client == 0 {
+        return Err(invalid("--max-compressed-streams-per-client", "must be at least 1".into()));
+    }
+    let max_connections = pick(args.max_connections, env_var(env, "MAX_CONNECTIONS")?, file.max_connections);
+    if max_connections == Some(0) {
+        return Err(invalid("--max-connections", "must be at least 1".into()));
+    }
+    let seconds = |flag: &'static str, value: Option<u64>, default: Duration| match value {
+        Some(0) => Err(invalid(flag, "must be at least 1 second".into())),
+        Some(s) => Ok(Duration::from_secs(s)),
+        None => Ok(default),
+    };
+    let conn = ConnSettings {
+        idle_timeout: seconds(
+            "--idle-timeout",
+            pick(args.idle_timeout, env_var(env, "IDLE_TIMEOUT")?, file.idle_timeout),
+            crate::conn::DEFAULT_IDLE_TIMEOUT,
+        )?,
+        header_timeout: seconds(
+            "--header-timeout",
+            pick(args.header_timeout, env_var(env, "HEADER_TIMEOUT")?, file.header_timeout),
+            crate::conn::DEFAULT_HEADER_TIMEOUT,
+        )?,
+        write_timeout: seconds(
+            "--write-timeout",
+            pick(args.write_timeout, env_var(env, "WRITE_TIMEOUT")?, file.write_timeout),
+            crate::conn::DEFAULT_WRITE_TIMEOUT,
+        )?,
+        shutdown_timeout: seconds(
+            "--shutdown-timeout",
+            pick(args.shutdown_timeout, env_var(env, "SHUTDOWN_TIMEOUT")?, file.shutdown_timeout),
+            crate::conn::DEFAULT_SHUTDOWN_TIMEOUT,
+        )?,
+        max_connections,
+    };
+    let db_busy_timeout = Duration::from_millis(
+        pick(args.db_busy_timeout, env_var(env, "DB_BUSY_TIMEOUT")?, file.db_busy_timeout)
+            .unwrap_or(store_reader::DEFAULT_BUSY_TIMEOUT.as_millis() as u64),
+    );
+    let url = pick(args.url.clone(), env_var(env, "URL")?, file.url.clone());
+    if let Some(url) = &url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains(char::is_whitespace) {
+            return Err(invalid("--url", format!("{url:?} is not an http:// or https:// URL")));
+        }
+    }
+    let global = |stores| Settings {
+        listen,
+        state_dir: state_dir.clone(),
+        max_streams,
+        max_compressed_streams,
+        max_streams_per_client,
+        max_compressed_streams_per_client,
+        conn,
+        db_busy_timeout,
+        url: url.clone(),
+        stores,
+    };
     let Some(tables) = &file.store else {
         if file.prefix.is_some() {
             return Err(SettingsError::File("`prefix` belongs in a [[store]] table".into()));
@@ -267,16 +448,8 @@ pub fn resolve(args: &ServeArgs, env: &Env, file: &FileConfig) -> Result<Setting
     let mut stores: Vec<StoreSettings> = Vec::new();
     for (i, table) in tables.iter().enumerate() {
         let n = i + 1;
-        if table.listen.is_some()
-            || table.state_dir.is_some()
-            || table.store.is_some()
-            || table.max_streams.is_some()
-            || table.max_compressed_streams.is_some()
-        {
-            return Err(SettingsError::File(format!(
-                "[[store]] table {n}: `listen`, `state-dir`, `max-streams`, `max-compressed-streams` and `store` \
-                 belong at the top level"
-            )));
+        if let Some(key) = global_key(table) {
+            return Err(SettingsError::File(format!("[[store]] table {n}: `{key}` belongs at the top level")));
         }
         let prefix = match table.prefix.as_deref() {
             Some(p) => parse_prefix(p).map_err(|reason| invalid("prefix", format!("[[store]] table {n}: {reason}")))?,
@@ -306,14 +479,45 @@ pub fn resolve(args: &ServeArgs, env: &Env, file: &FileConfig) -> Result<Setting
 }
 
 /// The `SUBSERVE_*` variables that are not per-store settings.
-const GLOBAL_VARS: [&str; 6] = [
+const GLOBAL_VARS: [&str; 15] = [
     "SUBSERVE_LISTEN",
     "SUBSERVE_STATE_DIR",
     "SUBSERVE_CONFIG",
     "SUBSERVE_LOG",
     "SUBSERVE_MAX_STREAMS",
     "SUBSERVE_MAX_COMPRESSED_STREAMS",
+    "SUBSERVE_MAX_STREAMS_PER_CLIENT",
+    "SUBSERVE_MAX_COMPRESSED_STREAMS_PER_CLIENT",
+    "SUBSERVE_MAX_CONNECTIONS",
+    "SUBSERVE_IDLE_TIMEOUT",
+    "SUBSERVE_HEADER_TIMEOUT",
+    "SUBSERVE_WRITE_TIMEOUT",
+    "SUBSERVE_SHUTDOWN_TIMEOUT",
+    "SUBSERVE_DB_BUSY_TIMEOUT",
+    "SUBSERVE_URL",
 ];
+
+/// The first process-wide key set in a `[[store]]` table, by its file name.
+fn global_key(f: &FileConfig) -> Option<&'static str> {
+    [
+        (f.listen.is_some(), "listen"),
+        (f.state_dir.is_some(), "state-dir"),
+        (f.store.is_some(), "store"),
+        (f.max_streams.is_some(), "max-streams"),
+        (f.max_compressed_streams.is_some(), "max-compressed-streams"),
+        (f.max_streams_per_client.is_some(), "max-streams-per-client"),
+        (f.max_compressed_streams_per_client.is_some(), "max-compressed-streams-per-client"),
+        (f.max_connections.is_some(), "max-connections"),
+        (f.idle_timeout.is_some(), "idle-timeout"),
+        (f.header_timeout.is_some(), "header-timeout"),
+        (f.write_timeout.is_some(), "write-timeout"),
+        (f.shutdown_timeout.is_some(), "shutdown-timeout"),
+        (f.db_busy_timeout.is_some(), "db-busy-timeout"),
+        (f.url.is_some(), "url"),
+    ]
+    .into_iter()
+    .find_map(|(set, name)| set.then_some(name))
+}
 
 /// The first per-store flag given, by its flag name.
 fn per_store_flag(args: &ServeArgs) -> Option<&'static str> {
@@ -431,8 +635,13 @@ fn resolve_store_settings(
         .map_or(DEFAULT_NARINFO_TTL, Duration::from_secs);
     let negative_ttl = pick(args.negative_ttl, env_var(env, "NEGATIVE_TTL")?, file.negative_ttl)
         .map_or(DEFAULT_NEGATIVE_TTL, Duration::from_secs);
-    // The proxy cache of the unprefixed store is STATE_DIR/cache; `/nix` gets cache-nix.
-    let default_cache = state_dir.join(format!("cache{}", prefix.replace('/', "-")));
+    // The cache area of the unprefixed store is STATE_DIR/cache (cache-guix for a Guix store,
+    // so that a Nix and a Guix service on one state dir never share one); `/nix` gets
+    // cache-nix.
+    let default_cache = match (prefix.is_empty(), dialect) {
+        (true, Dialect::Guix) => state_dir.join("cache-guix"),
+        _ => state_dir.join(format!("cache{}", prefix.replace('/', "-"))),
+    };
     let bake = resolve_bake(args, env, file, &store.store_dir, Levels { zstd, xz, gzip: defaults.gzip })?;
     let proxy = resolve_proxy(args, env, file, dialect, &store.store_dir, default_cache, negative_ttl)?;
     // Without upstreams and without baking there is no cache area to open.

@@ -39,21 +39,24 @@ pub enum KeySource {
 /// Opens every store and loads its keys; the returned states are ready to serve. The stores
 /// share one [`Admission`], so its caps hold for the whole server.
 pub fn build_states(settings: &Settings) -> anyhow::Result<Vec<(AppState, KeySource)>> {
-    let admission = Arc::new(Admission::new(
-        settings.max_streams,
-        settings.max_compressed_streams,
+    let admission = Arc::new(Admission::with_shares(
+        (settings.max_streams, settings.max_streams_per_client),
+        (settings.max_compressed_streams, settings.max_compressed_streams_per_client),
         crate::admission::QUEUE_TIMEOUT,
     ));
     settings
         .stores
         .iter()
         .map(|store| {
-            build_state(store, &settings.state_dir, Arc::clone(&admission)).with_context(|| {
-                match store.prefix.as_str() {
-                    "" => format!("store {}", store.store.store_dir),
-                    prefix => format!("store {} at {prefix}/", store.store.store_dir),
-                }
-            })
+            let (mut state, keys) =
+                build_state(store, &settings.state_dir, Arc::clone(&admission)).with_context(|| {
+                    match store.prefix.as_str() {
+                        "" => format!("store {}", store.store.store_dir),
+                        prefix => format!("store {} at {prefix}/", store.store.store_dir),
+                    }
+                })?;
+            state.store.set_busy_timeout(settings.db_busy_timeout);
+            Ok((state, keys))
         })
         .collect()
 }
@@ -96,6 +99,7 @@ pub fn build_state(
         baker,
         admission,
         narinfo_cache: NarinfoCache::with_defaults(settings.negative_ttl),
+        listings: Default::default(),
     };
     Ok((state, source))
 }

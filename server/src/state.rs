@@ -35,6 +35,8 @@ pub struct AppState {
     pub admission: Arc<Admission>,
     /// Rendered, signed narinfos of local paths, for a short while (see `crate::narinfo_cache`).
     pub narinfo_cache: NarinfoCache,
+    /// Recent `.ls` listings (see `routes::listing`).
+    pub listings: crate::routes::ListingCache,
 }
 
 impl AppState {

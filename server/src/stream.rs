@@ -173,32 +173,16 @@ impl Write for ChannelWriter {
     }
 }
 
-/// Runs `produce` on the blocking pool and returns a body streaming what it writes.
+/// Runs `produce` on the blocking pool and returns a body streaming what it writes, holding
+/// `permit` until both the body and the producer are done.
 ///
 /// `produce` hands the writer back when it is done (after finishing any encoder wrapped around
 /// it), and only then is the body ended cleanly; if it returns an error, the body ends with
 /// that error and the connection is aborted. If the client goes away, the producer's next
 /// write fails and it stops.
 ///
-/// `what` names the thing streamed in the warning logged on failure. NAR bodies go through
-/// [`admitted_body_from_writer`] instead.
-pub(crate) fn body_from_writer<F>(what: String, produce: F) -> Body
-where
-    F: FnOnce(ChannelWriter) -> io::Result<ChannelWriter> + Send + 'static,
-{
-    spawn_body(what, None, produce)
-}
-
-/// [`body_from_writer`] for a NAR body: holds `permit` until both the body and the producer
-/// are done.
+/// `what` names the thing streamed in the warning logged on failure.
 pub(crate) fn admitted_body_from_writer<F>(what: String, permit: Permit, produce: F) -> Body
-where
-    F: FnOnce(ChannelWriter) -> io::Result<ChannelWriter> + Send + 'static,
-{
-    spawn_body(what, Some(permit), produce)
-}
-
-fn spawn_body<F>(what: String, permit: Option<Permit>, produce: F) -> Body
 where
     F: FnOnce(ChannelWriter) -> io::Result<ChannelWriter> + Send + 'static,
 {
@@ -255,7 +239,7 @@ mod tests {
         let limiter = Limiter::new("test", 1, Duration::from_secs(1));
         let want = data(3 * CHUNK + 17);
         let src = want.clone();
-        let body = admitted_body_from_writer("test".into(), limiter.admit().await.unwrap(), move |mut out| {
+        let body = admitted_body_from_writer("test".into(), limiter.admit(None).await.unwrap(), move |mut out| {
             // Odd-sized writes, to cross chunk boundaries.
             for piece in src.chunks(CHUNK / 3 + 5) {
                 out.write_all(piece)?;
@@ -279,18 +263,18 @@ mod tests {
         let contents = data(2 * CHUNK + 1000);
         std::fs::write(&path, &contents).unwrap();
         let limiter = Limiter::new("test", 1, Duration::from_secs(1));
-        let body = file_body(path.clone(), 10, contents.len() as u64 - 7, limiter.admit().await.unwrap());
+        let body = file_body(path.clone(), 10, contents.len() as u64 - 7, limiter.admit(None).await.unwrap());
         let got = body.collect().await.unwrap().to_bytes();
         assert_eq!(&got[..], &contents[10..contents.len() - 7]);
         // A range past the end of the file is an error, not a short body.
-        let body = file_body(path, 0, contents.len() as u64 + 1, limiter.admit().await.unwrap());
+        let body = file_body(path, 0, contents.len() as u64 + 1, limiter.admit(None).await.unwrap());
         assert!(body.collect().await.is_err());
     }
 
     #[tokio::test]
     async fn the_permit_is_released_when_the_body_is_dropped_mid_stream() {
         let limiter = Limiter::new("test", 1, Duration::from_secs(3600));
-        let body = admitted_body_from_writer("endless".into(), limiter.admit().await.unwrap(), move |mut out| {
+        let body = admitted_body_from_writer("endless".into(), limiter.admit(None).await.unwrap(), move |mut out| {
             // Endless: only the client going away stops it.
             let block = vec![7u8; CHUNK];
             loop {
@@ -302,7 +286,7 @@ mod tests {
         assert_eq!(limiter.available(), 0);
         drop(stream);
         // The producer fails at its next write and stops; then the permit is free again.
-        let next = tokio::time::timeout(Duration::from_secs(60), limiter.admit()).await;
+        let next = tokio::time::timeout(Duration::from_secs(60), limiter.admit(None)).await;
         assert!(matches!(next, Ok(Ok(_))), "the permit was not released");
     }
 

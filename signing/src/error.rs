@@ -121,6 +121,15 @@ pub enum Error {
         /// Its permission bits.
         mode: u32,
     },
+    /// A file given as a secret key holds a public key.
+    #[error(
+        "{} holds a public key; signing needs the secret key (the .sec file written with it)",
+        path.display()
+    )]
+    PublicKeyGiven {
+        /// The key file.
+        path: PathBuf,
+    },
     /// A key file to be written already exists.
     #[error("key file {} already exists, refusing to overwrite it", path.display())]
     AlreadyExists {

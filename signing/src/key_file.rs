@@ -27,10 +27,7 @@ pub enum AnySecretKey {
 /// refused with an error naming the path, the mode and the `chmod 600` that fixes it.
 /// The mode is checked on the opened file, so it cannot change between the check and the read.
 pub fn read_secret_key_file(path: &Path) -> Result<SecretKey, Error> {
-    let file = File::open(path).map_err(|source| read_error(path, source))?;
-    #[cfg(unix)]
-    check_private(&file, path)?;
-    let text = read_all(file, path)?;
+    let text = utf8(read_secret_bytes(path)?, path)?;
     SecretKey::parse(&text).map_err(|source| key_file_error(path, source))
 }
 
@@ -40,10 +37,7 @@ pub fn read_secret_key_file(path: &Path) -> Result<SecretKey, Error> {
 ///
 /// The permission rule of [`read_secret_key_file`] applies to both kinds.
 pub fn read_any_secret_key_file(path: &Path) -> Result<AnySecretKey, Error> {
-    let file = File::open(path).map_err(|source| read_error(path, source))?;
-    #[cfg(unix)]
-    check_private(&file, path)?;
-    let bytes = read_bytes(file, path)?;
+    let bytes = read_secret_bytes(path)?;
     if looks_like_sexp(&bytes) {
         return GuixSecretKey::parse(&*bytes).map(AnySecretKey::Guix).map_err(|source| key_file_error(path, source));
     }
@@ -54,11 +48,32 @@ pub fn read_any_secret_key_file(path: &Path) -> Result<AnySecretKey, Error> {
 /// Reads a Guix `signing-key.sec`, `(private-key (ecc (curve Ed25519) (q #…#) (d #…#)))`,
 /// with the permission rule of [`read_secret_key_file`].
 pub fn read_guix_secret_key_file(path: &Path) -> Result<GuixSecretKey, Error> {
+    let bytes = read_secret_bytes(path)?;
+    GuixSecretKey::parse(&*bytes).map_err(|source| key_file_error(path, source))
+}
+
+/// The bytes of a secret key file: refused when they are a public key (a common slip, which
+/// deserves that name rather than advice about its mode), then when the file's mode lets its
+/// group or others in.
+fn read_secret_bytes(path: &Path) -> Result<Zeroizing<Vec<u8>>, Error> {
     let file = File::open(path).map_err(|source| read_error(path, source))?;
     #[cfg(unix)]
-    check_private(&file, path)?;
+    let mode_check = check_private(&file, path);
     let bytes = read_bytes(file, path)?;
-    GuixSecretKey::parse(&*bytes).map_err(|source| key_file_error(path, source))
+    if is_public_key(&bytes) {
+        return Err(Error::PublicKeyGiven { path: path.to_owned() });
+    }
+    #[cfg(unix)]
+    mode_check?;
+    Ok(bytes)
+}
+
+/// Whether `bytes` parse as a Nix or Guix public key.
+fn is_public_key(bytes: &[u8]) -> bool {
+    if looks_like_sexp(bytes) {
+        return GuixPublicKey::parse(bytes).is_ok();
+    }
+    std::str::from_utf8(bytes).is_ok_and(|text| PublicKey::parse(text).is_ok())
 }
 
 /// Reads a Guix `signing-key.pub`, `(public-key (ecc (curve Ed25519) (q #…#)))`.
@@ -103,6 +118,12 @@ pub fn write_guix_key_pair(secret: &GuixSecretKey, secret_out: &Path, public_out
 }
 
 fn write_pair(secret_out: &Path, secret: &[u8], public_out: &Path, public: &[u8]) -> Result<(), Error> {
+    // Missing directories are created 0700: a key directory is nobody else's business.
+    for path in [secret_out, public_out] {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+            create_private_dir(dir).map_err(|source| write_error(dir, source))?;
+        }
+    }
     let secret_file = create_new(secret_out, 0o600)?;
     let public_file = match create_new(public_out, 0o644) {
         Ok(file) => file,
@@ -121,6 +142,15 @@ fn write_pair(secret_out: &Path, secret: &[u8], public_out: &Path, public: &[u8]
         let _ = fs::remove_file(public_out);
     }
     written
+}
+
+/// Creates `dir` and its missing parents with mode 0700.
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
 }
 
 /// Refuses a secret key file that its group or others can access in any way.
@@ -333,6 +363,37 @@ mod tests {
         assert!(matches!(**source, Error::Base64 { .. }));
         let printed = format!("{err:?} {err} {source}");
         assert!(!printed.contains(&data[..16]), "{printed}");
+    }
+
+    #[test]
+    fn missing_directories_are_created_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("etc/subserve");
+        let key = SecretKey::generate("test-1").unwrap();
+        write_key_pair(&key, &keys.join("key.sec"), &keys.join("key.pub")).unwrap();
+        assert_eq!(mode(&keys), 0o700);
+        assert_eq!(mode(&dir.path().join("etc")), 0o700);
+        assert_eq!(read_secret_key_file(&keys.join("key.sec")).unwrap().to_public(), key.to_public());
+    }
+
+    #[test]
+    fn a_public_key_given_as_the_secret_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SecretKey::generate("test-1").unwrap();
+        let (secret, public) = (dir.path().join("k.sec"), dir.path().join("k.pub"));
+        write_key_pair(&key, &secret, &public).unwrap();
+        // Mode 0644, as written: the key's kind is what is wrong, not its mode.
+        for err in
+            [read_secret_key_file(&public).unwrap_err(), read_any_secret_key_file(&public).map(drop).unwrap_err()]
+        {
+            assert!(matches!(err, Error::PublicKeyGiven { .. }), "{err}");
+            assert!(err.to_string().contains("holds a public key"), "{err}");
+        }
+        let guix = GuixSecretKey::generate().unwrap();
+        let (gsecret, gpublic) = (dir.path().join("g.sec"), dir.path().join("g.pub"));
+        write_guix_key_pair(&guix, &gsecret, &gpublic).unwrap();
+        let err = read_guix_secret_key_file(&gpublic).unwrap_err();
+        assert!(matches!(err, Error::PublicKeyGiven { .. }), "{err}");
     }
 
     #[test]

@@ -1,20 +1,36 @@
 //! Read-only queries against a live Nix (schema 10) or Guix (schema 7) store database.
 //!
 //! The daemon writes the DB in WAL mode while we read, so connections are opened read-only
-//! but never `immutable=1` (that would hide WAL commits), with a long busy timeout, and every
-//! lookup is one short read transaction (protocol.md §4.2).
+//! but never `immutable=1` (that would hide WAL commits), and every lookup is one short read
+//! transaction. A DB in rollback-journal mode locks readers out while the daemon commits: a
+//! lookup then waits at most the busy timeout and falls back to a recent answer.
+//!
+//! A DB in a directory we cannot write (a read-only mount, a non-root user) cannot be opened
+//! the usual way while no writer has it open, since SQLite would have to create its `-shm`:
+//! then it is read as `immutable=1`, and every lookup checks first whether a writer has
+//! appeared or the file has changed (two `stat`s), so answers stay as fresh as the DB.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use formats::{NarHash, StorePath, StorePathHash};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use crate::Error;
 
-/// How long one query waits for a lock held by the writing daemon before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a lookup waits, by default, for a lock held by the writing daemon before it
+/// answers from [`Store`]'s recent lookups or fails with [`Error::Busy`].
+///
+/// In WAL mode (Nix's default) readers never wait for the writer. A DB in rollback-journal
+/// mode (some NFS set-ups) locks readers out while the daemon commits; a narinfo should not
+/// wait out a long registration.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a lookup's answer may stand in for the DB while it is locked.
+const RECENT_TTL: Duration = Duration::from_secs(600);
+/// Bytes of recent lookups kept (about 300 bytes and 100 per reference each).
+const RECENT_BYTES: u64 = 16 << 20;
 /// Idle connections kept for reuse; more are opened on demand and closed after use.
 const POOL_SIZE: usize = 16;
 
@@ -57,7 +73,26 @@ pub struct Store {
     config: StoreConfig,
     /// Whether `ValidPaths` has Nix's `sigs` and `ca` columns (Guix's schema 7 has neither).
     nix_columns: bool,
-    idle: Mutex<Vec<Connection>>,
+    pool: Mutex<Pool>,
+    /// We cannot create the DB's `-shm` and `-wal` files (a read-only mount, a non-root user):
+    /// every lookup first checks whether the files have changed (see [`Pool::refresh`]).
+    read_only_dir: bool,
+    busy_timeout: Duration,
+    /// The answers of recent lookups, by hash, with when they were read: what a lookup
+    /// answers when the DB stays locked past the busy timeout.
+    recent: quick_cache::sync::Cache<StorePathHash, (Instant, Option<PathInfo>), RecentWeight>,
+    /// Lookups answered from `recent` because the DB was locked.
+    stale_answers: AtomicU64,
+}
+
+/// Weighs a recent lookup by its approximate size in bytes.
+#[derive(Debug, Clone, Copy)]
+struct RecentWeight;
+
+impl quick_cache::Weighter<StorePathHash, (Instant, Option<PathInfo>)> for RecentWeight {
+    fn weight(&self, _key: &StorePathHash, value: &(Instant, Option<PathInfo>)) -> u64 {
+        64 + value.1.as_ref().map_or(0, |info| 300 + 100 * info.references.len() as u64)
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -72,7 +107,10 @@ impl Store {
         if !config.real_store_dir.is_dir() {
             return Err(Error::NoStoreDir { path: config.real_store_dir.clone() });
         }
-        let conn = open_connection(&config.db)?;
+        let read_only_dir =
+            config.db.parent().is_some_and(|dir| rustix::fs::access(dir, rustix::fs::Access::WRITE_OK).is_err());
+        let stamp = Stamp::read(&config.db);
+        let conn = open_connection(&config.db, DEFAULT_BUSY_TIMEOUT, read_only_dir && !stamp.has_wal())?;
         let db_err = |source| Error::Db { path: config.db.clone(), source };
         let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('ValidPaths')").map_err(db_err)?;
         let columns: Vec<String> =
@@ -82,7 +120,35 @@ impl Store {
             return Err(Error::NotAStoreDb { path: config.db.clone() });
         }
         let nix_columns = columns.iter().any(|c| c == "sigs") && columns.iter().any(|c| c == "ca");
-        Ok(Self { config, nix_columns, idle: Mutex::new(vec![conn]) })
+        Ok(Self {
+            config,
+            nix_columns,
+            pool: Mutex::new(Pool { conns: vec![conn], stamp, generation: 0 }),
+            read_only_dir,
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            recent: quick_cache::sync::Cache::with_weighter((RECENT_BYTES / 400) as usize, RECENT_BYTES, RecentWeight),
+            stale_answers: AtomicU64::new(0),
+        })
+    }
+
+    /// Sets how long a lookup waits for a locked DB (default [`DEFAULT_BUSY_TIMEOUT`]).
+    pub fn set_busy_timeout(&mut self, timeout: Duration) {
+        self.busy_timeout = timeout;
+        // Pooled connections take it too; one that cannot is dropped (a new one will).
+        self.pool.get_mut().unwrap_or_else(|e| e.into_inner()).conns.retain(|conn| conn.busy_timeout(timeout).is_ok());
+    }
+
+    /// Whether the DB is read through `immutable=1` right now: its directory is read-only to
+    /// us and no writer has it open (so it has no `-wal`). A writer that opens it later is
+    /// noticed at the next lookup, which then reads the DB as usual.
+    pub fn reads_immutable(&self) -> bool {
+        let pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        self.read_only_dir && !pool.stamp.has_wal()
+    }
+
+    /// How many lookups were answered from recent lookups because the DB was locked.
+    pub fn stale_answers(&self) -> u64 {
+        self.stale_answers.load(Ordering::Relaxed)
     }
 
     /// The logical store directory (`/nix/store`).
@@ -103,8 +169,27 @@ impl Store {
     /// Looks a valid path up by its hash part; `None` when no valid path has that hash.
     ///
     /// Blocks on SQLite: call it from a blocking thread.
+    ///
+    /// When the DB stays locked past the busy timeout, the answer of a lookup of the same hash
+    /// made within the last ten minutes stands in; without one, this fails with
+    /// [`Error::Busy`].
     pub fn query_by_hash(&self, hash: &StorePathHash) -> Result<Option<PathInfo>, Error> {
-        let row = self.with_connection(|conn| self.query_row(conn, hash))?;
+        let row = match self.with_connection(|conn| self.query_row(conn, hash)) {
+            Ok(row) => {
+                self.recent.insert(hash.clone(), (Instant::now(), row.clone()));
+                row
+            }
+            Err(Error::Db { source, .. }) if is_transient(&source) => {
+                return match self.recent.get(hash) {
+                    Some((at, answer)) if at.elapsed() < RECENT_TTL => {
+                        self.stale_answers.fetch_add(1, Ordering::Relaxed);
+                        Ok(answer)
+                    }
+                    _ => Err(Error::Busy { path: self.config.db.clone() }),
+                };
+            }
+            Err(e) => return Err(e),
+        };
         let Some(mut info) = row else { return Ok(None) };
         if info.nar_size == 0 {
             // Legacy rows have a NULL narSize; Nix cannot sign without one, so compute it.
@@ -166,28 +251,90 @@ impl Store {
         }))
     }
 
-    /// Runs `f` on a pooled connection, retrying when SQLite reports a transient lock state.
+    /// Runs `f` on a pooled connection, retrying when SQLite reports a transient lock state
+    /// until the busy timeout has passed.
     fn with_connection<T>(&self, f: impl Fn(&Connection) -> Result<T, Error>) -> Result<T, Error> {
-        let conn = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let conn = match conn {
-            Some(c) => c,
-            None => open_connection(&self.config.db)?,
+        let start = Instant::now();
+        let (conn, generation) = {
+            let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            if self.read_only_dir {
+                pool.refresh(&self.config.db);
+            }
+            let immutable = self.read_only_dir && !pool.stamp.has_wal();
+            match pool.conns.pop() {
+                Some(conn) => (conn, pool.generation),
+                None => (open_connection(&self.config.db, self.busy_timeout, immutable)?, pool.generation),
+            }
         };
         let mut attempt = 0;
         let result = loop {
             match f(&conn) {
-                Err(Error::Db { source, .. }) if is_transient(&source) && attempt < 5 => {
+                // SQLite's own busy handler has waited; a few short retries cover the lock
+                // states it does not wait for (a reader meeting a WAL being reset).
+                Err(Error::Db { source, .. })
+                    if is_transient(&source) && attempt < 5 && start.elapsed() < self.busy_timeout =>
+                {
                     attempt += 1;
-                    std::thread::sleep(Duration::from_millis(20 << attempt));
+                    std::thread::sleep(Duration::from_millis(10 << attempt).min(self.busy_timeout / 4));
                 }
                 other => break other,
             }
         };
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < POOL_SIZE {
-            idle.push(conn);
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        // A connection opened before the DB's files changed is not reused.
+        if pool.generation == generation && pool.conns.len() < POOL_SIZE {
+            pool.conns.push(conn);
         }
         result
+    }
+}
+
+/// Idle connections kept for reuse, and the state of the DB's files they were opened for.
+struct Pool {
+    conns: Vec<Connection>,
+    stamp: Stamp,
+    /// Bumped whenever `stamp` changes; connections of an older generation are dropped.
+    generation: u64,
+}
+
+impl Pool {
+    /// For a DB whose directory we cannot write: drops the pooled connections when the DB's
+    /// files have changed since they were opened.
+    ///
+    /// Without a `-wal` (no writer has the DB open), connections read it as `immutable=1`,
+    /// which needs no `-shm`; such a connection trusts the file not to change, so it is
+    /// dropped as soon as the file or its `-wal` does. With a `-wal`, connections read it as
+    /// usual, with a private copy of the WAL index, and are dropped when the `-wal` is
+    /// replaced or removed (a writer closed the DB and a new one opened it).
+    fn refresh(&mut self, db: &Path) {
+        let now = Stamp::read(db);
+        if now != self.stamp {
+            self.stamp = now;
+            self.generation += 1;
+            self.conns.clear();
+        }
+    }
+}
+
+/// What identifies the state of the DB's files: the DB's inode, size and modification time,
+/// and the `-wal`'s inode if there is one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    db: Option<(u64, u64, i64, i64)>,
+    wal: Option<u64>,
+}
+
+impl Stamp {
+    fn read(db: &Path) -> Self {
+        use std::os::unix::fs::MetadataExt as _;
+        let db_meta = std::fs::metadata(db).ok().map(|m| (m.ino(), m.len(), m.mtime(), m.mtime_nsec()));
+        let mut wal = db.as_os_str().to_owned();
+        wal.push("-wal");
+        Self { db: db_meta, wal: std::fs::metadata(&wal).ok().map(|m| m.ino()) }
+    }
+
+    fn has_wal(&self) -> bool {
+        self.wal.is_some()
     }
 }
 
@@ -196,13 +343,35 @@ fn is_transient(e: &rusqlite::Error) -> bool {
     matches!(e.sqlite_error_code(), Some(DatabaseBusy | DatabaseLocked | FileLockingProtocolFailed))
 }
 
-fn open_connection(db: &Path) -> Result<Connection, Error> {
+/// Opens `db` read-only; `immutable`: without locking or WAL, for a DB no writer has open in
+/// a directory we cannot write (see [`Pool::refresh`]).
+fn open_connection(db: &Path, busy_timeout: Duration, immutable: bool) -> Result<Connection, Error> {
     let db_err = |source| Error::Db { path: db.to_path_buf(), source };
     if !db.is_file() {
         return Err(Error::NoDb { path: db.to_path_buf() });
     }
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(db, flags).map_err(db_err)?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
+    let conn = if immutable {
+        Connection::open_with_flags(immutable_uri(db), flags | OpenFlags::SQLITE_OPEN_URI)
+    } else {
+        Connection::open_with_flags(db, flags)
+    }
+    .map_err(db_err)?;
+    conn.busy_timeout(busy_timeout).map_err(db_err)?;
     Ok(conn)
+}
+
+/// `file:<db>?immutable=1`, with the characters a URI path gives a meaning to escaped.
+fn immutable_uri(db: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt as _;
+    let mut uri = String::from("file:");
+    for &b in db.as_os_str().as_bytes() {
+        match b {
+            b'%' | b'?' | b'#' => uri.push_str(&format!("%{b:02X}")),
+            _ if b.is_ascii() => uri.push(b as char),
+            _ => uri.push_str(&format!("%{b:02X}")),
+        }
+    }
+    uri.push_str("?immutable=1");
+    uri
 }

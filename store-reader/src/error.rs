@@ -72,6 +72,13 @@ pub enum Error {
         /// What is wrong with it.
         what: &'static str,
     },
+    /// The DB stayed locked by a writer past the busy timeout, and no recent lookup of the
+    /// path could answer instead.
+    #[error("store database {} is locked by a writer", path.display())]
+    Busy {
+        /// The database path.
+        path: PathBuf,
+    },
     /// The output writer failed (e.g. the client went away).
     #[error("cannot write the nar")]
     Write(#[source] io::Error),

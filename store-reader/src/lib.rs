@@ -7,5 +7,5 @@ pub mod error;
 pub mod listing;
 pub mod nar;
 
-pub use db::{PathInfo, Store, StoreConfig};
+pub use db::{PathInfo, Store, StoreConfig, DEFAULT_BUSY_TIMEOUT};
 pub use error::Error;

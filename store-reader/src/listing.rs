@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
+use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -73,6 +74,91 @@ pub fn list(root: &Path) -> Result<Listing, Error> {
     // The walk reports exactly one root node when it succeeds.
     let root = builder.root.unwrap_or(ListingNode::Directory { entries: BTreeMap::new() });
     Ok(Listing { version: 1, root })
+}
+
+/// Writes the `.ls` JSON of the filesystem object at `root` to `out` as the walk goes, in
+/// memory bounded by the deepest directory's entry list, whatever the object's size: the
+/// same bytes as serialising [`list`]'s result, for names that are UTF-8.
+///
+/// Entries come in NAR order (byte order of their names), which for UTF-8 names is the
+/// order of [`list`]'s sorted map. Names that are not UTF-8 are converted lossily and kept
+/// in NAR order; two that convert to the same text are both written.
+pub fn write_listing(root: &Path, out: &mut dyn Write) -> Result<(), Error> {
+    let mut writer = JsonWriter { out, first: Vec::new(), name: None };
+    writer.put(b"{\"version\":1,\"root\":")?;
+    walk(root, &mut writer)?;
+    writer.put(b"}")
+}
+
+/// The visitor that writes the listing as it goes.
+struct JsonWriter<'a> {
+    out: &'a mut dyn Write,
+    /// For each open directory: whether no entry has been written in it yet.
+    first: Vec<bool>,
+    /// Name of the entry whose node comes next.
+    name: Option<String>,
+}
+
+impl JsonWriter<'_> {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.out.write_all(bytes).map_err(Error::Write)
+    }
+
+    fn put_string(&mut self, text: &str) -> Result<(), Error> {
+        serde_json::to_writer(&mut *self.out, text).map_err(|e| Error::Write(e.into()))
+    }
+
+    /// Writes `"name":` (after a comma unless first) for a node inside a directory.
+    fn key(&mut self) -> Result<(), Error> {
+        let Some(name) = self.name.take() else { return Ok(()) };
+        if let Some(first) = self.first.last_mut() {
+            let comma = !*first;
+            *first = false;
+            if comma {
+                self.put(b",")?;
+            }
+        }
+        self.put_string(&name)?;
+        self.put(b":")
+    }
+}
+
+impl Visitor for JsonWriter<'_> {
+    fn regular(&mut self, _path: &Path, executable: bool, size: u64, offset: u64) -> Result<(), Error> {
+        self.key()?;
+        let mut node = format!("{{\"type\":\"regular\",\"size\":{size}");
+        if executable {
+            node.push_str(",\"executable\":true");
+        }
+        if offset != 0 {
+            node.push_str(&format!(",\"narOffset\":{offset}"));
+        }
+        node.push('}');
+        self.put(node.as_bytes())
+    }
+
+    fn symlink(&mut self, target: &OsStr) -> Result<(), Error> {
+        self.key()?;
+        self.put(b"{\"type\":\"symlink\",\"target\":")?;
+        self.put_string(&target.to_string_lossy())?;
+        self.put(b"}")
+    }
+
+    fn directory(&mut self) -> Result<(), Error> {
+        self.key()?;
+        self.first.push(true);
+        self.put(b"{\"type\":\"directory\",\"entries\":{")
+    }
+
+    fn entry(&mut self, _path: &Path, name: &OsStr) -> Result<(), Error> {
+        self.name = Some(name.to_string_lossy().into_owned());
+        Ok(())
+    }
+
+    fn directory_end(&mut self) -> Result<(), Error> {
+        self.first.pop();
+        self.put(b"}}")
+    }
 }
 
 /// The visitor that assembles the tree.
@@ -157,6 +243,30 @@ mod tests {
         );
         let back: Listing = serde_json::from_str(&serde_json::to_string(&listing).unwrap()).unwrap();
         assert_eq!(back, listing);
+    }
+
+    /// [`write_listing`] writes what serialising [`list`] gives, byte for byte.
+    fn assert_streams_the_same(root: &Path) {
+        let mut streamed = Vec::new();
+        write_listing(root, &mut streamed).unwrap();
+        assert_eq!(String::from_utf8(streamed).unwrap(), serde_json::to_string(&list(root).unwrap()).unwrap());
+    }
+
+    #[test]
+    fn the_streamed_listing_is_the_serialised_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tree");
+        fs::create_dir_all(root.join("b/c/d")).unwrap();
+        fs::create_dir_all(root.join("empty")).unwrap();
+        for (i, name) in ["z", "a", "é\"quote\\", "b/c/x", "b/c/d/y", "b/0"].iter().enumerate() {
+            fs::write(root.join(name), vec![b'x'; i * 7]).unwrap();
+        }
+        fs::set_permissions(root.join("a"), fs::Permissions::from_mode(0o755)).unwrap();
+        symlink("../z\n", root.join("b/link")).unwrap();
+        assert_streams_the_same(&root);
+        assert_streams_the_same(&root.join("z"));
+        assert_streams_the_same(&root.join("b/link"));
+        assert_streams_the_same(&root.join("empty"));
     }
 
     #[test]

@@ -96,6 +96,9 @@ fn nar_streams_over_the_cap_queue_and_narinfos_are_never_stuck_behind_them() {
         "zstd",
         "--max-compressed-streams",
         "3",
+        // Every client here is 127.0.0.1: let it hold the whole cap.
+        "--max-compressed-streams-per-client",
+        "3",
     ]);
     let cap = 3;
     assert!(srv.log.lock().unwrap().contains("max_compressed_streams=3"), "{}", srv.log.lock().unwrap());

@@ -123,8 +123,28 @@ impl Server {
         Self::spawn(&["--config", config.to_str().unwrap()], &[])
     }
 
+    /// Like [`Server::start`], under a descriptor limit of `nofile` (soft and hard), as a
+    /// service on a default system gets.
+    pub fn start_with_nofile(args: &[&str], nofile: u64) -> Self {
+        let limit = format!("--nofile={nofile}:{nofile}");
+        let mut command = Command::new("prlimit");
+        command.args([limit.as_str(), "--", SUBSERVE]);
+        Self::spawn_command(command, &[&["--upstream", "none", "--bake", "none"], args].concat(), &[])
+    }
+
+    /// Like [`Server::start`], as the unprivileged user `nobody`.
+    pub fn start_as_nobody(args: &[&str]) -> Self {
+        let mut command = Command::new("setpriv");
+        command.args(["--reuid", "nobody", "--regid", "nogroup", "--clear-groups", "--", SUBSERVE]);
+        Self::spawn_command(command, &[&["--upstream", "none", "--bake", "none"], args].concat(), &[])
+    }
+
     fn spawn(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(SUBSERVE)
+        Self::spawn_command(Command::new(SUBSERVE), args, env)
+    }
+
+    fn spawn_command(mut command: Command, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut child = command
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
@@ -176,6 +196,12 @@ impl Server {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("VmHWM in /proc/PID/status");
         kib / 1024.0
+    }
+
+    /// The server's threads right now (`Threads` of /proc/PID/status).
+    pub fn threads(&self) -> usize {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|v| v.trim().parse().ok()).expect("Threads")
     }
 
     /// Kills the server with SIGKILL, as a crash or the OOM killer would, and reaps it.

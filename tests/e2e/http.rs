@@ -159,6 +159,15 @@ fn range_requests_on_the_bare_nar() {
     let past = request(srv.addr, "GET", url.as_bytes(), &format!("Range: bytes={size}-\r\n"));
     assert_eq!(past.status, 416);
     assert_eq!(past.header("content-range"), Some(format!("bytes */{size}").as_str()));
+
+    // A NAR compressed on the fly has no length: its HEAD says none either (not 0).
+    let zst = url.replace(".nar", ".nar.zst");
+    let head = request(srv.addr, "HEAD", zst.as_bytes(), "");
+    let get = request(srv.addr, "GET", zst.as_bytes(), "");
+    assert_eq!((head.status, get.status), (200, 200));
+    assert_eq!(head.header("content-length"), None, "{:?}", head.headers);
+    assert_eq!(head.header("content-length"), get.header("content-length"));
+    assert!(!get.body.is_empty() && get.complete);
 }
 
 #[test]

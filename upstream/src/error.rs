@@ -33,6 +33,29 @@ pub enum Error {
         /// The URL as configured.
         url: String,
     },
+    /// Another process holds the cache directory.
+    #[error("cache directory {} is in use by {holder} ({detail}); give each server its own --cache-dir", dir.display())]
+    InUse {
+        /// The cache directory.
+        dir: PathBuf,
+        /// Who holds it, as its lock file says.
+        holder: String,
+        /// What the lock call said.
+        detail: String,
+    },
+    /// The cache directory belongs to a store with another store directory.
+    #[error(
+        "cache directory {} belongs to a store of {found}, not {expected}; give this store its own --cache-dir",
+        dir.display()
+    )]
+    OtherStore {
+        /// The cache directory.
+        dir: PathBuf,
+        /// The store directory its `nix-cache-info` names.
+        found: String,
+        /// Ours.
+        expected: String,
+    },
     /// The HTTP client could not be built (TLS set-up).
     #[error("cannot create the HTTP client")]
     Client(#[source] reqwest::Error),

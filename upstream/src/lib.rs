@@ -24,6 +24,7 @@ mod error;
 mod fetch;
 mod guix;
 mod index;
+mod owner;
 mod verify;
 
 use std::collections::HashMap;
@@ -144,6 +145,8 @@ struct Inner {
     stats: Stats,
     /// When narinfo-only entries were last pruned (unix seconds).
     last_prune: std::sync::atomic::AtomicI64,
+    /// The lock that makes this process the cache directory's only user.
+    _owner: owner::Owner,
 }
 
 /// A narinfo whose NAR was never fetched is forgotten after this long unused: as long as Nix
@@ -201,6 +204,9 @@ impl Proxy {
         if config.flavour == Flavour::Guix {
             subdirs.extend(guix::nar_subdirectories().map(|c| format!("nar/{c}")));
         }
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let owner = owner::Owner::lock(dir)?;
+        owner::check_store_dir(dir, &config.store_dir)?;
         for sub in subdirs {
             let d = dir.join(sub);
             std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
@@ -229,6 +235,7 @@ impl Proxy {
             downloads: Mutex::default(),
             stats: Stats::default(),
             last_prune: std::sync::atomic::AtomicI64::new(0),
+            _owner: owner,
         };
         Ok(Self { inner: Arc::new(inner) })
     }

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use formats::store_path::fixed_output_path;
 use formats::NarHash;
 
+use super::Slots;
 use crate::compression::Compression;
 use crate::error::AppError;
 use crate::state::AppState;
@@ -18,6 +19,7 @@ use crate::stream::file_body;
 pub(super) async fn get(
     State(state): State<Arc<AppState>>,
     Path((name, hash)): Path<(String, String)>,
+    slots: Slots,
     method: Method,
 ) -> Result<Response, AppError> {
     let content = NarHash::from_nix32(&hash).map_err(|_| AppError::BadRequest("invalid sha256 hash"))?;
@@ -40,6 +42,6 @@ pub(super) async fn get(
     if method == Method::HEAD {
         return Ok(headers.into_response());
     }
-    let permit = state.admission.admit(Compression::None).await?;
+    let permit = slots.admit(Compression::None).await?;
     Ok((headers, file_body(real, 0, meta.len(), permit)).into_response())
 }

@@ -11,6 +11,7 @@ use axum::response::Response;
 use formats::StorePath;
 use upstream::NarSource;
 
+use super::Slots;
 use crate::compression::Compression;
 use crate::dialect::Dialect;
 use crate::error::AppError;
@@ -20,10 +21,11 @@ use crate::state::AppState;
 pub(super) async fn get_bare(
     state: State<Arc<AppState>>,
     Path(basename): Path<String>,
+    slots: Slots,
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    serve(state, Compression::None, &basename, &method, &headers).await
+    serve(state, Compression::None, &basename, &slots, &method, &headers).await
 }
 
 /// `/nar/<compression>/<basename>`: the NAR compressed on the fly (or baked), or a proxied
@@ -31,6 +33,7 @@ pub(super) async fn get_bare(
 pub(super) async fn get(
     state: State<Arc<AppState>>,
     Path((compression, basename)): Path<(String, String)>,
+    slots: Slots,
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
@@ -38,20 +41,21 @@ pub(super) async fn get(
     if compression == Compression::None {
         return Err(AppError::NotFound);
     }
-    serve(state, compression, &basename, &method, &headers).await
+    serve(state, compression, &basename, &slots, &method, &headers).await
 }
 
 async fn serve(
     State(state): State<Arc<AppState>>,
     compression: Compression,
     basename: &str,
+    slots: &Slots,
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<Response, AppError> {
     let path = StorePath::from_basename(basename).map_err(|_| AppError::BadRequest("invalid store path name"))?;
     let info = match super::lookup(&state, path.hash().as_str()).await {
         Ok(info) => info,
-        Err(AppError::NotFound) => return proxied(&state, &path, compression, method, headers).await,
+        Err(AppError::NotFound) => return proxied(&state, &path, compression, slots, method, headers).await,
         Err(e) => return Err(e),
     };
     if info.path != path || !Dialect::Guix.can_offer(compression) {
@@ -59,10 +63,10 @@ async fn serve(
         return Err(AppError::NotFound);
     }
     if let Some(baked) = super::nar::baked_file(&state, &info, compression).await {
-        return super::nar::file_response(baked.path, baked.file_size, &state.admission, method, headers).await;
+        return super::nar::file_response(baked.path, baked.file_size, slots, method, headers).await;
     }
     let root = state.store.real_path(&info.path);
-    super::nar::local(root, info.nar_size, compression, state.settings.levels, &state.admission, method, headers).await
+    super::nar::local(root, info.nar_size, compression, state.settings.levels, slots, method, headers).await
 }
 
 /// A NAR the Guix proxy offered: only under the name and compression of its narinfo.
@@ -70,6 +74,7 @@ async fn proxied(
     state: &AppState,
     path: &StorePath,
     compression: Compression,
+    slots: &Slots,
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<Response, AppError> {
@@ -79,9 +84,7 @@ async fn proxied(
         return Err(AppError::NotFound);
     }
     match proxy.guix_nar(path.hash(), compression).await.ok_or(AppError::NotFound)? {
-        NarSource::Stream(stream) => super::nar::download_response(stream, &state.admission, method).await,
-        NarSource::File { path, size } => {
-            super::nar::file_response(path, size, &state.admission, method, headers).await
-        }
+        NarSource::Stream(stream) => super::nar::download_response(stream, slots, method).await,
+        NarSource::File { path, size } => super::nar::file_response(path, size, slots, method, headers).await,
     }
 }

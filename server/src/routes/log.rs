@@ -16,10 +16,12 @@ use axum::http::{header, Method};
 use axum::response::{IntoResponse, Response};
 use formats::StorePath;
 
+use super::Slots;
+use crate::compression::Compression;
 use crate::dialect::Dialect;
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::stream::body_from_writer;
+use crate::stream::admitted_body_from_writer;
 
 /// How a log file is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +34,7 @@ enum Stored {
 pub(super) async fn get(
     State(state): State<Arc<AppState>>,
     Path(drv): Path<String>,
+    slots: Slots,
     method: Method,
 ) -> Result<Response, AppError> {
     let drv = StorePath::from_basename(&drv).map_err(|_| AppError::BadRequest("invalid derivation name"))?;
@@ -43,7 +46,7 @@ pub(super) async fn get(
         (dir.join(format!("{rest}.bz2")), Stored::Bzip2),
         (dir.join(format!("{rest}.gz")), Stored::Gzip),
     ];
-    let found = tokio::task::spawn_blocking(move || open_first(candidates)).await?;
+    let found = state.admission.blocking(move || open_first(candidates)).await?;
     let Some((file, stored)) = found else { return Err(AppError::NotFound) };
     let raw_gzip = stored == Stored::Gzip && state.settings.dialect == Dialect::Guix;
     let mut response = ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")]).into_response();
@@ -51,9 +54,13 @@ pub(super) async fn get(
         response.headers_mut().insert(header::CONTENT_ENCODING, header::HeaderValue::from_static("gzip"));
     }
     if method == Method::HEAD {
+        // The GET streams without a length; so does its HEAD.
+        *response.body_mut() = super::nar::unsized_empty_body();
         return Ok(response);
     }
-    let body = body_from_writer(format!("log of {base}"), move |mut out| {
+    // A log body costs what a NAR body does (a blocking thread, buffers): it takes a slot.
+    let permit = slots.admit(Compression::None).await?;
+    let body = admitted_body_from_writer(format!("log of {base}"), permit, move |mut out| {
         let mut input = io::BufReader::new(file);
         match stored {
             Stored::Bzip2 => io::copy(&mut bzip2::read::MultiBzDecoder::new(input), &mut out)?,

@@ -9,11 +9,13 @@ mod nar;
 mod narinfo;
 mod signing_key;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Path, Request, State};
-use axum::http::header;
+use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -21,6 +23,11 @@ use axum::Router;
 use formats::StorePathHash;
 use store_reader::PathInfo;
 
+pub use listing::ListingCache;
+
+use crate::admission::{Admission, Permit};
+use crate::compression::Compression;
+use crate::conn::ClientAddr;
 use crate::dialect::Dialect;
 use crate::error::AppError;
 use crate::state::AppState;
@@ -75,13 +82,41 @@ fn stores_index(stores: &[Arc<AppState>]) -> String {
 }
 
 /// `/<hash>.narinfo` and `/<hash>.ls` share one path segment, so they share one route.
-async fn top_level(state: State<Arc<AppState>>, Path(file): Path<String>) -> Result<Response, AppError> {
+async fn top_level(
+    state: State<Arc<AppState>>,
+    Path(file): Path<String>,
+    slots: Slots,
+    method: Method,
+) -> Result<Response, AppError> {
     if let Some(hash) = file.strip_suffix(".narinfo") {
         narinfo::get(state, hash).await
     } else if let Some(hash) = file.strip_suffix(".ls") {
-        listing::get(state, hash).await
+        listing::get(state, hash, &slots, &method).await
     } else {
         Err(AppError::NotFound)
+    }
+}
+
+/// What a handler that streams a body needs to take a stream slot: the shared limiters and
+/// the client's address (its share of the slots is counted by it).
+pub(crate) struct Slots {
+    admission: Arc<Admission>,
+    client: Option<IpAddr>,
+}
+
+impl Slots {
+    /// A permit to send one body produced with `compression` (see [`Admission::admit`]).
+    pub(crate) async fn admit(&self, compression: Compression) -> Result<Permit, AppError> {
+        self.admission.admit(compression, self.client).await
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for Slots {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let client = parts.extensions.get::<ClientAddr>().map(ClientAddr::ip);
+        Ok(Slots { admission: Arc::clone(&state.admission), client })
     }
 }
 
@@ -91,19 +126,21 @@ async fn top_level(state: State<Arc<AppState>>, Path(file): Path<String>) -> Res
 /// in a narinfo would only make the NAR download fail.
 async fn lookup(state: &Arc<AppState>, hash: &str) -> Result<PathInfo, AppError> {
     let hash = StorePathHash::parse(hash).map_err(|_| AppError::BadRequest("invalid store path hash"))?;
+    let admission = Arc::clone(&state.admission);
     let state = Arc::clone(state);
-    tokio::task::spawn_blocking(move || {
-        let Some(info) = state.store.query_by_hash(&hash)? else {
-            return Err(AppError::NotFound);
-        };
-        let real = state.store.real_path(&info.path);
-        if std::fs::symlink_metadata(&real).is_err() {
-            tracing::warn!(path = %real.display(), "valid in the store DB but missing on disk");
-            return Err(AppError::NotFound);
-        }
-        Ok(info)
-    })
-    .await?
+    admission
+        .blocking(move || {
+            let Some(info) = state.store.query_by_hash(&hash)? else {
+                return Err(AppError::NotFound);
+            };
+            let real = state.store.real_path(&info.path);
+            if std::fs::symlink_metadata(&real).is_err() {
+                tracing::warn!(path = %real.display(), "valid in the store DB but missing on disk");
+                return Err(AppError::NotFound);
+            }
+            Ok(info)
+        })
+        .await?
 }
 
 /// One log line per request: method, path, status, time to response headers.

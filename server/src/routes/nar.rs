@@ -18,7 +18,7 @@ use axum::response::Response;
 use formats::{NarHash, StorePathHash};
 use upstream::NarSource;
 
-use crate::admission::Admission;
+use super::Slots;
 use crate::compression::{self, Compression, Levels};
 use crate::dialect::Dialect;
 use crate::error::AppError;
@@ -32,6 +32,7 @@ pub(crate) const MIME_NAR: &str = "application/x-nix-nar";
 pub(super) async fn get(
     State(state): State<Arc<AppState>>,
     Path(file): Path<String>,
+    slots: Slots,
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
@@ -40,13 +41,15 @@ pub(super) async fn get(
         // A local path with the URL's NarHash, in a compression we can produce.
         Ok(info) if info.nar_hash == nar_hash && Dialect::Nix.can_offer(compression) => {
             if let Some(baked) = baked_file(&state, &info, compression).await {
-                return file_response(baked.path, baked.file_size, &state.admission, &method, &headers).await;
+                return file_response(baked.path, baked.file_size, &slots, &method, &headers).await;
             }
             let root = state.store.real_path(&info.path);
-            local(root, info.nar_size, compression, state.settings.levels, &state.admission, &method, &headers).await
+            local(root, info.nar_size, compression, state.settings.levels, &slots, &method, &headers).await
         }
         // Not here (any more): maybe the proxy handed out this URL.
-        Ok(_) | Err(AppError::NotFound) => proxied(&state, store_hash, nar_hash, compression, &method, &headers).await,
+        Ok(_) | Err(AppError::NotFound) => {
+            proxied(&state, store_hash, nar_hash, compression, &slots, &method, &headers).await
+        }
         Err(e) => Err(e),
     }
 }
@@ -59,7 +62,7 @@ pub(super) async fn baked_file(
 ) -> Option<upstream::Baked> {
     let baker = state.baker.clone().filter(|b| b.compressions().contains(&compression))?;
     let nar_hash = info.nar_hash;
-    tokio::task::spawn_blocking(move || baker.ready(&nar_hash, compression)).await.ok().flatten()
+    state.admission.blocking(move || baker.ready(&nar_hash, compression)).await.ok().flatten()
 }
 
 /// A whole file (a baked or proxied NAR) with `Content-Length`, `Accept-Ranges` and `Range`;
@@ -67,7 +70,7 @@ pub(super) async fn baked_file(
 pub(super) async fn file_response(
     path: PathBuf,
     size: u64,
-    admission: &Admission,
+    slots: &Slots,
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<Response, AppError> {
@@ -76,22 +79,28 @@ pub(super) async fn file_response(
     if method == Method::HEAD {
         return Ok(response.body(Body::empty()).expect("valid response"));
     }
-    let permit = admission.admit(Compression::None).await?;
+    let permit = slots.admit(Compression::None).await?;
     Ok(response.body(file_body(path, start, end, permit)).expect("valid response"))
+}
+
+/// A body with no bytes and no known length, so that hyper announces no `Content-Length`
+/// (for HEAD answers whose GET is streamed without one).
+pub(super) fn unsized_empty_body() -> Body {
+    Body::from_stream(futures_util::stream::empty::<Result<bytes::Bytes, io::Error>>())
 }
 
 /// A proxied NAR streamed from its download in progress; the body waits for a permit of
 /// `admission` and holds it until it is dropped. The download itself goes on regardless.
 pub(super) async fn download_response(
     stream: upstream::ByteStream,
-    admission: &Admission,
+    slots: &Slots,
     method: &Method,
 ) -> Result<Response, AppError> {
     let response = Response::builder().header(header::CONTENT_TYPE, MIME_NAR);
     if method == Method::HEAD {
-        return Ok(response.body(Body::empty()).expect("valid response"));
+        return Ok(response.body(unsized_empty_body()).expect("valid response"));
     }
-    let permit = admission.admit(Compression::None).await?;
+    let permit = slots.admit(Compression::None).await?;
     let stream = futures_util::StreamExt::map(stream, move |item| {
         let _held = &permit;
         item
@@ -107,16 +116,17 @@ pub(super) async fn local(
     size: u64,
     compression: Compression,
     levels: Levels,
-    admission: &Admission,
+    slots: &Slots,
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<Response, AppError> {
     let response = Response::builder().header(header::CONTENT_TYPE, MIME_NAR);
     if compression != Compression::None {
         if method == Method::HEAD {
-            return Ok(response.body(Body::empty()).expect("valid response"));
+            // The same headers as the GET: no length (an empty body would say 0).
+            return Ok(response.body(unsized_empty_body()).expect("valid response"));
         }
-        let permit = admission.admit(compression).await?;
+        let permit = slots.admit(compression).await?;
         let body = admitted_body_from_writer(root.display().to_string(), permit, move |out| {
             compression::encode_on_the_fly(compression, levels, out, |w| {
                 let mut exact = ExactWriter { inner: w, remaining: size };
@@ -130,7 +140,7 @@ pub(super) async fn local(
     if method == Method::HEAD {
         return Ok(response.body(Body::empty()).expect("valid response"));
     }
-    let permit = admission.admit(Compression::None).await?;
+    let permit = slots.admit(Compression::None).await?;
     let body = admitted_body_from_writer(root.display().to_string(), permit, move |mut out| {
         let mut exact = ExactWriter { inner: &mut out, remaining: end - start };
         store_reader::nar::dump_range(&root, start, end, &mut exact).map_err(io::Error::other)?;
@@ -147,14 +157,15 @@ async fn proxied(
     store_hash: &str,
     nar_hash: NarHash,
     compression: Compression,
+    slots: &Slots,
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<Response, AppError> {
     let proxy = state.proxy.as_ref().ok_or(AppError::NotFound)?;
     let hash = StorePathHash::parse(store_hash).map_err(|_| AppError::BadRequest("invalid store path hash"))?;
     match proxy.nar(&hash, &nar_hash, compression).await.ok_or(AppError::NotFound)? {
-        NarSource::Stream(stream) => download_response(stream, &state.admission, method).await,
-        NarSource::File { path, size } => file_response(path, size, &state.admission, method, headers).await,
+        NarSource::Stream(stream) => download_response(stream, slots, method).await,
+        NarSource::File { path, size } => file_response(path, size, slots, method, headers).await,
     }
 }
 

@@ -139,17 +139,19 @@ async fn render_guix_local(state: &Arc<AppState>, info: &PathInfo) -> Result<Str
 pub(super) async fn baked_offers(state: &Arc<AppState>, info: &PathInfo) -> Vec<(Compression, upstream::Baked)> {
     let Some(baker) = state.baker.clone().filter(|b| b.wants(info.nar_size)) else { return Vec::new() };
     let (nar_hash, nar_size, root) = (info.nar_hash, info.nar_size, state.store.real_path(&info.path));
-    let offers = tokio::task::spawn_blocking(move || {
-        let mut ready = Vec::new();
-        for &compression in baker.compressions() {
-            match baker.ready(&nar_hash, compression) {
-                Some(baked) => ready.push((compression, baked)),
-                None => baker.request(crate::bake::Job { root: root.clone(), nar_hash, nar_size, compression }),
+    let offers = state
+        .admission
+        .blocking(move || {
+            let mut ready = Vec::new();
+            for &compression in baker.compressions() {
+                match baker.ready(&nar_hash, compression) {
+                    Some(baked) => ready.push((compression, baked)),
+                    None => baker.request(crate::bake::Job { root: root.clone(), nar_hash, nar_size, compression }),
+                }
             }
-        }
-        ready
-    })
-    .await;
+            ready
+        })
+        .await;
     offers.unwrap_or_default()
 }
 

@@ -218,7 +218,7 @@ fn store_tables_reject_ambiguity() {
     assert!(msg.contains("SUBSERVE_DB"), "{msg}");
     // Global settings still come from anywhere.
     let listen = ServeArgs { listen: Some("127.0.0.1:9".parse().unwrap()), ..Default::default() };
-    assert_eq!(resolve(&listen, &env(&[]), &file).unwrap().listen.port(), 9);
+    assert_eq!(resolve(&listen, &env(&[]), &file).unwrap().listen.port(), Some(9));
     let cases = [
         ("compression = \"zstd\"\n[[store]]\nprefix = \"/a\"\nupstream = []\n", "top level"),
         ("[[store]]\nupstream = []\n[[store]]\nupstream = []\nstore-dir = \"/gnu/store\"\n", "prefix"),
@@ -320,4 +320,14 @@ fn a_guix_store_proxies_the_guix_build_farms() {
     };
     let up = &resolve1(&sexp, &env(&[]), &FileConfig::default()).unwrap().proxy.unwrap().upstreams[0];
     assert_eq!(up.guix_keys.len(), 1);
+}
+
+#[test]
+fn listen_takes_tcp_addresses_and_unix_sockets() {
+    assert_eq!("[::]:5000".parse::<ListenAddr>().unwrap().port(), Some(5000));
+    assert_eq!("unix:/run/subserve.sock".parse::<ListenAddr>().unwrap(), ListenAddr::Unix("/run/subserve.sock".into()));
+    assert!("unix:relative.sock".parse::<ListenAddr>().unwrap_err().contains("absolute"));
+    assert!("head:5000".parse::<ListenAddr>().is_err());
+    let file = FileConfig::parse("listen = \"unix:/run/s.sock\"\n").unwrap();
+    assert_eq!(file.listen.unwrap().to_string(), "unix:/run/s.sock");
 }

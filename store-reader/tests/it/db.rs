@@ -190,3 +190,34 @@ fn open_errors_name_the_missing_thing() {
     config.db = not_a_db;
     assert!(Store::open(config).unwrap_err().to_string().contains("not a Nix or Guix store database"));
 }
+
+/// Some NFS set-ups keep the store DB in rollback-journal mode, where a writer's lock keeps
+/// readers out: a lookup waits at most the busy timeout, then the answer of a recent lookup
+/// of the same path stands in, and without one the lookup fails as `Busy`, not after minutes.
+#[test]
+fn a_locked_rollback_journal_db_delays_lookups_briefly_and_recent_answers_stand_in() {
+    let store = ChrootStore::new();
+    let seen = store.add("seen.txt", "seen\n");
+    let unseen = store.add("unseen.txt", "unseen\n");
+    let db = store.config().db;
+    let journal: String =
+        rusqlite::Connection::open(&db).unwrap().query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0)).unwrap();
+    assert_eq!(journal, "delete");
+    let mut reader = Store::open(store.config()).unwrap();
+    reader.set_busy_timeout(std::time::Duration::from_millis(200));
+    assert!(reader.query_by_hash(seen.hash()).unwrap().is_some());
+
+    let writer = rusqlite::Connection::open(&db).unwrap();
+    writer.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let started = std::time::Instant::now();
+    let info = reader.query_by_hash(seen.hash()).unwrap().expect("the recent answer");
+    assert_eq!(info.path, seen);
+    assert_eq!(reader.stale_answers(), 1);
+    let err = reader.query_by_hash(unseen.hash()).unwrap_err();
+    assert!(matches!(err, store_reader::Error::Busy { .. }), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "waited {:?}", started.elapsed());
+
+    writer.execute_batch("COMMIT").unwrap();
+    assert_eq!(reader.query_by_hash(unseen.hash()).unwrap().unwrap().path, unseen);
+    assert_eq!(reader.stale_answers(), 1);
+}

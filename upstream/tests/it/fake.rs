@@ -235,7 +235,17 @@ pub fn proxy_with_stall<K: UpstreamKey>(
     max_size: u64,
     stall: Duration,
 ) -> Proxy {
-    Proxy::open(ProxyConfig {
+    Proxy::open(proxy_config(fakes, dir, max_size, stall)).unwrap()
+}
+
+/// The proxy configuration of [`proxy_with_stall`].
+pub fn proxy_config<K: UpstreamKey>(
+    fakes: &[&Fake<K>],
+    dir: &std::path::Path,
+    max_size: u64,
+    stall: Duration,
+) -> ProxyConfig {
+    ProxyConfig {
         flavour: K::FLAVOUR,
         upstreams: fakes
             .iter()
@@ -256,8 +266,7 @@ pub fn proxy_with_stall<K: UpstreamKey>(
         store_dir: K::STORE_DIR.into(),
         stall_timeout: stall,
         breaker_cool_down: Duration::from_secs(60),
-    })
-    .unwrap()
+    }
 }
 
 fn count(shared: &Shared, path: String) {

@@ -10,9 +10,11 @@ use formats::guix::{GuixNarInfo, GuixUrl};
 use formats::{Compression, NarHash, StorePathHash};
 use signing::guix::{signed_text, verify_narinfo};
 use signing::{GuixSecretKey, SecretKey};
-use upstream::NarSource;
+use upstream::{NarSource, Proxy};
 
-use crate::fake::{compress, make_item, nar_bytes, proxy_for, proxy_with_stall, read_all, Behaviour, Fake, Item};
+use crate::fake::{
+    compress, make_item, nar_bytes, proxy_config, proxy_for, proxy_with_stall, read_all, Behaviour, Fake, Item,
+};
 
 const STORE: &str = "/gnu/store";
 const H1: &str = "0rhbmkw0ia6kxc0s9zsvv7fb8w5zcggb";
@@ -461,36 +463,45 @@ async fn eviction_and_restart_after_a_crash() {
     assert_eq!(fake.nar_requests(lost), 2);
 }
 
-/// A cache directory holds one flavour: the Guix methods of a Nix proxy answer nothing, and a
-/// Guix proxy opened on a Nix cache drops its entries.
+/// A cache directory belongs to one store: a Guix proxy opened on a Nix proxy's cache is
+/// refused, and the Nix cache is left as it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cache_directory_changes_flavour_cleanly() {
+async fn another_stores_cache_directory_is_refused_and_left_alone() {
     let nix_key = SecretKey::generate("upstream-1").unwrap();
     let nix_item = make_item(&nix_key, H1, "nix-thing", nar_bytes(1, 10_000), Compression::Zstd);
     let nix_fake = Fake::start(vec![nix_item.clone()], nix_key).await;
     let dir = tempfile::tempdir().unwrap();
     let nar_hash = NarHash::digest(&nix_item.nar);
-    {
+    let info = {
         let nix_proxy = nix_fake.proxy(dir.path(), 1 << 30);
-        assert!(nix_proxy.guix_narinfo(&nix_item.hash).await.is_none());
         let info = nix_proxy.narinfo(&nix_item.hash).await.unwrap();
-        assert!(nix_proxy.guix_nar(&nix_item.hash, Compression::Zstd).await.is_none());
         read_all(nix_proxy.nar(&nix_item.hash, &nar_hash, Compression::Zstd).await.unwrap()).await.unwrap();
-        assert!(dir.path().join(&info.url).is_file());
-        assert_eq!(nix_fake.shared.total.load(Ordering::SeqCst), 2);
-    }
+        info
+    };
     let key = GuixSecretKey::generate().unwrap();
     let item = guix_item(&key, H1, "guix-thing", nar_bytes(2, 10_000), &["zstd"]);
     let fake = Fake::start(vec![item.clone()], key).await;
-    let proxy = proxy_for(&[&fake], dir.path(), 1 << 30);
-    assert!(!dir.path().join(format!("{H1}.narinfo")).exists());
-    assert!(walk(&dir.path().join("nar")).is_empty());
+    // The Nix proxy's last background task may still hold the directory for a moment.
+    let config = proxy_config(&[&fake], dir.path(), 1 << 30, Duration::from_secs(60));
+    let mut err = Proxy::open(config.clone()).unwrap_err();
+    for _ in 0..1000 {
+        if !err.to_string().contains("in use") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        err = Proxy::open(config.clone()).unwrap_err();
+    }
+    assert!(err.to_string().contains("belongs to a store of /nix/store, not /gnu/store"), "{err}");
+    // Nothing of the Nix cache was touched.
+    assert!(dir.path().join(format!("{H1}.narinfo")).is_file());
+    assert!(dir.path().join(&info.url).is_file());
     assert_eq!(
         std::fs::read_to_string(dir.path().join("nix-cache-info")).unwrap().lines().next(),
-        Some("StoreDir: /gnu/store")
+        Some("StoreDir: /nix/store")
     );
-    let p = proxy.guix_narinfo(&item.hash).await.unwrap();
-    assert_eq!(p.store_path.name(), "guix-thing");
-    let bytes = read_all(proxy.guix_nar(&item.hash, Compression::Zstd).await.unwrap()).await.unwrap();
-    assert_eq!(bytes, item.file.to_vec());
+    // The Nix proxy opens it again, its entries intact.
+    let nix_proxy = nix_fake.proxy(dir.path(), 1 << 30);
+    assert!(nix_proxy.guix_narinfo(&nix_item.hash).await.is_none());
+    assert_eq!(nix_proxy.narinfo(&nix_item.hash).await.unwrap(), info);
+    assert_eq!(nix_fake.shared.total.load(Ordering::SeqCst), 2, "served from the cache");
 }

@@ -1,0 +1,213 @@
+//! subserve as an operator runs it as a service: the client configuration it prints, one
+//! owner per cache directory, a Unix socket, sockets passed by systemd, and key mistakes
+//! named for what they are.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::{Command, Stdio};
+
+use crate::fixture;
+use crate::harness::{scratch, Server, SUBSERVE};
+use crate::substitute::{client, keygen};
+
+/// Runs `subserve serve ARGS` expecting it to fail; returns its stderr.
+fn serve_fails(args: &[&str]) -> String {
+    let out = Command::new(SUBSERVE).arg("serve").args(args).stdin(Stdio::null()).output().unwrap();
+    assert!(!out.status.success(), "serve {args:?} started");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[test]
+fn serve_prints_the_client_configuration_and_warns_when_nodes_cannot_reach_it() {
+    let fx = fixture::get();
+    let dir = scratch("service-config");
+    let (secret, public) = keygen(&dir, "head-1");
+    let mut srv = Server::start(&[
+        "--store-root",
+        &fx.store_arg(),
+        "--state-dir",
+        dir.join("state").to_str().unwrap(),
+        "--sign-key-file",
+        &secret,
+        "--url",
+        "http://head.example:5000",
+    ]);
+    srv.stop();
+    let log = srv.log.lock().unwrap();
+    assert!(log.contains("nodes cannot reach http://head.example:5000"), "{log}");
+    // The printed lines go to stdout; the harness discards it, so ask again without serving.
+    drop(log);
+    let mut child = Command::new(SUBSERVE)
+        .args(["serve", "--listen", "127.0.0.1:0", "--upstream", "none", "--bake", "none"])
+        .args(["--store-root", &fx.store_arg(), "--state-dir", dir.join("state").to_str().unwrap()])
+        .args(["--sign-key-file", &secret, "--url", "http://head.example:5000"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    while !text.contains("trusted-public-keys") {
+        let n = stdout.read(&mut buf).unwrap();
+        assert!(n > 0, "no client configuration printed: {text}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(text.contains("substituters = http://head.example:5000\n"), "{text}");
+    assert!(text.contains(&format!("trusted-public-keys = {public}")), "{text}");
+}
+
+#[test]
+fn a_second_server_on_the_same_cache_exits_naming_the_first() {
+    let fx = fixture::get();
+    let dir = scratch("service-lock");
+    let cache = dir.join("cache");
+    let state = dir.join("state");
+    let args = [
+        "--store-root",
+        &fx.store_arg(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "--bake",
+        "zstd",
+    ];
+    let first = Server::start(&args);
+    let err = serve_fails(&[&["--listen", "127.0.0.1:0", "--upstream", "none"], &args[..]].concat());
+    assert!(err.contains("is in use by process"), "{err}");
+    assert!(err.contains(cache.to_str().unwrap()), "{err}");
+    assert_eq!(err.lines().filter(|l| l.contains("error")).count(), 1, "{err}");
+    drop(first);
+
+    // A cache that belongs to another store directory is refused and left as it is.
+    let info = std::fs::read_to_string(cache.join("nix-cache-info")).unwrap();
+    let err = serve_fails(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        "none",
+        "--store-dir",
+        "/gnu/store",
+        "--real-store-dir",
+        &fx.root.join("nix/store").display().to_string(),
+        "--db",
+        &fx.root.join("nix/var/nix/db/db.sqlite").display().to_string(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "--bake",
+        "zstd",
+    ]);
+    assert!(err.contains("belongs to a store of /nix/store, not /gnu/store"), "{err}");
+    assert_eq!(std::fs::read_to_string(cache.join("nix-cache-info")).unwrap(), info);
+}
+
+#[test]
+fn serves_on_a_unix_socket() {
+    let fx = fixture::get();
+    let dir = scratch("service-unix");
+    let socket = dir.join("subserve.sock");
+    // A stale socket file of an earlier run is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let mut child = Command::new(SUBSERVE)
+        .args(["serve", "--upstream", "none", "--bake", "none", "--listen"])
+        .arg(format!("unix:{}", socket.display()))
+        .args(["--store-root", &fx.store_arg(), "--state-dir", dir.join("state").to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reply = String::new();
+    for _ in 0..200 {
+        if let Ok(mut s) = UnixStream::connect(&socket) {
+            s.write_all(b"GET /nix-cache-info HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+            s.read_to_string(&mut reply).unwrap();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("StoreDir: /nix/store"), "{reply}");
+}
+
+/// `systemd-socket-activate` passes a listening socket as systemd does (`LISTEN_FDS`); the
+/// real Nix client substitutes through it.
+#[test]
+fn serves_the_socket_systemd_passes() {
+    let fx = fixture::get();
+    let dir = scratch("service-socket-activation");
+    let (secret, public) = keygen(&dir, "activated-1");
+    // A free port: bound by the activator, never by subserve.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = match Command::new("systemd-socket-activate")
+        .args(["--listen", &addr, "--", SUBSERVE, "serve", "--upstream", "none", "--bake", "none"])
+        .args(["--store-root", &fx.store_arg(), "--state-dir", dir.join("state").to_str().unwrap()])
+        .args(["--sign-key-file", &secret, "--listen", "127.0.0.1:1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => panic!("cannot run systemd-socket-activate ({e}): install it with `apt-get install systemd`"),
+    };
+    let env = client(&dir.join("node"), &format!("http://{addr}"), &public);
+    let dst = dir.join("node/dst").display().to_string();
+    let path = fx.closure.iter().find(|p| p.ends_with("-fixed-output.txt")).expect("fixture path");
+    let mut realised = None;
+    for _ in 0..100 {
+        let out = env.cmd("nix-store").args(["--store", &dst, "--realise", path]).output().unwrap();
+        if out.status.success() {
+            realised = Some(out);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(realised.is_some(), "the client never substituted through the passed socket");
+    env.run("nix-store", &["--store", &dst, "--verify", "--check-contents"]);
+}
+
+#[test]
+fn keygen_makes_its_directories_private_and_a_public_key_is_named_as_such() {
+    let fx = fixture::get();
+    let dir = scratch("service-keys");
+    let keys = dir.join("etc/subserve");
+    let out = Command::new(SUBSERVE)
+        .args(["keygen", "--name", "head-1", "--secret-out"])
+        .arg(keys.join("key.sec"))
+        .arg("--public-out")
+        .arg(keys.join("key.pub"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--listen 0.0.0.0:5000"), "{stderr}");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&keys).unwrap().permissions().mode() & 0o777, 0o700);
+
+    let err = serve_fails(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        "none",
+        "--store-root",
+        &fx.store_arg(),
+        "--state-dir",
+        dir.join("state").to_str().unwrap(),
+        "--sign-key-file",
+        keys.join("key.pub").to_str().unwrap(),
+    ]);
+    assert!(err.contains("holds a public key"), "{err}");
+    assert!(!err.contains("chmod"), "{err}");
+}
