@@ -28,6 +28,11 @@ pub use error::AppError;
 pub use routes::router;
 pub use state::AppState;
 
+/// The peer address of a request's connection, put in the request's extensions by the
+/// connection layer; the proxy caps upstream lookups per client IP address with it.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
 /// Serves `stores` on `listener` until `shutdown` resolves, then lets in-flight requests finish.
 ///
 /// Accepted sockets get `TCP_NODELAY`: with Nagle on, every keep-alive narinfo request

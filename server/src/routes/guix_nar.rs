@@ -3,9 +3,10 @@
 //! Every compression subserve can produce for Guix clients is served, whatever the narinfo
 //! currently offers, so URLs cached by clients stay valid while the path does.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 use formats::StorePath;
@@ -15,6 +16,7 @@ use crate::compression::Compression;
 use crate::dialect::Dialect;
 use crate::error::AppError;
 use crate::state::AppState;
+use crate::ClientAddr;
 
 /// `/nar/<basename>`: the bare NAR, with `Content-Length` and `Range`.
 pub(super) async fn get_bare(
@@ -22,8 +24,9 @@ pub(super) async fn get_bare(
     Path(basename): Path<String>,
     method: Method,
     headers: HeaderMap,
+    client: Option<Extension<ClientAddr>>,
 ) -> Result<Response, AppError> {
-    serve(state, Compression::None, &basename, &method, &headers).await
+    serve(state, Compression::None, &basename, &method, &headers, super::client_ip(client)).await
 }
 
 /// `/nar/<compression>/<basename>`: the NAR compressed on the fly (or baked), or a proxied
@@ -33,12 +36,13 @@ pub(super) async fn get(
     Path((compression, basename)): Path<(String, String)>,
     method: Method,
     headers: HeaderMap,
+    client: Option<Extension<ClientAddr>>,
 ) -> Result<Response, AppError> {
     let compression: Compression = compression.parse().map_err(|_| AppError::NotFound)?;
     if compression == Compression::None {
         return Err(AppError::NotFound);
     }
-    serve(state, compression, &basename, &method, &headers).await
+    serve(state, compression, &basename, &method, &headers, super::client_ip(client)).await
 }
 
 async fn serve(
@@ -47,11 +51,12 @@ async fn serve(
     basename: &str,
     method: &Method,
     headers: &HeaderMap,
+    client: Option<IpAddr>,
 ) -> Result<Response, AppError> {
     let path = StorePath::from_basename(basename).map_err(|_| AppError::BadRequest("invalid store path name"))?;
     let info = match super::lookup(&state, path.hash().as_str()).await {
         Ok(info) => info,
-        Err(AppError::NotFound) => return proxied(&state, &path, compression, method, headers).await,
+        Err(AppError::NotFound) => return proxied(&state, &path, compression, method, headers, client).await,
         Err(e) => return Err(e),
     };
     if info.path != path || !Dialect::Guix.can_offer(compression) {
@@ -72,14 +77,15 @@ async fn proxied(
     compression: Compression,
     method: &Method,
     headers: &HeaderMap,
+    client: Option<IpAddr>,
 ) -> Result<Response, AppError> {
     let proxy = state.proxy.as_ref().ok_or(AppError::NotFound)?;
-    let known = proxy.guix_narinfo(path.hash()).await.ok_or(AppError::NotFound)?;
+    let known = super::narinfo::proxied(proxy.guix_narinfo(path.hash(), client).await)?;
     if known.store_path != *path {
         return Err(AppError::NotFound);
     }
-    match proxy.guix_nar(path.hash(), compression).await.ok_or(AppError::NotFound)? {
-        NarSource::Stream(stream) => super::nar::download_response(stream, &state.admission, method).await,
+    match proxy.guix_nar(path.hash(), compression, client).await.ok_or(AppError::NotFound)? {
+        NarSource::Stream(download) => super::nar::download_response(download, &state.admission, method, headers).await,
         NarSource::File { path, size } => {
             super::nar::file_response(path, size, &state.admission, method, headers).await
         }

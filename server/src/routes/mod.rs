@@ -12,7 +12,7 @@ mod signing_key;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Extension, Path, Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -24,6 +24,7 @@ use store_reader::PathInfo;
 use crate::dialect::Dialect;
 use crate::error::AppError;
 use crate::state::AppState;
+use crate::ClientAddr;
 
 /// Builds the router over the served stores: a single unprefixed store at the root, or each
 /// store under its prefix (`/nix/…`, `/guix/…`) with a short index at `/`. GET routes answer
@@ -75,14 +76,23 @@ fn stores_index(stores: &[Arc<AppState>]) -> String {
 }
 
 /// `/<hash>.narinfo` and `/<hash>.ls` share one path segment, so they share one route.
-async fn top_level(state: State<Arc<AppState>>, Path(file): Path<String>) -> Result<Response, AppError> {
+async fn top_level(
+    state: State<Arc<AppState>>,
+    Path(file): Path<String>,
+    client: Option<Extension<ClientAddr>>,
+) -> Result<Response, AppError> {
     if let Some(hash) = file.strip_suffix(".narinfo") {
-        narinfo::get(state, hash).await
+        narinfo::get(state, hash, client_ip(client)).await
     } else if let Some(hash) = file.strip_suffix(".ls") {
         listing::get(state, hash).await
     } else {
         Err(AppError::NotFound)
     }
+}
+
+/// The client's IP address, when the connection layer recorded it: the proxy's per-client cap.
+fn client_ip(client: Option<Extension<ClientAddr>>) -> Option<std::net::IpAddr> {
+    client.map(|Extension(ClientAddr(addr))| addr.ip())
 }
 
 /// Validates a hash part taken from a URL and looks its path up, off the async runtime.

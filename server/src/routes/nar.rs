@@ -5,18 +5,19 @@
 //! broken download; compressed ones are encoded on the fly and sent without a length. Every
 //! compression is served whatever the narinfo currently advertises, so URLs cached by clients
 //! stay valid. Proxied NARs are served in the upstream's compression, from the cache file
-//! (with `Range`) or straight from the download in progress.
+//! or straight from the download in progress, with `Content-Length` and `Range` whenever the
+//! narinfo gave the file's size.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use formats::{NarHash, StorePathHash};
-use upstream::NarSource;
+use upstream::{NarSource, NarStream};
 
 use crate::admission::Admission;
 use crate::compression::{self, Compression, Levels};
@@ -25,6 +26,7 @@ use crate::error::AppError;
 use crate::range::{self, ByteRange};
 use crate::state::AppState;
 use crate::stream::{admitted_body_from_writer, file_body};
+use crate::ClientAddr;
 
 /// MIME type of NAR bodies, compressed or not (the narinfo says which).
 pub(crate) const MIME_NAR: &str = "application/x-nix-nar";
@@ -34,7 +36,9 @@ pub(super) async fn get(
     Path(file): Path<String>,
     method: Method,
     headers: HeaderMap,
+    client: Option<Extension<ClientAddr>>,
 ) -> Result<Response, AppError> {
+    let client = super::client_ip(client);
     let (store_hash, nar_hash, compression) = parse_file_name(&file)?;
     match super::lookup(&state, store_hash).await {
         // A local path with the URL's NarHash, in a compression we can produce.
@@ -46,7 +50,9 @@ pub(super) async fn get(
             local(root, info.nar_size, compression, state.settings.levels, &state.admission, &method, &headers).await
         }
         // Not here (any more): maybe the proxy handed out this URL.
-        Ok(_) | Err(AppError::NotFound) => proxied(&state, store_hash, nar_hash, compression, &method, &headers).await,
+        Ok(_) | Err(AppError::NotFound) => {
+            proxied(&state, store_hash, nar_hash, compression, &method, &headers, client).await
+        }
         Err(e) => Err(e),
     }
 }
@@ -82,16 +88,33 @@ pub(super) async fn file_response(
 
 /// A proxied NAR streamed from its download in progress; the body waits for a permit of
 /// `admission` and holds it until it is dropped. The download itself goes on regardless.
+///
+/// When the narinfo gave the file's size, the response has `Content-Length` and
+/// `Accept-Ranges`, and a `Range` is served from the bytes already downloaded, then as they
+/// arrive: Nix resumes a broken transfer only from a response that announced both. Either
+/// way the body ends cleanly only once the whole file is verified.
 pub(super) async fn download_response(
-    stream: upstream::ByteStream,
+    download: NarStream,
     admission: &Admission,
     method: &Method,
+    headers: &HeaderMap,
 ) -> Result<Response, AppError> {
     let response = Response::builder().header(header::CONTENT_TYPE, MIME_NAR);
+    let (response, range) = match download.size() {
+        Some(size) => {
+            let (response, range) = ranged(response, headers, size)?;
+            (response, Some(range))
+        }
+        None => (response, None),
+    };
     if method == Method::HEAD {
         return Ok(response.body(Body::empty()).expect("valid response"));
     }
     let permit = admission.admit(Compression::None).await?;
+    let stream = match range {
+        Some(ByteRange { start, end }) => download.into_range(start, end),
+        None => download.into_stream(),
+    };
     let stream = futures_util::StreamExt::map(stream, move |item| {
         let _held = &permit;
         item
@@ -149,11 +172,12 @@ async fn proxied(
     compression: Compression,
     method: &Method,
     headers: &HeaderMap,
+    client: Option<std::net::IpAddr>,
 ) -> Result<Response, AppError> {
     let proxy = state.proxy.as_ref().ok_or(AppError::NotFound)?;
     let hash = StorePathHash::parse(store_hash).map_err(|_| AppError::BadRequest("invalid store path hash"))?;
-    match proxy.nar(&hash, &nar_hash, compression).await.ok_or(AppError::NotFound)? {
-        NarSource::Stream(stream) => download_response(stream, &state.admission, method).await,
+    match proxy.nar(&hash, &nar_hash, compression, client).await.ok_or(AppError::NotFound)? {
+        NarSource::Stream(download) => download_response(download, &state.admission, method, headers).await,
         NarSource::File { path, size } => file_response(path, size, &state.admission, method, headers).await,
     }
 }
