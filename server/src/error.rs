@@ -9,6 +9,11 @@ pub enum AppError {
     /// The path is not (or no longer) in the store, or the URL names nothing we serve.
     #[error("not found")]
     NotFound,
+    /// The path is not here now: the proxy could not get an answer from its upstreams within
+    /// its retry budget, or the request was over a cap. A 404 like [`AppError::NotFound`]
+    /// (a 5xx would fail the client's build), but one that may change soon.
+    #[error("not found for now: upstream unavailable")]
+    NotFoundForNow,
     /// The URL is malformed: a bad hash, a bad name, a bad extension.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
@@ -39,7 +44,7 @@ pub enum AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = match &self {
-            AppError::NotFound => StatusCode::NOT_FOUND,
+            AppError::NotFound | AppError::NotFoundForNow => StatusCode::NOT_FOUND,
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             // Storage trouble is "not here" to a client: a 5xx fails a Nix build after its

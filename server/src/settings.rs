@@ -850,7 +850,11 @@ fn resolve_proxy(
         negative_ttl,
         store_dir: store_dir.to_owned(),
         stall_timeout: Duration::from_secs(60),
-        breaker_cool_down: Duration::from_secs(30),
+        breaker_cool_down: ProxyConfig::DEFAULT_BREAKER_COOL_DOWN,
+        retry_budget: ProxyConfig::DEFAULT_RETRY_BUDGET,
+        outage_patience: ProxyConfig::DEFAULT_OUTAGE_PATIENCE,
+        max_narinfo_fetches: ProxyConfig::DEFAULT_MAX_NARINFO_FETCHES,
+        max_narinfo_fetches_per_client: ProxyConfig::DEFAULT_MAX_NARINFO_FETCHES_PER_CLIENT,
     })
 }
 

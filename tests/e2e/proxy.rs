@@ -6,12 +6,14 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::fixture;
 use crate::harness::{scratch, NixEnv, Server};
 use crate::http::get;
-use crate::substitute::{client, keygen};
+use crate::substitute::{client, keygen, Relay};
 
 /// `python3 -m http.server` on a directory: a static server no one here wrote. Its request log
 /// tells how often each file was fetched.
@@ -25,8 +27,13 @@ pub struct StaticServer {
 impl StaticServer {
     /// Serves `dir`.
     pub fn start(dir: &Path) -> Self {
+        Self::start_on(dir, 0)
+    }
+
+    /// Serves `dir` on `port` (0: any free port), e.g. again on the port of a stopped one.
+    pub fn start_on(dir: &Path, port: u16) -> Self {
         let mut child = Command::new("python3")
-            .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory"])
+            .args(["-u", "-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
             .arg(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -349,4 +356,125 @@ fn kill_9_during_a_download_leaves_a_clean_cache() {
     let dst = dir.join("dst");
     node.run("nix-store", &["--store", dst.to_str().unwrap(), "--realise", &fx.big]);
     node.run("nix-store", &["--store", dst.to_str().unwrap(), "--verify", "--check-contents"]);
+}
+
+/// Copies `path`'s closure into a zstd binary cache at `dir/upstream` signed by a new upstream
+/// key, and starts subserve (with an empty store) in front of `upstream_url(static server)`.
+/// Returns (upstream, subserve, upstream's public key).
+fn behind_proxy(
+    dir: &Path,
+    path: &str,
+    upstream_url: impl FnOnce(&StaticServer) -> String,
+) -> (StaticServer, Server, String) {
+    let fx = fixture::get();
+    let (up_sec, up_pub) = keygen(dir, "upstream-1");
+    let up_dir = dir.join("upstream");
+    let to = format!("file://{}?compression=zstd&secret-key={up_sec}", up_dir.display());
+    fx.env.run("nix", &["copy", "--from", &format!("local?root={}", fx.store_arg()), "--to", &to, path]);
+    let up = StaticServer::start(&up_dir);
+    let local = dir.join("local");
+    fx.env.run("nix-store", &["--store", local.to_str().unwrap(), "--init"]);
+    let srv = Server::start(&[
+        "--store-root",
+        local.to_str().unwrap(),
+        "--upstream",
+        &upstream_url(&up),
+        "--upstream-key",
+        &up_pub,
+        "--cache-dir",
+        dir.join("cache").to_str().unwrap(),
+        "--state-dir",
+        dir.join("state").to_str().unwrap(),
+    ]);
+    (up, srv, up_pub)
+}
+
+/// The upstream is gone for 20 s while a node keeps asking (and gets 404s that say "for now",
+/// never a 5xx). The moment it is back, a fresh node with Nix's default settings substitutes
+/// the whole closure at its first try: no breaker keeps answering 404 for paths the upstream
+/// has, and nothing asked during the outage was remembered as absent.
+#[test]
+fn after_a_20_s_upstream_outage_a_fresh_node_substitutes_everything_at_once() {
+    let fx = fixture::get();
+    let dir = scratch("proxy-outage");
+    let lib = fx.closure.iter().find(|p| p.ends_with("-lib-14")).unwrap().clone();
+    let (mut up, srv, up_pub) = behind_proxy(&dir, &lib, |up| up.url.clone());
+    let port: u16 = up.url.rsplit(':').next().unwrap().parse().unwrap();
+    let want = closure_of(&fx.env, &fx.root, &lib);
+    let hashes: Vec<&str> = want.iter().map(|p| &p["/nix/store/".len()..][..32]).collect();
+
+    // The outage: connections refused for 20 s, while a node asks for the closure's paths.
+    let outage = Duration::from_secs(20);
+    up.stop();
+    let start = Instant::now();
+    let mut asked = 0;
+    // Each answer may take the retry budget (5 s): stop asking in time to end the outage on time.
+    while start.elapsed() + Duration::from_secs(7) < outage {
+        let reply = get(srv.addr, &format!("/{}.narinfo", hashes[asked % hashes.len()]));
+        assert_eq!(reply.status, 404, "during the outage");
+        assert_eq!(reply.header("cache-control"), Some("max-age=5"), "not a 404 for now");
+        asked += 1;
+    }
+    assert!(srv.log.lock().unwrap().contains("upstream failing repeatedly"), "the breaker never opened");
+    // The outage lasts its 20 s whatever the requests took.
+    std::thread::sleep(outage.saturating_sub(start.elapsed()));
+    let _up = StaticServer::start_on(&dir.join("upstream"), port);
+
+    let node = client(&dir.join("node"), &srv.url(), &up_pub);
+    let dst = dir.join("dst");
+    let started = Instant::now();
+    node.run("nix-store", &["--store", dst.to_str().unwrap(), "--realise", &lib]);
+    eprintln!(
+        "after a {} s outage ({asked} narinfo requests answered 404 during it), a fresh node \
+         substituted {} paths in {:.2} s",
+        outage.as_secs(),
+        want.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(closure_of(&node, &dst, &lib), want);
+    node.run("nix-store", &["--store", dst.to_str().unwrap(), "--verify", "--check-contents"]);
+}
+
+/// The upstream breaks the first transfer of a proxied 256 MiB NAR half-way: the download
+/// fails and subserve aborts the node's stream. Having been told `Content-Length` and
+/// `Accept-Ranges`, the node resumes with a `Range`, which subserve serves from a fresh
+/// download as the bytes arrive; the path arrives whole, with the right NarHash.
+#[test]
+fn a_proxied_nar_cut_by_the_upstream_is_resumed_by_the_node() {
+    let fx = fixture::get();
+    let dir = scratch("proxy-resume");
+    let hash = &fx.big["/nix/store/".len()..][..32];
+    let relay = Arc::new(Mutex::new(None));
+    let (up, srv, up_pub) = behind_proxy(&dir, &fx.big, |up| {
+        // subserve reaches the upstream through a relay that breaks the first long response
+        // half-way through the NAR file.
+        let narinfo = std::fs::read_to_string(dir.join("upstream").join(format!("{hash}.narinfo"))).unwrap();
+        let file_size = formats::NarInfo::parse(&narinfo).unwrap().file_size.expect("nix copy writes FileSize");
+        let addr = up.url.trim_start_matches("http://").parse().unwrap();
+        let r = Relay::start(addr, file_size / 2);
+        let url = r.url();
+        *relay.lock().unwrap() = Some(r);
+        url
+    });
+    let relay = relay.lock().unwrap().take().unwrap();
+
+    let node = client(&dir.join("node"), &srv.url(), &up_pub);
+    let dst = dir.join("dst");
+    let started = Instant::now();
+    node.run("nix-store", &["--store", dst.to_str().unwrap(), "--realise", &fx.big]);
+    let secs = started.elapsed().as_secs_f64();
+    node.run("nix-store", &["--store", dst.to_str().unwrap(), "--verify", "--check-contents"]);
+    let nar_hash = |env: &NixEnv, store: &str| env.run("nix-store", &["--store", store, "-q", "--hash", &fx.big]);
+    assert_eq!(nar_hash(&node, dst.to_str().unwrap()), nar_hash(&fx.env, &fx.store_arg()));
+
+    assert!(relay.cut.load(Ordering::SeqCst), "the upstream transfer was never cut");
+    let upstream_gets = up.nar_gets();
+    assert_eq!(upstream_gets.len(), 2, "upstream NAR requests: {upstream_gets:?}");
+    let log = srv.log.lock().unwrap().clone();
+    let nar_requests: Vec<&str> = log.lines().filter(|l| l.contains(" request ") && l.contains("path=/nar/")).collect();
+    assert!(
+        nar_requests.iter().any(|l| l.contains("status=206")),
+        "the node did not resume with a Range: {nar_requests:#?}"
+    );
+    eprintln!("proxied 256 MiB NAR cut by the upstream half-way, resumed by the node: {secs:.2} s in all");
 }

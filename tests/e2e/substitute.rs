@@ -186,17 +186,20 @@ fn nix_commands_against_the_cache() {
     assert!(log.contains("subserve-fixture-log: building top"), "{log}");
 }
 
-/// A TCP relay between Nix and subserve that breaks the first response longer than `cut_after`
-/// bytes, and notes whether a `Range` request and a `206` went through afterwards.
-struct Relay {
+/// A TCP relay between Nix and subserve (or subserve and its upstream) that breaks the first
+/// response longer than `cut_after` bytes, and notes whether a `Range` request and a `206`
+/// went through afterwards.
+pub(crate) struct Relay {
     addr: SocketAddr,
-    cut: Arc<AtomicBool>,
+    /// Whether it broke a response.
+    pub(crate) cut: Arc<AtomicBool>,
     saw_range: Arc<AtomicBool>,
     saw_206: Arc<AtomicBool>,
 }
 
 impl Relay {
-    fn start(upstream: SocketAddr, cut_after: u64) -> Self {
+    /// Relays to `upstream` from a new port on 127.0.0.1.
+    pub(crate) fn start(upstream: SocketAddr, cut_after: u64) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let cut = Arc::new(AtomicBool::new(false));
@@ -234,7 +237,8 @@ impl Relay {
         Self { addr, cut, saw_range, saw_206 }
     }
 
-    fn url(&self) -> String {
+    /// `http://127.0.0.1:PORT`.
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 }

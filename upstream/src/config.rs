@@ -78,8 +78,40 @@ pub struct ProxyConfig {
     pub store_dir: String,
     /// A NAR download with no new byte for this long is abandoned.
     pub stall_timeout: Duration,
-    /// How long an upstream is skipped after repeated failures.
+    /// How often an upstream whose breaker opened (after repeated failures) is probed again;
+    /// between probes it is skipped.
     pub breaker_cool_down: Duration,
+    /// How long a narinfo request may spend on upstream trouble before it answers "absent for
+    /// now" ([`Lookup::Unavailable`](crate::Lookup::Unavailable)): waiting in line for a fetch
+    /// slot, retrying upstreams that failed (after a back-off), waiting for an open breaker's
+    /// probe. Measured from the start of the request; a first try at each upstream still gets
+    /// that upstream's whole `timeout`. Nix waits minutes for a narinfo, so a few seconds here
+    /// hide an upstream blip from the nodes.
+    pub retry_budget: Duration,
+    /// While an upstream has been failing for less than this, a request that finds its breaker
+    /// open waits (within the retry budget) for the next probe; after that, it answers at
+    /// once, so a long outage costs the nodes no latency.
+    pub outage_patience: Duration,
+    /// Upstream narinfo lookups in progress at once, over all clients; more wait in line.
+    pub max_narinfo_fetches: usize,
+    /// Narinfo lookups that need an upstream in progress at once per client IP address
+    /// (waiting for another client's fetch of the same path included); more wait in line.
+    pub max_narinfo_fetches_per_client: usize,
+}
+
+impl ProxyConfig {
+    /// The default [`ProxyConfig::breaker_cool_down`].
+    pub const DEFAULT_BREAKER_COOL_DOWN: Duration = Duration::from_secs(2);
+    /// The default [`ProxyConfig::retry_budget`]: well below Nix's own patience (its
+    /// `stalled-download-timeout` is 300 s), above a typical blip.
+    pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(5);
+    /// The default [`ProxyConfig::outage_patience`].
+    pub const DEFAULT_OUTAGE_PATIENCE: Duration = Duration::from_secs(60);
+    /// The default [`ProxyConfig::max_narinfo_fetches`].
+    pub const DEFAULT_MAX_NARINFO_FETCHES: usize = 256;
+    /// The default [`ProxyConfig::max_narinfo_fetches_per_client`]: above the 25 connections
+    /// a Nix client opens at most (`http-connections`), so a real node never waits in line.
+    pub const DEFAULT_MAX_NARINFO_FETCHES_PER_CLIENT: usize = 32;
 }
 
 /// The upstreams a Guix system uses by default (`%default-substitute-urls`), with their keys:

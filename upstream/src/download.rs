@@ -3,13 +3,14 @@
 //! client streams the bytes from that file as they land.
 //!
 //! The download task does not belong to any client, so a client hanging up does not cancel
-//! it. A client's stream ends cleanly only once the whole file is verified and committed; a
-//! failed verification makes every stream end with an error (an aborted connection).
+//! it. A client may start anywhere in the file (a resumed download asks for a range): its
+//! stream waits for those bytes to land. A client's stream ends cleanly only once the whole
+//! file is verified and committed; a failed verification makes every stream end with an error
+//! (an aborted connection).
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -43,14 +44,55 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 /// Bytes read from the temp file per step.
 const READ_CHUNK: usize = 256 * 1024;
 
-impl Download {
-    /// A stream of the file's bytes from the start, following the download as it grows.
-    /// It holds its own handle on the temp file, so the rename at commit does not disturb it.
-    pub(crate) async fn subscribe(self: &Arc<Self>) -> io::Result<ByteStream> {
-        let file = tokio::fs::File::open(&self.temp).await?;
-        let rx = self.progress.clone();
-        let state = (file, rx, 0u64, false);
-        let stream = futures_util::stream::unfold(state, |(mut file, mut rx, mut pos, finished)| async move {
+/// One client's view of a download in progress: the NAR file's bytes as they land in the temp
+/// file, from any offset.
+///
+/// Whatever range is asked for, its stream ends cleanly only once the whole file is verified
+/// and committed; if the download fails, it ends with an error, even when the range's last
+/// byte had already been sent. A client never sees a clean end of a body that failed.
+pub struct NarStream {
+    size: Option<u64>,
+    source: Source,
+}
+
+enum Source {
+    /// Its own handle on the temp file, so the rename at commit does not disturb it.
+    Following { file: tokio::fs::File, progress: watch::Receiver<Progress> },
+    /// The download failed before this client could open it.
+    Failed,
+}
+
+impl NarStream {
+    /// The file's size when its narinfo promises one (`FileSize`; a Guix group's size): the
+    /// body can then be announced with `Content-Length` and served by range. A download of
+    /// another size fails verification (it is never written past that size).
+    pub fn size(&self) -> Option<u64> {
+        self.size
+    }
+
+    /// The whole file, as it arrives.
+    pub fn into_stream(self) -> ByteStream {
+        self.follow(0, None)
+    }
+
+    /// Bytes `start..end` of the file (`end` at most [`NarStream::size`]), waiting for them
+    /// as they arrive.
+    pub fn into_range(self, start: u64, end: u64) -> ByteStream {
+        self.follow(start, Some(end))
+    }
+
+    /// A stream for a client that arrived as the download failed.
+    pub(crate) fn failed(size: Option<u64>) -> Self {
+        Self { size, source: Source::Failed }
+    }
+
+    fn follow(self, start: u64, end: Option<u64>) -> ByteStream {
+        let (file, rx) = match self.source {
+            Source::Following { file, progress } => (file, progress),
+            Source::Failed => return Box::pin(futures_util::stream::once(async { Err(failure()) })),
+        };
+        let state = (file, rx, start, false);
+        let stream = futures_util::stream::unfold(state, move |(mut file, mut rx, mut pos, finished)| async move {
             if finished {
                 return None;
             }
@@ -59,13 +101,11 @@ impl Download {
                 let (available, complete) = match progress {
                     Progress::Running(n) => (n, false),
                     Progress::Done(n) => (n, true),
-                    Progress::Failed => {
-                        let err = io::Error::other("upstream download failed verification or was cut");
-                        return Some((Err(err), (file, rx, pos, true)));
-                    }
+                    Progress::Failed => return Some((Err(failure()), (file, rx, pos, true))),
                 };
-                if pos < available {
-                    let want = (available - pos).min(READ_CHUNK as u64) as usize;
+                let limit = end.map_or(available, |end| available.min(end));
+                if pos < limit {
+                    let want = (limit - pos).min(READ_CHUNK as u64) as usize;
                     let mut buf = vec![0u8; want];
                     if let Err(e) = read_exact_at(&mut file, pos, &mut buf).await {
                         return Some((Err(e), (file, rx, pos, true)));
@@ -74,22 +114,34 @@ impl Download {
                     return Some((Ok(Bytes::from(buf)), (file, rx, pos, false)));
                 }
                 if complete {
+                    if end.is_some_and(|end| pos < end) {
+                        let err = io::Error::new(io::ErrorKind::UnexpectedEof, "download is shorter than its FileSize");
+                        return Some((Err(err), (file, rx, pos, true)));
+                    }
                     return None;
                 }
+                // Nothing new to send (or the range is sent): wait for more bytes, or the verdict.
                 if rx.changed().await.is_err() {
                     let err = io::Error::other("upstream download was abandoned");
                     return Some((Err(err), (file, rx, pos, true)));
                 }
             }
         });
-        Ok(Box::pin(stream))
+        Box::pin(stream)
     }
 }
 
-/// The stream a client gets when it arrives just as the download fails.
-pub(crate) fn failed_stream() -> ByteStream {
-    let err = io::Error::other("upstream download failed verification or was cut");
-    Box::pin(futures_util::stream::once(async move { Err(err) }))
+fn failure() -> io::Error {
+    io::Error::other("upstream download failed verification or was cut")
+}
+
+impl Download {
+    /// A view of the download for one client; `size` is the file size the narinfo promises.
+    /// Fails if the temp file is gone (the download just ended).
+    pub(crate) async fn subscribe(&self, size: Option<u64>) -> io::Result<NarStream> {
+        let file = tokio::fs::File::open(&self.temp).await?;
+        Ok(NarStream { size, source: Source::Following { file, progress: self.progress.clone() } })
+    }
 }
 
 async fn read_exact_at(file: &mut tokio::fs::File, pos: u64, buf: &mut [u8]) -> io::Result<()> {

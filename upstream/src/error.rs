@@ -106,6 +106,19 @@ impl FetchError {
     }
 }
 
+impl FetchError {
+    /// Whether asking again may give another answer: a timeout, a failed or broken connection
+    /// (a truncated body is one), a 5xx, 408 or 429. Garbage, a bad signature or another
+    /// status would come back the same.
+    pub(crate) fn is_transient(&self) -> bool {
+        match self {
+            FetchError::Timeout | FetchError::Connection(_) => true,
+            FetchError::Status(status) => *status >= 500 || *status == 408 || *status == 429,
+            _ => false,
+        }
+    }
+}
+
 impl From<reqwest::Error> for FetchError {
     fn from(e: reqwest::Error) -> Self {
         if e.is_timeout() {

@@ -13,14 +13,15 @@ use crate::UpstreamConfig;
 pub(crate) const MAX_NARINFO: usize = 256 * 1024;
 
 /// GETs `<upstream>/<hash>.narinfo` and returns its text, unparsed (each flavour reads it
-/// its own way); `Ok(None)` for a miss.
+/// its own way), all within `timeout`; `Ok(None)` for a miss.
 pub(crate) async fn narinfo(
     client: &reqwest::Client,
     up: &UpstreamConfig,
     hash: &StorePathHash,
+    timeout: Duration,
 ) -> Result<Option<String>, FetchError> {
     let url = format!("{}/{hash}.narinfo", up.url);
-    let deadline = tokio::time::Instant::now() + up.timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
     let response =
         tokio::time::timeout_at(deadline, client.get(&url).send()).await.map_err(|_| FetchError::Timeout)??;
     match response.status().as_u16() {

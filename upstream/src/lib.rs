@@ -2,50 +2,56 @@
 //! upstream caches, verified, cached on disk and served to every client after.
 //!
 //! [`Proxy`] is the whole interface the server sees. It never returns upstream trouble as an
-//! error: a narinfo that cannot be fetched or trusted is `None`, which the server answers with
-//! 404, because a 5xx on a narinfo aborts the Nix client's whole build. This crate is the only
-//! one in subserve that makes outbound connections.
+//! error: a narinfo no upstream has or that cannot be trusted is [`Lookup::Absent`], one that
+//! upstream trouble kept from us (past the retry budget) is [`Lookup::Unavailable`], and the
+//! server answers both with 404, because a 5xx on a narinfo aborts the Nix client's whole
+//! build. Trouble is retried within the request first (see `lookup.rs`), since Nix remembers a
+//! 404 for an hour. This crate is the only one in subserve that makes outbound connections.
 //!
 //! A proxy has one [`Flavour`]. A Nix proxy fronts Nix caches: [`Proxy::narinfo`] gives a
 //! [`NarInfo`] trusted by the upstream's `Sig:` (or a `CA` field), whose `URL` names
 //! [`Proxy::nar`]. A Guix proxy fronts Guix build farms: [`Proxy::guix_narinfo`] gives a
 //! [`GuixProxied`], the upstream's signed text byte for byte (trusted by its `Signature:`)
 //! for the server to re-sign, with one URL group in guix publish's layout that
-//! [`Proxy::guix_nar`] serves. The methods of the other flavour answer `None`.
+//! [`Proxy::guix_nar`] serves. The methods of the other flavour answer absent.
 //!
 //! The cache directory is a plain binary cache (`nix-cache-info`, `<hash>.narinfo`, the NARs
 //! under `nar/` where the narinfos' URLs say), complete entries only, plus `index.sqlite` and
 //! a `tmp/` for downloads. It holds one flavour: opened with the other, its entries go.
 
 mod breaker;
+mod caps;
 mod config;
 mod download;
 mod error;
 mod fetch;
 mod guix;
 mod index;
+mod lookup;
 mod owner;
 mod verify;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use formats::compression::nar_file_name;
-use formats::{Compression, NarHash, NarInfo, StorePath, StorePathHash};
+use formats::{Compression, NarHash, NarInfo, StorePathHash};
 use tokio::sync::{watch, OnceCell};
 
 pub use config::{
     guix_defaults, Flavour, ProxyConfig, UpstreamConfig, CACHE_NIXOS_ORG, CACHE_NIXOS_ORG_KEY, GUIX_BORDEAUX,
     GUIX_BORDEAUX_KEY, GUIX_CI, GUIX_CI_KEY,
 };
-pub use download::ByteStream;
+pub use download::{ByteStream, NarStream};
 pub use error::Error;
 pub use guix::GuixProxied;
+pub use lookup::Lookup;
 
 use breaker::Breaker;
+use caps::Caps;
 use download::{Download, Job, Progress};
 use error::FetchError;
 use index::{Index, Victim};
@@ -60,8 +66,9 @@ pub enum NarSource {
         /// Its size.
         size: u64,
     },
-    /// A download in progress, streamed as it arrives; ends with an error unless verified.
-    Stream(ByteStream),
+    /// A download in progress, streamed as it arrives (a range of it, once its size is known);
+    /// ends with an error unless verified.
+    Stream(NarStream),
 }
 
 /// A NAR baked into the cache area: compressed once, served as a file.
@@ -82,8 +89,13 @@ pub struct Stats {
     pub narinfo_hits: AtomicU64,
     /// narinfos answered "absent" from a negative entry.
     pub negative_hits: AtomicU64,
-    /// narinfo requests sent upstream.
+    /// narinfo requests sent upstream, retries included.
     pub narinfo_fetches: AtomicU64,
+    /// narinfo requests sent upstream again, within one lookup, after trouble.
+    pub narinfo_retries: AtomicU64,
+    /// narinfo lookups answered "absent for now" because a cap stayed full for the whole
+    /// retry budget (no upstream was asked).
+    pub over_cap: AtomicU64,
     /// Upstream failures (timeouts, resets, bad status, garbage).
     pub upstream_errors: AtomicU64,
     /// narinfos refused for lack of a trusted signature.
@@ -140,7 +152,8 @@ struct Inner {
     client: reqwest::Client,
     upstreams: Vec<Upstream>,
     index: Index,
-    narinfo_flights: Mutex<HashMap<String, Arc<OnceCell<Option<Proxied>>>>>,
+    narinfo_flights: Mutex<HashMap<String, Arc<OnceCell<Lookup<Proxied>>>>>,
+    caps: Caps,
     downloads: Mutex<HashMap<String, Arc<Download>>>,
     stats: Stats,
     /// When narinfo-only entries were last pruned (unix seconds).
@@ -224,14 +237,19 @@ impl Proxy {
         let upstreams = config
             .upstreams
             .iter()
-            .map(|c| Upstream { config: c.clone(), breaker: Breaker::new(config.breaker_cool_down) })
+            .map(|c| Upstream {
+                config: c.clone(),
+                breaker: Breaker::new(config.breaker_cool_down, config.outage_patience),
+            })
             .collect();
+        let caps = Caps::new(config.max_narinfo_fetches, config.max_narinfo_fetches_per_client);
         let inner = Inner {
             config,
             client,
             upstreams,
             index,
             narinfo_flights: Mutex::default(),
+            caps,
             downloads: Mutex::default(),
             stats: Stats::default(),
             last_prune: std::sync::atomic::AtomicI64::new(0),
@@ -251,43 +269,53 @@ impl Proxy {
     }
 
     /// The narinfo of `hash` from the cache or an upstream, verified, with its `URL` pointing
-    /// into subserve's `nar/` and only upstream signatures; `None` when no upstream has it or
-    /// can be reached or trusted, or when this is not a Nix proxy. Concurrent calls for one
-    /// hash share one upstream request.
-    pub async fn narinfo(&self, hash: &StorePathHash) -> Option<NarInfo> {
+    /// into subserve's `nar/` and only upstream signatures. [`Lookup::Absent`] when no
+    /// upstream has it or it cannot be trusted, or when this is not a Nix proxy;
+    /// [`Lookup::Unavailable`] when upstream trouble outlasted the retry budget or `client`
+    /// (the requester's address, for the per-client cap) stayed over a cap. Concurrent calls
+    /// for one hash share one upstream request.
+    pub async fn narinfo(&self, hash: &StorePathHash, client: Option<IpAddr>) -> Lookup<NarInfo> {
         if self.flavour() != Flavour::Nix {
-            return None;
+            return Lookup::Absent;
         }
-        match self.lookup(hash).await? {
+        self.lookup(hash, client).await.and_then(|proxied| match proxied {
             Proxied::Nix(info) => Some(*info),
             Proxied::Guix(_) => None,
-        }
+        })
     }
 
     /// The Guix narinfo of `hash` from the cache or an upstream: the upstream's signed text
     /// byte for byte, verified under that upstream's Guix keys, with the one URL group
-    /// subserve offers (see [`GuixProxied`]). `None` when no upstream has it, can be reached
-    /// or trusted, or offers it in a compression subserve can verify (lzip only, say), or
-    /// when this is not a Guix proxy. Concurrent calls for one hash share one upstream request.
-    pub async fn guix_narinfo(&self, hash: &StorePathHash) -> Option<GuixProxied> {
+    /// subserve offers (see [`GuixProxied`]). [`Lookup::Absent`] when no upstream has it or
+    /// it cannot be trusted, or offers it in no compression subserve can verify (lzip only,
+    /// say), or when this is not a Guix proxy; [`Lookup::Unavailable`] as for
+    /// [`Proxy::narinfo`]. Concurrent calls for one hash share one upstream request.
+    pub async fn guix_narinfo(&self, hash: &StorePathHash, client: Option<IpAddr>) -> Lookup<GuixProxied> {
         if self.flavour() != Flavour::Guix {
-            return None;
+            return Lookup::Absent;
         }
-        match self.lookup(hash).await? {
+        self.lookup(hash, client).await.and_then(|proxied| match proxied {
             Proxied::Guix(proxied) => Some(*proxied),
             Proxied::Nix(_) => None,
-        }
+        })
     }
 
     /// The NAR of `hash` as named by a URL from one of our narinfos: the cached file, or a
     /// stream of the (single) download in progress. `None` when the URL does not match what
     /// we know (another NarHash or compression) or the download cannot start, or when this
-    /// is not a Nix proxy.
-    pub async fn nar(&self, hash: &StorePathHash, nar_hash: &NarHash, compression: Compression) -> Option<NarSource> {
+    /// is not a Nix proxy. `client` is the requester's address, should the narinfo have to
+    /// be fetched again.
+    pub async fn nar(
+        &self,
+        hash: &StorePathHash,
+        nar_hash: &NarHash,
+        compression: Compression,
+        client: Option<IpAddr>,
+    ) -> Option<NarSource> {
         if self.flavour() != Flavour::Nix {
             return None;
         }
-        self.nar_of(hash, |e| e.nar_hash == *nar_hash && e.compression == compression).await
+        self.nar_of(hash, client, |e| e.nar_hash == *nar_hash && e.compression == compression).await
     }
 
     /// The NAR of `hash` as named by the URL group of one of our Guix narinfos
@@ -296,11 +324,16 @@ impl Proxy {
     /// compression is not the one offered, the path is unknown (ask [`Proxy::guix_narinfo`]
     /// first), the download cannot start, or this is not a Guix proxy. The caller checks the
     /// basename's name part against [`GuixProxied::store_path`].
-    pub async fn guix_nar(&self, hash: &StorePathHash, compression: Compression) -> Option<NarSource> {
+    pub async fn guix_nar(
+        &self,
+        hash: &StorePathHash,
+        compression: Compression,
+        client: Option<IpAddr>,
+    ) -> Option<NarSource> {
         if self.flavour() != Flavour::Guix {
             return None;
         }
-        self.nar_of(hash, |e| e.compression == compression).await
+        self.nar_of(hash, client, |e| e.compression == compression).await
     }
 
     /// The baked file of a NAR in `compression`, if one is ready; marks it used. Blocking
@@ -346,51 +379,18 @@ impl Proxy {
         Ok(Baked { path, file_size, file_hash })
     }
 
-    /// Looks `hash` up in the index, then upstream, one upstream request per hash at a time.
-    /// Without upstreams (a cache area used for baking only) nothing is proxied.
-    async fn lookup(&self, hash: &StorePathHash) -> Option<Proxied> {
-        if self.inner.upstreams.is_empty() {
-            return None;
-        }
-        let key = hash.to_string();
-        let inner = Arc::clone(&self.inner);
-        let k = key.clone();
-        let cached = blocking(move || inner.cached_narinfo(&k)).await;
-        match cached {
-            Cached::Hit(proxied) => return Some(proxied),
-            Cached::Negative => return None,
-            Cached::Miss => {}
-        }
-        let cell = {
-            let mut flights = self.inner.narinfo_flights.lock().unwrap_or_else(|e| e.into_inner());
-            Arc::clone(flights.entry(key.clone()).or_default())
-        };
-        let result = cell
-            .get_or_init(|| async {
-                // A flight that finished just before this one started has filled the index.
-                let (inner, k) = (Arc::clone(&self.inner), key.clone());
-                match blocking(move || inner.cached_narinfo(&k)).await {
-                    Cached::Hit(proxied) => Some(proxied),
-                    Cached::Negative => None,
-                    Cached::Miss => self.inner.fetch_narinfo(hash).await,
-                }
-            })
-            .await
-            .clone();
-        let mut flights = self.inner.narinfo_flights.lock().unwrap_or_else(|e| e.into_inner());
-        if flights.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-            flights.remove(&key);
-        }
-        result
-    }
-
     /// The NAR of the indexed entry for `hash`, if what the URL names `matches` it.
-    async fn nar_of(&self, hash: &StorePathHash, matches: impl FnOnce(&Expected) -> bool) -> Option<NarSource> {
+    async fn nar_of(
+        &self,
+        hash: &StorePathHash,
+        client: Option<IpAddr>,
+        matches: impl FnOnce(&Expected) -> bool,
+    ) -> Option<NarSource> {
         let key = hash.to_string();
         let inner = Arc::clone(&self.inner);
         let k = key.clone();
         let mut entry = blocking(move || inner.index.get(&k)).await;
-        if matches!(entry, Ok(None)) && self.lookup(hash).await.is_some() {
+        if matches!(entry, Ok(None)) && matches!(self.lookup(hash, client).await, Lookup::Found(_)) {
             // A URL from a narinfo whose entry was pruned (or never made here): the narinfo
             // is fetched and verified again, and the NAR with it.
             let (inner, k) = (Arc::clone(&self.inner), key.clone());
@@ -417,22 +417,16 @@ impl Proxy {
             }
         }
         let download = self.inner.start_download(&key, &entry, expected)?;
-        match download.subscribe().await {
+        match download.subscribe(expected.file_size).await {
             Ok(stream) => Some(NarSource::Stream(stream)),
             // The download ended between our look and our open: it either renamed its file into
             // place, or failed and removed it, in which case this client sees the failure too.
             Err(_) => match std::fs::metadata(&final_path) {
                 Ok(m) => Some(NarSource::File { path: final_path, size: m.len() }),
-                Err(_) => Some(NarSource::Stream(download::failed_stream())),
+                Err(_) => Some(NarSource::Stream(NarStream::failed(expected.file_size))),
             },
         }
     }
-}
-
-enum Cached {
-    Hit(Proxied),
-    Negative,
-    Miss,
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -448,142 +442,6 @@ impl Inner {
                 .ok()
                 .map(|proxied| Proxied::Guix(Box::new(proxied))),
         }
-    }
-
-    fn cached_narinfo(&self, hash: &str) -> Cached {
-        let now = unix_now();
-        match self.index.get(hash) {
-            Ok(Some(entry)) => {
-                if let Some(proxied) = self.parse_entry(&entry) {
-                    let _ = self.index.touch(hash, now);
-                    self.stats.narinfo_hits.fetch_add(1, Ordering::Relaxed);
-                    return Cached::Hit(proxied);
-                }
-                Cached::Miss
-            }
-            Ok(None) => match self.index.is_negative(hash, now) {
-                Ok(true) => {
-                    self.stats.negative_hits.fetch_add(1, Ordering::Relaxed);
-                    Cached::Negative
-                }
-                _ => Cached::Miss,
-            },
-            Err(e) => {
-                tracing::error!(error = %e, "cache index");
-                Cached::Miss
-            }
-        }
-    }
-
-    /// Asks the upstreams in priority order; the first trusted, usable answer wins.
-    async fn fetch_narinfo(self: &Arc<Self>, hash: &StorePathHash) -> Option<Proxied> {
-        let mut clean = true;
-        for up in &self.upstreams {
-            if !up.breaker.allow(Instant::now()) {
-                clean = false;
-                continue;
-            }
-            self.stats.narinfo_fetches.fetch_add(1, Ordering::Relaxed);
-            let result = fetch::narinfo(&self.client, &up.config, hash).await.and_then(|found| match found {
-                None => Ok(None),
-                Some(text) => self.accept(up, hash, &text).map(Some),
-            });
-            match result {
-                Ok(None) => up.breaker.success(),
-                Ok(Some(accepted)) => {
-                    up.breaker.success();
-                    return self.remember(hash, accepted).await;
-                }
-                Err(FetchError::Unusable(why)) => {
-                    // A healthy upstream with nothing we can offer: as good as a miss.
-                    up.breaker.success();
-                    tracing::info!(upstream = %up.config.url, %hash, %why, "upstream narinfo not usable");
-                }
-                Err(e) => {
-                    clean = false;
-                    if matches!(e, FetchError::Untrusted) {
-                        self.stats.untrusted.fetch_add(1, Ordering::Relaxed);
-                    }
-                    self.failed(up, &format!("{hash}.narinfo"), &e);
-                }
-            }
-        }
-        if clean {
-            let expires = unix_now() + self.config.negative_ttl.as_secs() as i64;
-            let this = Arc::clone(self);
-            let h = hash.to_string();
-            let _ = blocking(move || this.index.put_negative(&h, expires)).await;
-        }
-        None
-    }
-
-    /// Checks an upstream narinfo in the proxy's flavour and moves its NAR URL into ours.
-    fn accept(&self, up: &Upstream, hash: &StorePathHash, text: &str) -> Result<Accepted, FetchError> {
-        match self.config.flavour {
-            Flavour::Nix => {
-                let info = NarInfo::parse(text).map_err(|e| FetchError::Garbage(e.to_string()))?;
-                let (info, upstream_url) = self.accept_nix(up, hash, info)?;
-                let nar_file = info.url.trim_start_matches("nar/").to_owned();
-                Ok(Accepted { text: info.render(), nar_file, upstream_url, proxied: Proxied::Nix(Box::new(info)) })
-            }
-            Flavour::Guix => {
-                let (proxied, upstream_url) = guix::accept(&up.config, &self.config.store_dir, hash, text)?;
-                let nar_file = proxied.nar_file().unwrap_or_default().to_owned();
-                let text = proxied.render(&proxied.upstream_signature);
-                Ok(Accepted { text, nar_file, upstream_url, proxied: Proxied::Guix(Box::new(proxied)) })
-            }
-        }
-    }
-
-    /// Checks a Nix narinfo and rewrites its URL into our namespace.
-    fn accept_nix(
-        &self,
-        up: &Upstream,
-        hash: &StorePathHash,
-        mut info: NarInfo,
-    ) -> Result<(NarInfo, String), FetchError> {
-        let path = StorePath::from_absolute(&self.config.store_dir, &info.store_path)
-            .map_err(|e| FetchError::Garbage(e.to_string()))?;
-        if path.hash() != hash {
-            return Err(FetchError::Garbage(format!("asked for {hash}, got {}", info.store_path)));
-        }
-        for r in &info.references {
-            StorePath::from_basename(r).map_err(|e| FetchError::Garbage(e.to_string()))?;
-        }
-        let fingerprint = info.fingerprint(&self.config.store_dir);
-        if !signing::verify_any(&up.config.keys, &fingerprint, &info.sigs) && info.ca.is_none() {
-            return Err(FetchError::Untrusted);
-        }
-        let compression: Compression = info
-            .compression
-            .parse()
-            .map_err(|e: formats::compression::UnknownCompression| FetchError::Garbage(e.to_string()))?;
-        let upstream_url = fetch::resolve(&up.config.url, &info.url);
-        info.url = format!("nar/{}", nar_file_name(hash, &info.nar_hash, compression));
-        info.compression = compression.name().to_owned();
-        Ok((info, upstream_url))
-    }
-
-    async fn remember(self: &Arc<Self>, hash: &StorePathHash, accepted: Accepted) -> Option<Proxied> {
-        let this = Arc::clone(self);
-        let h = hash.to_string();
-        let Accepted { proxied, text, nar_file, upstream_url } = accepted;
-        let stored = blocking(move || {
-            let now = unix_now();
-            this.index.put_narinfo(&h, &text, &nar_file, &upstream_url, now)?;
-            if now - this.last_prune.swap(now, Ordering::Relaxed) >= PRUNE_EVERY {
-                let pruned = this.index.prune_uncached(now - UNCACHED_TTL)?;
-                if pruned > 0 {
-                    tracing::info!(pruned, "forgot narinfos whose NAR was not fetched in 30 days");
-                }
-            }
-            Ok::<_, Error>(())
-        })
-        .await;
-        if let Err(e) = stored {
-            tracing::error!(error = %e, "cache index");
-        }
-        Some(proxied)
     }
 
     fn failed(&self, up: &Upstream, what: &str, e: &FetchError) {

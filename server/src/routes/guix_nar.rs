@@ -79,12 +79,12 @@ async fn proxied(
     headers: &HeaderMap,
 ) -> Result<Response, AppError> {
     let proxy = state.proxy.as_ref().ok_or(AppError::NotFound)?;
-    let known = proxy.guix_narinfo(path.hash()).await.ok_or(AppError::NotFound)?;
+    let known = super::narinfo::proxied(proxy.guix_narinfo(path.hash(), slots.client).await)?;
     if known.store_path != *path {
         return Err(AppError::NotFound);
     }
-    match proxy.guix_nar(path.hash(), compression).await.ok_or(AppError::NotFound)? {
-        NarSource::Stream(stream) => super::nar::download_response(stream, slots, method).await,
+    match proxy.guix_nar(path.hash(), compression, slots.client).await.ok_or(AppError::NotFound)? {
+        NarSource::Stream(download) => super::nar::download_response(download, slots, method, headers).await,
         NarSource::File { path, size } => super::nar::file_response(path, size, slots, method, headers).await,
     }
 }

@@ -89,7 +89,7 @@ async fn top_level(
     method: Method,
 ) -> Result<Response, AppError> {
     if let Some(hash) = file.strip_suffix(".narinfo") {
-        narinfo::get(state, hash).await
+        narinfo::get(state, hash, slots.client).await
     } else if let Some(hash) = file.strip_suffix(".ls") {
         listing::get(state, hash, &slots, &method).await
     } else {
@@ -101,7 +101,9 @@ async fn top_level(
 /// the client's address (its share of the slots is counted by it).
 pub(crate) struct Slots {
     admission: Arc<Admission>,
-    client: Option<IpAddr>,
+    /// The client's address: its share of the stream slots, and of the proxy's upstream
+    /// lookups, is counted by it.
+    pub(crate) client: Option<IpAddr>,
 }
 
 impl Slots {

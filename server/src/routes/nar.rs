@@ -5,7 +5,8 @@
 //! broken download; compressed ones are encoded on the fly and sent without a length. Every
 //! compression is served whatever the narinfo currently advertises, so URLs cached by clients
 //! stay valid. Proxied NARs are served in the upstream's compression, from the cache file
-//! (with `Range`) or straight from the download in progress.
+//! or straight from the download in progress, with `Content-Length` and `Range` whenever the
+//! narinfo gave the file's size.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -16,7 +17,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use formats::{NarHash, StorePathHash};
-use upstream::NarSource;
+use upstream::{NarSource, NarStream};
 
 use super::Slots;
 use crate::compression::{self, Compression, Levels};
@@ -91,16 +92,33 @@ pub(super) fn unsized_empty_body() -> Body {
 
 /// A proxied NAR streamed from its download in progress; the body waits for a permit of
 /// `admission` and holds it until it is dropped. The download itself goes on regardless.
+///
+/// When the narinfo gave the file's size, the response has `Content-Length` and
+/// `Accept-Ranges`, and a `Range` is served from the bytes already downloaded, then as they
+/// arrive: Nix resumes a broken transfer only from a response that announced both. Either
+/// way the body ends cleanly only once the whole file is verified.
 pub(super) async fn download_response(
-    stream: upstream::ByteStream,
+    download: NarStream,
     slots: &Slots,
     method: &Method,
+    headers: &HeaderMap,
 ) -> Result<Response, AppError> {
     let response = Response::builder().header(header::CONTENT_TYPE, MIME_NAR);
+    let (response, range) = match download.size() {
+        Some(size) => {
+            let (response, range) = ranged(response, headers, size)?;
+            (response, Some(range))
+        }
+        None => (response, None),
+    };
     if method == Method::HEAD {
         return Ok(response.body(unsized_empty_body()).expect("valid response"));
     }
     let permit = slots.admit(Compression::None).await?;
+    let stream = match range {
+        Some(ByteRange { start, end }) => download.into_range(start, end),
+        None => download.into_stream(),
+    };
     let stream = futures_util::StreamExt::map(stream, move |item| {
         let _held = &permit;
         item
@@ -163,8 +181,8 @@ async fn proxied(
 ) -> Result<Response, AppError> {
     let proxy = state.proxy.as_ref().ok_or(AppError::NotFound)?;
     let hash = StorePathHash::parse(store_hash).map_err(|_| AppError::BadRequest("invalid store path hash"))?;
-    match proxy.nar(&hash, &nar_hash, compression).await.ok_or(AppError::NotFound)? {
-        NarSource::Stream(stream) => download_response(stream, slots, method).await,
+    match proxy.nar(&hash, &nar_hash, compression, slots.client).await.ok_or(AppError::NotFound)? {
+        NarSource::Stream(download) => download_response(download, slots, method, headers).await,
         NarSource::File { path, size } => file_response(path, size, slots, method, headers).await,
     }
 }

@@ -5,6 +5,7 @@
 //! `NarinfoCache`, so a repeated request costs no signature, no DB read and no hop to the
 //! blocking pool. Narinfo requests never wait for NAR admission.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -16,16 +17,27 @@ use formats::narinfo::{fingerprint, MIME_NARINFO};
 use formats::{NarInfo, StorePathHash};
 use signing::SecretKey;
 use store_reader::PathInfo;
+use upstream::Lookup;
 
 use crate::compression::Compression;
 use crate::dialect::Dialect;
 use crate::error::AppError;
 use crate::state::AppState;
 
-pub(super) async fn get(State(state): State<Arc<AppState>>, hash: &str) -> Result<Response, AppError> {
+/// `max-age` of a narinfo 404 that reflects upstream trouble rather than a real miss, so that
+/// Guix clients ask again soon. (Nix 2.8 keeps every 404 for its own
+/// `narinfo-cache-negative-ttl`, whatever it is told.)
+const NOT_FOUND_FOR_NOW_MAX_AGE: u64 = 5;
+
+/// `client` is the requester's IP address, for the proxy's per-client cap.
+pub(super) async fn get(
+    State(state): State<Arc<AppState>>,
+    hash: &str,
+    client: Option<IpAddr>,
+) -> Result<Response, AppError> {
     let (body, mime) = match state.settings.dialect {
-        Dialect::Nix => (nix_body(&state, hash).await, MIME_NARINFO),
-        Dialect::Guix => (guix_body(&state, hash).await, MIME_GUIX_NARINFO),
+        Dialect::Nix => (nix_body(&state, hash, client).await, MIME_NARINFO),
+        Dialect::Guix => (guix_body(&state, hash, client).await, MIME_GUIX_NARINFO),
     };
     let cache_control = |hit| HeaderValue::from_str(&state.cache_control(hit)).expect("ascii");
     match body {
@@ -39,19 +51,35 @@ pub(super) async fn get(State(state): State<Arc<AppState>>, hash: &str) -> Resul
             response.headers_mut().insert(header::CACHE_CONTROL, cache_control(false));
             Ok(response)
         }
+        Err(AppError::NotFoundForNow) => {
+            let mut response = AppError::NotFoundForNow.into_response();
+            let max_age = NOT_FOUND_FOR_NOW_MAX_AGE.min(state.settings.negative_ttl.as_secs());
+            let value = HeaderValue::from_str(&format!("max-age={max_age}")).expect("ascii");
+            response.headers_mut().insert(header::CACHE_CONTROL, value);
+            Ok(response)
+        }
         Err(e) => Err(e),
     }
 }
 
-/// The local store first; on a miss, the proxy (which answers "absent" for any upstream
-/// trouble, so a narinfo is never a 5xx because of an upstream).
-async fn nix_body(state: &Arc<AppState>, hash: &str) -> Result<Bytes, AppError> {
+/// What the proxy found, or the kind of 404 its answer calls for.
+pub(super) fn proxied<T>(lookup: Lookup<T>) -> Result<T, AppError> {
+    match lookup {
+        Lookup::Found(t) => Ok(t),
+        Lookup::Absent => Err(AppError::NotFound),
+        Lookup::Unavailable => Err(AppError::NotFoundForNow),
+    }
+}
+
+/// The local store first; on a miss, the proxy (which answers "absent" or "absent for now"
+/// for any upstream trouble, so a narinfo is never a 5xx because of an upstream).
+async fn nix_body(state: &Arc<AppState>, hash: &str, client: Option<IpAddr>) -> Result<Bytes, AppError> {
     if let Some(body) = local_body(state, hash).await? {
         return Ok(body);
     }
     let proxy = state.proxy.as_ref().ok_or(AppError::NotFound)?;
     let hash = StorePathHash::parse(hash).map_err(|_| AppError::BadRequest("invalid store path hash"))?;
-    let mut info = proxy.narinfo(&hash).await.ok_or(AppError::NotFound)?;
+    let mut info = proxied(proxy.narinfo(&hash, client).await)?;
     let fingerprint = info.fingerprint(state.store.store_dir());
     info.sigs.extend(state.keys.iter().map(|k| k.sign(&fingerprint)));
     Ok(info.render().into())
@@ -60,13 +88,13 @@ async fn nix_body(state: &Arc<AppState>, hash: &str) -> Result<Bytes, AppError> 
 /// A Guix narinfo: of a local path, or else of a path the proxy fetched from a build farm,
 /// whose signed text is kept byte for byte and signed again with our key (Guix reads one
 /// `Signature`, so a node that trusts only subserve accepts it).
-async fn guix_body(state: &Arc<AppState>, hash: &str) -> Result<Bytes, AppError> {
+async fn guix_body(state: &Arc<AppState>, hash: &str, client: Option<IpAddr>) -> Result<Bytes, AppError> {
     if let Some(body) = local_body(state, hash).await? {
         return Ok(body);
     }
     let proxy = state.proxy.as_ref().ok_or(AppError::NotFound)?;
     let hash = StorePathHash::parse(hash).map_err(|_| AppError::BadRequest("invalid store path hash"))?;
-    let proxied = proxy.guix_narinfo(&hash).await.ok_or(AppError::NotFound)?;
+    let proxied = proxied(proxy.guix_narinfo(&hash, client).await)?;
     let key = state.guix_keys.first();
     let signature = match key {
         Some(k) => k.sign_narinfo(&state.host, &proxied.signed)?,

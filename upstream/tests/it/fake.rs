@@ -1,5 +1,5 @@
 //! A fake upstream binary cache: an axum router whose answers each test shapes, counting
-//! every request it gets.
+//! every request it gets (and how many narinfo requests it is answering at once).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -35,6 +35,8 @@ pub enum Behaviour {
     FlipByte,
     /// Sends the body slowly: 64 KiB, then waits to be released (see [`Fake::release`]).
     Gated,
+    /// This status for the first `n` requests of the path, then as a healthy cache would.
+    FailFirst(u16, usize),
 }
 
 /// One path the fake serves.
@@ -55,6 +57,15 @@ pub struct Shared {
     pub requests: Mutex<HashMap<String, usize>>,
     pub gate: tokio::sync::watch::Sender<bool>,
     pub total: AtomicUsize,
+    /// Every request so far, for tests that wait for the proxy to have asked.
+    pub received: tokio::sync::watch::Sender<usize>,
+    /// When set, overrides the behaviour of every narinfo request (an outage).
+    pub all_narinfos: Mutex<Option<Behaviour>>,
+    /// When set, every narinfo answer waits for [`Fake::release`].
+    pub hold_narinfos: std::sync::atomic::AtomicBool,
+    /// narinfo requests being answered now, and the most at once so far.
+    pub narinfos_in_flight: AtomicUsize,
+    pub max_narinfos_in_flight: AtomicUsize,
 }
 
 /// A running fake upstream; `K` is the key its narinfos are signed with (Nix by default,
@@ -139,6 +150,11 @@ impl<K> Fake<K> {
             requests: Mutex::default(),
             gate: tokio::sync::watch::Sender::new(false),
             total: AtomicUsize::new(0),
+            received: tokio::sync::watch::Sender::new(0),
+            all_narinfos: Mutex::default(),
+            hold_narinfos: false.into(),
+            narinfos_in_flight: AtomicUsize::new(0),
+            max_narinfos_in_flight: AtomicUsize::new(0),
         };
         for item in &items {
             shared.narinfos.insert(format!("{}.narinfo", item.hash), item.narinfo.clone());
@@ -184,9 +200,34 @@ impl<K> Fake<K> {
         self.requests(&item.nar_url)
     }
 
-    /// Lets every gated body finish.
+    /// Lets every gated body and held narinfo answer finish.
     pub fn release(&self) {
         self.shared.gate.send_replace(true);
+    }
+
+    /// Every narinfo request gets `b` (an outage), or each its own behaviour again (`None`).
+    pub fn set_all_narinfos(&self, b: Option<Behaviour>) {
+        *self.shared.all_narinfos.lock().unwrap() = b;
+    }
+
+    /// Holds every narinfo answer back until [`Fake::release`].
+    pub fn hold_narinfos(&self) {
+        self.shared.hold_narinfos.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits until the fake has received `n` requests in all.
+    pub async fn wait_for_requests(&self, n: usize) {
+        self.shared.received.subscribe().wait_for(|&got| got >= n).await.unwrap();
+    }
+
+    /// Requests received so far.
+    pub fn total(&self) -> usize {
+        self.shared.total.load(Ordering::SeqCst)
+    }
+
+    /// The most narinfo requests the fake was answering at once.
+    pub fn max_narinfos_in_flight(&self) -> usize {
+        self.shared.max_narinfos_in_flight.load(Ordering::SeqCst)
     }
 }
 
@@ -199,6 +240,38 @@ impl Fake {
 
 pub fn proxy_for<K: UpstreamKey>(fakes: &[&Fake<K>], dir: &std::path::Path, max_size: u64) -> Proxy {
     proxy_with_stall(fakes, dir, max_size, Duration::from_secs(2))
+}
+
+/// The configuration of a proxy in front of `fakes` (in that order of priority), caching in
+/// `dir`, with timings short enough for tests: a 2 s upstream timeout, a 1 s retry budget and a
+/// 200 ms breaker cool-down.
+pub fn config_for<K: UpstreamKey>(fakes: &[&Fake<K>], dir: &std::path::Path) -> ProxyConfig {
+    ProxyConfig {
+        flavour: K::FLAVOUR,
+        upstreams: fakes
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                f.key.trusted_by(UpstreamConfig {
+                    url: f.url(),
+                    keys: vec![],
+                    guix_keys: vec![],
+                    priority: i as i32,
+                    timeout: Duration::from_secs(2),
+                })
+            })
+            .collect(),
+        cache_dir: dir.to_path_buf(),
+        max_size: 1 << 30,
+        negative_ttl: Duration::from_secs(60),
+        store_dir: K::STORE_DIR.into(),
+        stall_timeout: Duration::from_secs(2),
+        breaker_cool_down: Duration::from_millis(200),
+        retry_budget: Duration::from_secs(1),
+        outage_patience: Duration::from_secs(60),
+        max_narinfo_fetches: ProxyConfig::DEFAULT_MAX_NARINFO_FETCHES,
+        max_narinfo_fetches_per_client: ProxyConfig::DEFAULT_MAX_NARINFO_FETCHES_PER_CLIENT,
+    }
 }
 
 /// A fake upstream's signing key: what the proxy must trust it with, and for which flavour.
@@ -245,38 +318,56 @@ pub fn proxy_config<K: UpstreamKey>(
     max_size: u64,
     stall: Duration,
 ) -> ProxyConfig {
-    ProxyConfig {
-        flavour: K::FLAVOUR,
-        upstreams: fakes
-            .iter()
-            .enumerate()
-            .map(|(i, f)| {
-                f.key.trusted_by(UpstreamConfig {
-                    url: f.url(),
-                    keys: vec![],
-                    guix_keys: vec![],
-                    priority: i as i32,
-                    timeout: Duration::from_secs(2),
-                })
-            })
-            .collect(),
-        cache_dir: dir.to_path_buf(),
-        max_size,
-        negative_ttl: Duration::from_secs(60),
-        store_dir: K::STORE_DIR.into(),
-        stall_timeout: stall,
-        breaker_cool_down: Duration::from_secs(60),
+    ProxyConfig { max_size, stall_timeout: stall, ..config_for(fakes, dir) }
+}
+
+/// Counts a request; returns how many requests `path` has had, this one included.
+fn count(shared: &Shared, path: String) -> usize {
+    let n = {
+        let mut requests = shared.requests.lock().unwrap();
+        let n = requests.entry(path).or_default();
+        *n += 1;
+        *n
+    };
+    shared.total.fetch_add(1, Ordering::SeqCst);
+    shared.received.send_modify(|r| *r += 1);
+    n
+}
+
+/// Counts a narinfo request in flight while it lives.
+struct InFlight(Arc<Shared>);
+
+impl InFlight {
+    fn new(shared: &Arc<Shared>) -> Self {
+        let now = shared.narinfos_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.max_narinfos_in_flight.fetch_max(now, Ordering::SeqCst);
+        Self(Arc::clone(shared))
     }
 }
 
-fn count(shared: &Shared, path: String) {
-    *shared.requests.lock().unwrap().entry(path).or_default() += 1;
-    shared.total.fetch_add(1, Ordering::SeqCst);
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.narinfos_in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 async fn narinfo(State(shared): State<Arc<Shared>>, Path(file): Path<String>) -> Response {
-    count(&shared, file.clone());
-    let behaviour = shared.narinfo_behaviour.lock().unwrap().get(&file).copied().unwrap_or(Behaviour::Normal);
+    let _in_flight = InFlight::new(&shared);
+    let nth = count(&shared, file.clone());
+    if shared.hold_narinfos.load(Ordering::SeqCst) {
+        let _ = shared.gate.subscribe().wait_for(|open| *open).await;
+    }
+    let outage = *shared.all_narinfos.lock().unwrap();
+    let behaviour =
+        outage.or_else(|| shared.narinfo_behaviour.lock().unwrap().get(&file).copied()).unwrap_or(Behaviour::Normal);
+    let behaviour = match behaviour {
+        Behaviour::FailFirst(status, n) if nth <= n => Behaviour::Status(status),
+        Behaviour::FailFirst(..) => Behaviour::Normal,
+        b => b,
+    };
+    if let Behaviour::Status(s) = behaviour {
+        return StatusCode::from_u16(s).unwrap().into_response();
+    }
     let Some(text) = shared.narinfos.get(&file).cloned() else {
         return StatusCode::NOT_FOUND.into_response();
     };
@@ -293,8 +384,12 @@ async fn nar_in(State(shared): State<Arc<Shared>>, Path((compression, file)): Pa
 
 /// `file` is the path under `nar/`.
 async fn serve_nar(shared: Arc<Shared>, file: String) -> Response {
-    count(&shared, format!("nar/{file}"));
-    let behaviour = shared.nar_behaviour.lock().unwrap().get(&file).copied().unwrap_or(Behaviour::Normal);
+    let nth = count(&shared, format!("nar/{file}"));
+    let behaviour = match shared.nar_behaviour.lock().unwrap().get(&file).copied().unwrap_or(Behaviour::Normal) {
+        Behaviour::FailFirst(status, n) if nth <= n => Behaviour::Status(status),
+        Behaviour::FailFirst(..) => Behaviour::Normal,
+        b => b,
+    };
     let Some(data) = shared.files.get(&file).cloned() else {
         return StatusCode::NOT_FOUND.into_response();
     };
@@ -304,7 +399,7 @@ async fn serve_nar(shared: Arc<Shared>, file: String) -> Response {
 async fn respond(shared: &Arc<Shared>, behaviour: Behaviour, data: Bytes) -> Response {
     let half = data.slice(..data.len() / 2);
     match behaviour {
-        Behaviour::Normal => data.into_response(),
+        Behaviour::Normal | Behaviour::FailFirst(..) => data.into_response(),
         Behaviour::Status(s) => StatusCode::from_u16(s).unwrap().into_response(),
         Behaviour::Hang => std::future::pending().await,
         Behaviour::Stall => {
@@ -346,7 +441,8 @@ use futures_util::StreamExt as _;
 pub async fn read_all(source: NarSource) -> Result<Vec<u8>, std::io::Error> {
     match source {
         NarSource::File { path, .. } => tokio::fs::read(path).await,
-        NarSource::Stream(mut s) => {
+        NarSource::Stream(s) => {
+            let mut s = s.into_stream();
             let mut out = Vec::new();
             while let Some(chunk) = s.next().await {
                 out.extend_from_slice(&chunk?);

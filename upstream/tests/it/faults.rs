@@ -2,10 +2,11 @@
 //! transfer, nothing corrupt is cached, and the next request after the fault clears works.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use formats::{Compression, NarHash, NarInfo};
 use signing::SecretKey;
-use upstream::NarSource;
+use upstream::{Lookup, NarSource};
 
 use crate::fake::{make_item, nar_bytes, read_all, Behaviour, Fake, Item};
 
@@ -41,17 +42,19 @@ async fn narinfo_faults_become_absent_and_recover() {
         let dir = tempfile::tempdir().unwrap();
         let proxy = fake.proxy(dir.path(), 1 << 30);
         fake.set_narinfo(&item, fault);
-        assert!(proxy.narinfo(&item.hash).await.is_none(), "{fault:?}");
+        assert!(proxy.narinfo(&item.hash, None).await.found().is_none(), "{fault:?}");
         assert!(proxy.stats().upstream_errors.load(Ordering::Relaxed) >= 1, "{fault:?} not counted");
         assert_nothing_corrupt_cached(dir.path());
         // Upstream errors are not cached as misses: once the fault clears, the path is there.
         fake.set_narinfo(&item, Behaviour::Normal);
-        assert!(proxy.narinfo(&item.hash).await.is_some(), "{fault:?}: no recovery");
+        assert!(proxy.narinfo(&item.hash, None).await.found().is_some(), "{fault:?}: no recovery");
     }
 }
 
+/// A dead upstream is asked again within the request, until its breaker opens; once it has
+/// been down for longer than the patience, requests no longer wait for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_upstream_is_absent_and_then_skipped() {
+async fn a_long_dead_upstream_is_unavailable_and_then_skipped() {
     // Bind and drop a listener: nothing listens on that port any more.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
@@ -62,22 +65,28 @@ async fn a_dead_upstream_is_absent_and_then_skipped() {
             keys: vec![SecretKey::generate("k-1").unwrap().to_public()],
             guix_keys: vec![],
             priority: 0,
-            timeout: std::time::Duration::from_millis(500),
+            timeout: Duration::from_millis(500),
         }],
         cache_dir: dir.path().to_path_buf(),
         max_size: 1 << 30,
-        negative_ttl: std::time::Duration::from_secs(60),
+        negative_ttl: Duration::from_secs(60),
         store_dir: "/nix/store".into(),
-        stall_timeout: std::time::Duration::from_millis(500),
-        breaker_cool_down: std::time::Duration::from_secs(60),
+        stall_timeout: Duration::from_millis(500),
+        breaker_cool_down: Duration::from_secs(60),
+        retry_budget: Duration::from_secs(10),
+        // As if the upstream had been down for long already.
+        outage_patience: Duration::ZERO,
+        max_narinfo_fetches: 256,
+        max_narinfo_fetches_per_client: 32,
     })
     .unwrap();
     for i in 0..10 {
         let hash = formats::StorePathHash::parse(&format!("{:032}", i)).unwrap();
-        assert!(proxy.narinfo(&hash).await.is_none());
+        assert_eq!(proxy.narinfo(&hash, None).await, Lookup::Unavailable);
     }
-    // Three failures open the breaker; the other seven cost nothing.
+    // The first request tries three times, which opens the breaker; the other nine cost nothing.
     assert_eq!(proxy.stats().narinfo_fetches.load(Ordering::Relaxed), 3);
+    assert_eq!(proxy.stats().narinfo_retries.load(Ordering::Relaxed), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,7 +113,7 @@ async fn untrusted_oversized_and_mislabelled_narinfos_are_absent() {
     let dir = tempfile::tempdir().unwrap();
     let proxy = fake.proxy(dir.path(), 1 << 30);
     for item in &items {
-        assert!(proxy.narinfo(&item.hash).await.is_none(), "{}", item.hash);
+        assert!(proxy.narinfo(&item.hash, None).await.found().is_none(), "{}", item.hash);
     }
     assert_eq!(proxy.stats().untrusted.load(Ordering::Relaxed), 1);
     assert_nothing_corrupt_cached(dir.path());
@@ -122,7 +131,7 @@ async fn content_addressed_narinfos_need_no_signature() {
     let fake = Fake::start(vec![item.clone()], SecretKey::generate("someone-else-1").unwrap()).await;
     let dir = tempfile::tempdir().unwrap();
     let proxy = fake.proxy(dir.path(), 1 << 30);
-    assert!(proxy.narinfo(&item.hash).await.is_some());
+    assert!(proxy.narinfo(&item.hash, None).await.found().is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,9 +150,9 @@ async fn nar_faults_abort_the_transfer_cache_nothing_and_recover() {
             let item = fake.items[0].clone();
             let dir = tempfile::tempdir().unwrap();
             let proxy = fake.proxy(dir.path(), 1 << 30);
-            proxy.narinfo(&item.hash).await.unwrap();
+            proxy.narinfo(&item.hash, None).await.found().unwrap();
             fake.set_nar(&item, fault);
-            match proxy.nar(&item.hash, &nar_hash(&item), compression).await {
+            match proxy.nar(&item.hash, &nar_hash(&item), compression, None).await {
                 None => {}
                 Some(source @ NarSource::Stream(_)) => {
                     assert!(read_all(source).await.is_err(), "{compression} {fault:?}: clean end of a bad download");
@@ -155,7 +164,8 @@ async fn nar_faults_abort_the_transfer_cache_nothing_and_recover() {
                 assert_eq!(proxy.stats().nar_verify_failures.load(Ordering::Relaxed), 1);
             }
             fake.set_nar(&item, Behaviour::Normal);
-            let good = read_all(proxy.nar(&item.hash, &nar_hash(&item), compression).await.unwrap()).await.unwrap();
+            let good =
+                read_all(proxy.nar(&item.hash, &nar_hash(&item), compression, None).await.unwrap()).await.unwrap();
             assert_eq!(good, item.file.to_vec(), "{compression} {fault:?}: no recovery");
         }
     }
@@ -177,8 +187,8 @@ async fn a_decompression_bomb_is_refused() {
     let fake = Fake::start(vec![item.clone()], key).await;
     let dir = tempfile::tempdir().unwrap();
     let proxy = fake.proxy(dir.path(), 1 << 30);
-    proxy.narinfo(&item.hash).await.unwrap();
-    let source = proxy.nar(&item.hash, &NarHash::digest(&small), Compression::Zstd).await.unwrap();
+    proxy.narinfo(&item.hash, None).await.found().unwrap();
+    let source = proxy.nar(&item.hash, &NarHash::digest(&small), Compression::Zstd, None).await.unwrap();
     assert!(read_all(source).await.is_err());
     assert_nothing_corrupt_cached(dir.path());
     assert_eq!(proxy.stats().nar_verify_failures.load(Ordering::Relaxed), 1);

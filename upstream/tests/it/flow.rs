@@ -35,7 +35,7 @@ async fn fetches_verifies_caches_and_serves_from_cache() {
     let dir = tempfile::tempdir().unwrap();
     let proxy = fake.proxy(dir.path(), 1 << 30);
     for item in &fake.items {
-        let info = proxy.narinfo(&item.hash).await.expect("narinfo");
+        let info = proxy.narinfo(&item.hash, None).await.found().expect("narinfo");
         let compression: Compression = info.compression.parse().unwrap();
         assert_eq!(
             info.url,
@@ -43,10 +43,10 @@ async fn fetches_verifies_caches_and_serves_from_cache() {
         );
         // The upstream's signature is kept and still verifies: nothing it covers changed.
         assert!(signing::verify_any(&[fake.key.to_public()], &info.fingerprint("/nix/store"), &info.sigs));
-        let first = read_all(proxy.nar(&item.hash, &nar_hash(item), compression).await.unwrap()).await.unwrap();
+        let first = read_all(proxy.nar(&item.hash, &nar_hash(item), compression, None).await.unwrap()).await.unwrap();
         assert_eq!(first, item.file.to_vec());
         // Now from disk, as a file with a size, without asking upstream again.
-        match proxy.nar(&item.hash, &nar_hash(item), compression).await.unwrap() {
+        match proxy.nar(&item.hash, &nar_hash(item), compression, None).await.unwrap() {
             NarSource::File { size, .. } => assert_eq!(size, item.file.len() as u64),
             NarSource::Stream(_) => panic!("second request was not served from the cache"),
         }
@@ -58,13 +58,13 @@ async fn fetches_verifies_caches_and_serves_from_cache() {
     }
     // The narinfos are answered from the index from now on.
     for item in &fake.items {
-        proxy.narinfo(&item.hash).await.unwrap();
+        proxy.narinfo(&item.hash, None).await.found().unwrap();
         assert_eq!(fake.narinfo_requests(item), 1);
     }
     // A wrong NarHash or compression in the URL is not served.
     let item = &fake.items[0];
-    assert!(proxy.nar(&item.hash, &NarHash::digest(b"other"), Compression::Xz).await.is_none());
-    assert!(proxy.nar(&item.hash, &nar_hash(item), Compression::Zstd).await.is_none());
+    assert!(proxy.nar(&item.hash, &NarHash::digest(b"other"), Compression::Xz, None).await.is_none());
+    assert!(proxy.nar(&item.hash, &nar_hash(item), Compression::Zstd, None).await.is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,12 +75,12 @@ async fn fifty_clients_one_download_first_bytes_before_the_end() {
     let dir = tempfile::tempdir().unwrap();
     // The fake holds the body back until all 50 clients have their first bytes.
     let proxy = crate::fake::proxy_with_stall(&[&fake], dir.path(), 1 << 30, std::time::Duration::from_secs(120));
-    let info = proxy.narinfo(&item.hash).await.unwrap();
+    let info = proxy.narinfo(&item.hash, None).await.found().unwrap();
     assert_eq!(info.compression, "zstd");
     let mut streams = Vec::new();
     for _ in 0..50 {
-        match proxy.nar(&item.hash, &nar_hash(&item), Compression::Zstd).await.unwrap() {
-            NarSource::Stream(s) => streams.push(s),
+        match proxy.nar(&item.hash, &nar_hash(&item), Compression::Zstd, None).await.unwrap() {
+            NarSource::Stream(s) => streams.push(s.into_stream()),
             NarSource::File { .. } => panic!("served from cache before the download finished"),
         }
     }
@@ -124,7 +124,7 @@ async fn concurrent_narinfo_requests_share_one_upstream_request() {
     let tasks: Vec<_> = (0..20)
         .map(|_| {
             let (p, h) = (proxy.clone(), item.hash.clone());
-            tokio::spawn(async move { p.narinfo(&h).await })
+            tokio::spawn(async move { p.narinfo(&h, None).await.found() })
         })
         .collect();
     for t in tasks {
@@ -140,7 +140,7 @@ async fn misses_are_remembered() {
     let proxy = fake.proxy(dir.path(), 1 << 30);
     let absent = StorePathHash::parse("00000000000000000000000000000000").unwrap();
     for _ in 0..100 {
-        assert!(proxy.narinfo(&absent).await.is_none());
+        assert!(proxy.narinfo(&absent, None).await.found().is_none());
     }
     assert_eq!(fake.requests("00000000000000000000000000000000.narinfo"), 1);
 }
@@ -151,12 +151,12 @@ async fn the_first_upstream_with_the_path_wins() {
     let b = fake_with(&[(H1, 1000, Compression::Xz), (H2, 1000, Compression::Zstd)]).await;
     let dir = tempfile::tempdir().unwrap();
     let proxy = proxy_for(&[&a, &b], dir.path(), 1 << 30);
-    proxy.narinfo(&a.items[0].hash).await.unwrap();
+    proxy.narinfo(&a.items[0].hash, None).await.found().unwrap();
     assert_eq!((a.narinfo_requests(&a.items[0]), b.narinfo_requests(&b.items[0])), (1, 0));
     let item = &b.items[1];
-    let info = proxy.narinfo(&item.hash).await.unwrap();
+    let info = proxy.narinfo(&item.hash, None).await.found().unwrap();
     assert!(signing::verify_any(&[b.key.to_public()], &info.fingerprint("/nix/store"), &info.sigs));
-    let bytes = read_all(proxy.nar(&item.hash, &nar_hash(item), Compression::Zstd).await.unwrap()).await.unwrap();
+    let bytes = read_all(proxy.nar(&item.hash, &nar_hash(item), Compression::Zstd, None).await.unwrap()).await.unwrap();
     assert_eq!(bytes, item.file.to_vec());
 }
 
@@ -170,8 +170,8 @@ async fn eviction_keeps_the_cache_under_its_limit_and_narinfos_leave_with_their_
     let limit = 350_000;
     let proxy = fake.proxy(dir.path(), limit);
     for item in &fake.items {
-        proxy.narinfo(&item.hash).await.unwrap();
-        read_all(proxy.nar(&item.hash, &nar_hash(item), Compression::None).await.unwrap()).await.unwrap();
+        proxy.narinfo(&item.hash, None).await.found().unwrap();
+        read_all(proxy.nar(&item.hash, &nar_hash(item), Compression::None, None).await.unwrap()).await.unwrap();
         assert_cached(&proxy, item).await;
         let used: u64 =
             std::fs::read_dir(dir.path().join("nar")).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
@@ -190,14 +190,14 @@ async fn eviction_keeps_the_cache_under_its_limit_and_narinfos_leave_with_their_
     // The oldest entry is gone and comes back from upstream when asked again.
     let first = &fake.items[0];
     assert!(!dir.path().join(format!("{}.narinfo", first.hash)).exists());
-    proxy.narinfo(&first.hash).await.unwrap();
-    read_all(proxy.nar(&first.hash, &nar_hash(first), Compression::None).await.unwrap()).await.unwrap();
+    proxy.narinfo(&first.hash, None).await.found().unwrap();
+    read_all(proxy.nar(&first.hash, &nar_hash(first), Compression::None, None).await.unwrap()).await.unwrap();
     assert_eq!(fake.nar_requests(first), 2);
 }
 
 /// A stream that ended cleanly means the entry is committed: the next request is the file.
 async fn assert_cached(proxy: &upstream::Proxy, item: &crate::fake::Item) {
-    let source = proxy.nar(&item.hash, &nar_hash(item), Compression::None).await;
+    let source = proxy.nar(&item.hash, &nar_hash(item), Compression::None, None).await;
     assert!(matches!(source, Some(NarSource::File { .. })), "{} is not a cached file after its download", item.hash);
 }
 
@@ -208,8 +208,8 @@ async fn restart_after_a_crash_drops_partial_files_and_dangling_entries() {
     {
         let proxy = fake.proxy(dir.path(), 1 << 30);
         for item in &fake.items {
-            proxy.narinfo(&item.hash).await.unwrap();
-            read_all(proxy.nar(&item.hash, &nar_hash(item), Compression::None).await.unwrap()).await.unwrap();
+            proxy.narinfo(&item.hash, None).await.found().unwrap();
+            read_all(proxy.nar(&item.hash, &nar_hash(item), Compression::None, None).await.unwrap()).await.unwrap();
             assert_cached(&proxy, item).await;
         }
     }
@@ -229,9 +229,12 @@ async fn restart_after_a_crash_drops_partial_files_and_dangling_entries() {
     assert!(!dir.path().join(format!("{}.narinfo", lost.hash)).exists());
     // The intact entry is served from disk; the lost one is fetched again, correctly.
     let kept = &fake.items[0];
-    assert!(matches!(proxy.nar(&kept.hash, &nar_hash(kept), Compression::None).await, Some(NarSource::File { .. })));
-    proxy.narinfo(&lost.hash).await.unwrap();
-    let bytes = read_all(proxy.nar(&lost.hash, &nar_hash(lost), Compression::None).await.unwrap()).await.unwrap();
+    assert!(matches!(
+        proxy.nar(&kept.hash, &nar_hash(kept), Compression::None, None).await,
+        Some(NarSource::File { .. })
+    ));
+    proxy.narinfo(&lost.hash, None).await.found().unwrap();
+    let bytes = read_all(proxy.nar(&lost.hash, &nar_hash(lost), Compression::None, None).await.unwrap()).await.unwrap();
     assert_eq!(bytes, lost.file.to_vec());
 }
 
@@ -243,14 +246,15 @@ async fn a_nar_whose_narinfo_entry_is_gone_is_fetched_again() {
     let item = &fake.items[0];
     let dir = tempfile::tempdir().unwrap();
     let proxy = fake.proxy(dir.path(), 1 << 30);
-    proxy.narinfo(&item.hash).await.expect("narinfo");
+    proxy.narinfo(&item.hash, None).await.found().expect("narinfo");
     // What pruning does to an entry whose NAR was never fetched.
     let index = rusqlite::Connection::open(dir.path().join("index.sqlite")).unwrap();
     assert_eq!(index.execute("DELETE FROM narinfo WHERE hash = ?1", [item.hash.to_string()]).unwrap(), 1);
-    let nar = read_all(proxy.nar(&item.hash, &nar_hash(item), Compression::Zstd).await.expect("NAR")).await.unwrap();
+    let nar =
+        read_all(proxy.nar(&item.hash, &nar_hash(item), Compression::Zstd, None).await.expect("NAR")).await.unwrap();
     assert_eq!(nar, item.file.to_vec());
     assert_eq!(fake.narinfo_requests(item), 2, "the narinfo was fetched again");
     // A NAR URL for a hash no upstream has is still absent.
     let unknown = StorePathHash::parse(H2).unwrap();
-    assert!(proxy.nar(&unknown, &nar_hash(item), Compression::Zstd).await.is_none());
+    assert!(proxy.nar(&unknown, &nar_hash(item), Compression::Zstd, None).await.is_none());
 }

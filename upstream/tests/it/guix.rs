@@ -124,7 +124,7 @@ async fn fetches_verifies_caches_and_serves_from_cache() {
     let proxy = proxy_for(&[&fake], dir.path(), 1 << 30);
     let subserve = GuixSecretKey::generate().unwrap();
     for item in &fake.items {
-        let p = proxy.guix_narinfo(&item.hash).await.expect("narinfo");
+        let p = proxy.guix_narinfo(&item.hash, None).await.found().expect("narinfo");
         let compression = compression_of(item);
         assert_eq!(p.signed, signed_text(&item.narinfo).unwrap(), "the signed text changed");
         assert_eq!(p.store_path.hash(), &item.hash);
@@ -144,9 +144,9 @@ async fn fetches_verifies_caches_and_serves_from_cache() {
         verify_narinfo(&p.render(&p.upstream_signature), &[fake.key.to_public()]).unwrap();
         assert_eq!(GuixNarInfo::parse(&ours).unwrap().urls, p.urls, "the served text reads as Guix reads it");
 
-        let first = read_all(proxy.guix_nar(&item.hash, compression).await.unwrap()).await.unwrap();
+        let first = read_all(proxy.guix_nar(&item.hash, compression, None).await.unwrap()).await.unwrap();
         assert_eq!(first, item.file.to_vec());
-        match proxy.guix_nar(&item.hash, compression).await.unwrap() {
+        match proxy.guix_nar(&item.hash, compression, None).await.unwrap() {
             NarSource::File { size, .. } => assert_eq!(size, item.file.len() as u64),
             NarSource::Stream(_) => panic!("second request was not served from the cache"),
         }
@@ -158,19 +158,19 @@ async fn fetches_verifies_caches_and_serves_from_cache() {
         assert!(dir.path().join(&p.urls[0].url).is_file());
         // Another compression than the one offered is not served.
         let other = if compression == Compression::Gzip { Compression::Zstd } else { Compression::Gzip };
-        assert!(proxy.guix_nar(&item.hash, other).await.is_none());
+        assert!(proxy.guix_nar(&item.hash, other, None).await.is_none());
     }
     // From the index from now on, identical.
     for item in &fake.items {
-        let again = proxy.guix_narinfo(&item.hash).await.unwrap();
+        let again = proxy.guix_narinfo(&item.hash, None).await.found().unwrap();
         assert_eq!(again.signed, signed_text(&item.narinfo).unwrap());
         assert_eq!(fake.narinfo_requests(item), 1);
     }
     assert_eq!(proxy.stats().narinfo_hits.load(Ordering::Relaxed), 4);
     // The Nix half of the interface answers nothing, and asks no upstream.
     let item = &fake.items[0];
-    assert!(proxy.narinfo(&item.hash).await.is_none());
-    assert!(proxy.nar(&item.hash, &NarHash::digest(&item.nar), Compression::Zstd).await.is_none());
+    assert!(proxy.narinfo(&item.hash, None).await.found().is_none());
+    assert!(proxy.nar(&item.hash, &NarHash::digest(&item.nar), Compression::Zstd, None).await.is_none());
     assert_eq!(fake.shared.total.load(Ordering::SeqCst), 8);
 }
 
@@ -192,7 +192,7 @@ async fn the_signed_text_is_kept_byte_for_byte_whatever_it_holds() {
     let fake = Fake::start(vec![item.clone()], key).await;
     let dir = tempfile::tempdir().unwrap();
     let proxy = proxy_for(&[&fake], dir.path(), 1 << 30);
-    let p = proxy.guix_narinfo(&item.hash).await.unwrap();
+    let p = proxy.guix_narinfo(&item.hash, None).await.found().unwrap();
     assert_eq!(p.signed, signed);
     assert_eq!(p.store_path.to_string(), format!("{H1}-odd-1.0"));
     assert_eq!(p.nar_size, item.nar.len() as u64, "NarSize is read from the signed text");
@@ -202,14 +202,14 @@ async fn the_signed_text_is_kept_byte_for_byte_whatever_it_holds() {
     assert_eq!(p.urls[0].url, format!("nar/zstd/{H1}-odd-1.0"));
     let subserve = GuixSecretKey::generate().unwrap();
     verify_narinfo(&p.render(&subserve.sign_narinfo("subserve", &p.signed).unwrap()), &[subserve.to_public()]).unwrap();
-    let bytes = read_all(proxy.guix_nar(&item.hash, Compression::Zstd).await.unwrap()).await.unwrap();
+    let bytes = read_all(proxy.guix_nar(&item.hash, Compression::Zstd, None).await.unwrap()).await.unwrap();
     assert_eq!(bytes, item.file.to_vec());
     let on_disk = std::fs::read_to_string(dir.path().join(format!("{H1}.narinfo"))).unwrap();
     assert!(on_disk.starts_with(&signed), "{on_disk}");
     // Read back from the index, it is the same.
     drop(proxy);
     let proxy = proxy_for(&[&fake], dir.path(), 1 << 30);
-    assert_eq!(proxy.guix_narinfo(&item.hash).await.unwrap(), p);
+    assert_eq!(proxy.guix_narinfo(&item.hash, None).await.found().unwrap(), p);
     assert_eq!(fake.narinfo_requests(&item), 1);
 }
 
@@ -225,19 +225,19 @@ async fn lzip_only_is_absent_and_lzip_beside_zstd_offers_zstd() {
     let dir = tempfile::tempdir().unwrap();
     let proxy = proxy_for(&[&fake], dir.path(), 1 << 30);
     for item in &fake.items[..2] {
-        assert!(proxy.guix_narinfo(&item.hash).await.is_none(), "{}", item.hash);
+        assert!(proxy.guix_narinfo(&item.hash, None).await.found().is_none(), "{}", item.hash);
         // A healthy upstream without a usable group is a miss, remembered as one.
-        assert!(proxy.guix_narinfo(&item.hash).await.is_none());
+        assert!(proxy.guix_narinfo(&item.hash, None).await.found().is_none());
         assert_eq!(fake.narinfo_requests(item), 1);
     }
     assert_eq!(proxy.stats().upstream_errors.load(Ordering::Relaxed), 0, "an unusable narinfo is no upstream fault");
     assert_eq!(proxy.stats().negative_hits.load(Ordering::Relaxed), 2);
     let both = &fake.items[2];
-    let p = proxy.guix_narinfo(&both.hash).await.unwrap();
+    let p = proxy.guix_narinfo(&both.hash, None).await.found().unwrap();
     assert_eq!(p.urls.len(), 1);
     assert_eq!((p.urls[0].url.as_str(), p.urls[0].compression.as_str()), (both.nar_url.as_str(), "zstd"));
     assert!(p.urls[0].url.starts_with("nar/zstd/"));
-    let bytes = read_all(proxy.guix_nar(&both.hash, Compression::Zstd).await.unwrap()).await.unwrap();
+    let bytes = read_all(proxy.guix_nar(&both.hash, Compression::Zstd, None).await.unwrap()).await.unwrap();
     assert_eq!(bytes, both.file.to_vec());
     assert_eq!(fake.requests(&format!("nar/lzip/{H3}-both")), 0);
 }
@@ -284,7 +284,7 @@ async fn untrusted_mislabelled_and_garbage_narinfos_are_absent() {
         // A proxy each: three garbage answers in a row would open the breaker.
         let dir = tempfile::tempdir().unwrap();
         let proxy = proxy_for(&[&fake], dir.path(), 1 << 30);
-        assert!(proxy.guix_narinfo(&item.hash).await.is_none(), "{}", item.hash);
+        assert!(proxy.guix_narinfo(&item.hash, None).await.found().is_none(), "{}", item.hash);
         assert_eq!(fake.narinfo_requests(item), 1, "{}", item.hash);
         untrusted += proxy.stats().untrusted.load(Ordering::Relaxed);
         assert_nothing_cached(dir.path());
@@ -303,11 +303,11 @@ async fn narinfo_faults_become_absent_and_recover() {
         let dir = tempfile::tempdir().unwrap();
         let proxy = proxy_for(&[&fake], dir.path(), 1 << 30);
         fake.set_narinfo(&item, fault);
-        assert!(proxy.guix_narinfo(&item.hash).await.is_none(), "{fault:?}");
+        assert!(proxy.guix_narinfo(&item.hash, None).await.found().is_none(), "{fault:?}");
         assert!(proxy.stats().upstream_errors.load(Ordering::Relaxed) >= 1, "{fault:?} not counted");
         assert_nothing_cached(dir.path());
         fake.set_narinfo(&item, Behaviour::Normal);
-        assert!(proxy.guix_narinfo(&item.hash).await.is_some(), "{fault:?}: no recovery");
+        assert!(proxy.guix_narinfo(&item.hash, None).await.found().is_some(), "{fault:?}: no recovery");
     }
 }
 
@@ -329,9 +329,9 @@ async fn nar_faults_abort_the_transfer_cache_nothing_and_recover() {
             let compression = compression_of(&item);
             let dir = tempfile::tempdir().unwrap();
             let proxy = proxy_for(&[&fake], dir.path(), 1 << 30);
-            proxy.guix_narinfo(&item.hash).await.unwrap();
+            proxy.guix_narinfo(&item.hash, None).await.found().unwrap();
             fake.set_nar(&item, fault);
-            match proxy.guix_nar(&item.hash, compression).await {
+            match proxy.guix_nar(&item.hash, compression, None).await {
                 None => {}
                 Some(source @ NarSource::Stream(_)) => {
                     assert!(read_all(source).await.is_err(), "{group} {fault:?}: clean end of a bad download");
@@ -343,9 +343,9 @@ async fn nar_faults_abort_the_transfer_cache_nothing_and_recover() {
                 assert_eq!(proxy.stats().nar_verify_failures.load(Ordering::Relaxed), 1, "{group}");
             }
             fake.set_nar(&item, Behaviour::Normal);
-            let good = read_all(proxy.guix_nar(&item.hash, compression).await.unwrap()).await.unwrap();
+            let good = read_all(proxy.guix_nar(&item.hash, compression, None).await.unwrap()).await.unwrap();
             assert_eq!(good, item.file.to_vec(), "{group} {fault:?}: no recovery");
-            assert!(matches!(proxy.guix_nar(&item.hash, compression).await, Some(NarSource::File { .. })));
+            assert!(matches!(proxy.guix_nar(&item.hash, compression, None).await, Some(NarSource::File { .. })));
         }
     }
 }
@@ -360,8 +360,8 @@ async fn a_wrong_file_size_aborts_the_download() {
     let fake = Fake::start(vec![item.clone()], key).await;
     let dir = tempfile::tempdir().unwrap();
     let proxy = proxy_for(&[&fake], dir.path(), 1 << 30);
-    assert_eq!(proxy.guix_narinfo(&item.hash).await.unwrap().urls[0].file_size, Some(size as u64 - 1));
-    assert!(read_all(proxy.guix_nar(&item.hash, Compression::Zstd).await.unwrap()).await.is_err());
+    assert_eq!(proxy.guix_narinfo(&item.hash, None).await.found().unwrap().urls[0].file_size, Some(size as u64 - 1));
+    assert!(read_all(proxy.guix_nar(&item.hash, Compression::Zstd, None).await.unwrap()).await.is_err());
     assert_eq!(proxy.stats().nar_verify_failures.load(Ordering::Relaxed), 1);
     assert_nothing_cached(dir.path());
 }
@@ -377,8 +377,8 @@ async fn a_decompression_bomb_is_refused() {
     let fake = Fake::start(vec![item.clone()], key).await;
     let dir = tempfile::tempdir().unwrap();
     let proxy = proxy_for(&[&fake], dir.path(), 1 << 30);
-    assert_eq!(proxy.guix_narinfo(&item.hash).await.unwrap().urls[0].file_size, None);
-    assert!(read_all(proxy.guix_nar(&item.hash, Compression::Zstd).await.unwrap()).await.is_err());
+    assert_eq!(proxy.guix_narinfo(&item.hash, None).await.found().unwrap().urls[0].file_size, None);
+    assert!(read_all(proxy.guix_nar(&item.hash, Compression::Zstd, None).await.unwrap()).await.is_err());
     assert_nothing_cached(dir.path());
     assert_eq!(proxy.stats().nar_verify_failures.load(Ordering::Relaxed), 1);
 }
@@ -394,7 +394,7 @@ async fn many_clients_share_one_narinfo_request_and_one_download() {
     let tasks: Vec<_> = (0..20)
         .map(|_| {
             let (p, h) = (proxy.clone(), item.hash.clone());
-            tokio::spawn(async move { p.guix_narinfo(&h).await })
+            tokio::spawn(async move { p.guix_narinfo(&h, None).await.found() })
         })
         .collect();
     for t in tasks {
@@ -404,7 +404,7 @@ async fn many_clients_share_one_narinfo_request_and_one_download() {
     // The fake holds the body back until released: every client joins the one download.
     let mut streams = Vec::new();
     for _ in 0..10 {
-        match proxy.guix_nar(&item.hash, Compression::Zstd).await.unwrap() {
+        match proxy.guix_nar(&item.hash, Compression::Zstd, None).await.unwrap() {
             source @ NarSource::Stream(_) => streams.push(source),
             NarSource::File { .. } => panic!("served from cache before the download finished"),
         }
@@ -428,9 +428,9 @@ async fn eviction_and_restart_after_a_crash() {
     {
         let proxy = proxy_for(&[&fake], dir.path(), limit);
         for item in &fake.items {
-            proxy.guix_narinfo(&item.hash).await.unwrap();
-            read_all(proxy.guix_nar(&item.hash, Compression::None).await.unwrap()).await.unwrap();
-            assert!(matches!(proxy.guix_nar(&item.hash, Compression::None).await, Some(NarSource::File { .. })));
+            proxy.guix_narinfo(&item.hash, None).await.found().unwrap();
+            read_all(proxy.guix_nar(&item.hash, Compression::None, None).await.unwrap()).await.unwrap();
+            assert!(matches!(proxy.guix_nar(&item.hash, Compression::None, None).await, Some(NarSource::File { .. })));
             let used: u64 = walk(&dir.path().join("nar")).iter().map(|p| p.metadata().unwrap().len()).sum();
             assert!(used <= limit, "cache holds {used} bytes, limit {limit}");
         }
@@ -456,9 +456,9 @@ async fn eviction_and_restart_after_a_crash() {
     assert!(!dir.path().join("nar/zstd/orphan").exists());
     assert!(!dir.path().join(format!("nar/{H1}-orphan")).exists());
     assert!(!dir.path().join(format!("{}.narinfo", lost.hash)).exists());
-    assert!(matches!(proxy.guix_nar(&intact.hash, Compression::None).await, Some(NarSource::File { .. })));
-    proxy.guix_narinfo(&lost.hash).await.unwrap();
-    let bytes = read_all(proxy.guix_nar(&lost.hash, Compression::None).await.unwrap()).await.unwrap();
+    assert!(matches!(proxy.guix_nar(&intact.hash, Compression::None, None).await, Some(NarSource::File { .. })));
+    proxy.guix_narinfo(&lost.hash, None).await.found().unwrap();
+    let bytes = read_all(proxy.guix_nar(&lost.hash, Compression::None, None).await.unwrap()).await.unwrap();
     assert_eq!(bytes, lost.file.to_vec());
     assert_eq!(fake.nar_requests(lost), 2);
 }
@@ -474,8 +474,8 @@ async fn another_stores_cache_directory_is_refused_and_left_alone() {
     let nar_hash = NarHash::digest(&nix_item.nar);
     let info = {
         let nix_proxy = nix_fake.proxy(dir.path(), 1 << 30);
-        let info = nix_proxy.narinfo(&nix_item.hash).await.unwrap();
-        read_all(nix_proxy.nar(&nix_item.hash, &nar_hash, Compression::Zstd).await.unwrap()).await.unwrap();
+        let info = nix_proxy.narinfo(&nix_item.hash, None).await.found().unwrap();
+        read_all(nix_proxy.nar(&nix_item.hash, &nar_hash, Compression::Zstd, None).await.unwrap()).await.unwrap();
         info
     };
     let key = GuixSecretKey::generate().unwrap();
@@ -501,7 +501,7 @@ async fn another_stores_cache_directory_is_refused_and_left_alone() {
     );
     // The Nix proxy opens it again, its entries intact.
     let nix_proxy = nix_fake.proxy(dir.path(), 1 << 30);
-    assert!(nix_proxy.guix_narinfo(&nix_item.hash).await.is_none());
-    assert_eq!(nix_proxy.narinfo(&nix_item.hash).await.unwrap(), info);
+    assert!(nix_proxy.guix_narinfo(&nix_item.hash, None).await.found().is_none());
+    assert_eq!(nix_proxy.narinfo(&nix_item.hash, None).await.found().unwrap(), info);
     assert_eq!(nix_fake.shared.total.load(Ordering::SeqCst), 2, "served from the cache");
 }

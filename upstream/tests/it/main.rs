@@ -9,3 +9,4 @@ mod fake;
 mod faults;
 mod flow;
 mod guix;
+mod resilience;
