@@ -148,6 +148,12 @@ pub struct ServeArgs {
     /// its stream slot freed (clients resume with Range) [default: 30].
     #[arg(long, value_name = "SECS")]
     pub write_timeout: Option<u64>,
+    /// PEM certificate chain to serve HTTPS with (with --tls-key); re-read on SIGHUP.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (mode 0600); re-read on SIGHUP.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// The URL nodes reach this server at, for the client configuration printed at start-up
     /// [default: http://HOSTNAME:PORT when listening on all addresses, else the listen address].
     #[arg(long, value_name = "URL")]

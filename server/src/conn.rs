@@ -43,6 +43,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{watch, Notify, Semaphore};
 use tower::ServiceExt as _;
 
+use crate::tls::Tls;
+
 /// The peer of the connection a request came on, as a request extension. Requests on a Unix
 /// socket carry `0.0.0.0:0`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,17 +176,28 @@ enum Stream {
 
 /// Serves `app` on every listener until `shutdown` resolves, then closes idle connections,
 /// lets responses in flight finish for up to [`ConnLimits::shutdown_timeout`], and returns.
+///
+/// With `tls`, connections on TCP listeners speak HTTPS (the handshake must finish within the
+/// header timeout); Unix sockets stay plain.
 pub async fn serve(
     listeners: Vec<Listener>,
     app: Router,
     limits: ConnLimits,
+    tls: Option<Tls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let registry = Arc::new(Registry::new(limits.max_connections));
     let (stop_tx, stop_rx) = watch::channel(Phase::Serving);
     let mut acceptors = tokio::task::JoinSet::new();
     for listener in listeners {
-        acceptors.spawn(accept_loop(listener, app.clone(), limits, Arc::clone(&registry), stop_rx.clone()));
+        acceptors.spawn(accept_loop(
+            listener,
+            app.clone(),
+            limits,
+            tls.clone(),
+            Arc::clone(&registry),
+            stop_rx.clone(),
+        ));
     }
     shutdown.await;
     let _ = stop_tx.send(Phase::Stopping);
@@ -224,6 +237,7 @@ async fn accept_loop(
     listener: Listener,
     app: Router,
     limits: ConnLimits,
+    tls: Option<Tls>,
     registry: Arc<Registry>,
     mut stop: watch::Receiver<Phase>,
 ) {
@@ -252,7 +266,8 @@ async fn accept_loop(
             }
         };
         let conn = registry.register(slot);
-        tokio::spawn(serve_connection(stream, peer, app.clone(), limits, conn, stop.clone()));
+        let tls = tls.as_ref().filter(|_| matches!(stream, Stream::Tcp(_))).map(Tls::acceptor);
+        tokio::spawn(serve_connection(stream, peer, app.clone(), limits, tls, conn, stop.clone()));
     }
 }
 
@@ -262,6 +277,7 @@ async fn serve_connection(
     peer: SocketAddr,
     app: Router,
     limits: ConnLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     conn: Arc<Conn>,
     mut stop: watch::Receiver<Phase>,
 ) {
@@ -274,12 +290,22 @@ async fn serve_connection(
         .timer(HeadTimer { conn: Arc::clone(&conn), idle: limits.idle_timeout, header: limits.header_timeout })
         // Any value switches the timer on; `HeadTimer` picks the real deadline.
         .header_read_timeout(limits.idle_timeout);
-    let result = match stream {
-        Stream::Tcp(tcp) => {
+    let result = match (stream, tls) {
+        (Stream::Tcp(tcp), Some(acceptor)) => {
+            // The handshake counts against the header timeout, as the head it precedes does.
+            let tcp = TimedIo::new(tcp, Arc::clone(&conn), limits.write_timeout);
+            let tls = match tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+            };
+            drive(builder.serve_connection(TokioIo::new(tls), service), &conn, &mut stop).await
+        }
+        (Stream::Tcp(tcp), None) => {
             let io = TokioIo::new(TimedIo::new(tcp, Arc::clone(&conn), limits.write_timeout));
             drive(builder.serve_connection(io, service), &conn, &mut stop).await
         }
-        Stream::Unix(unix) => {
+        (Stream::Unix(unix), _) => {
             let io = TokioIo::new(TimedIo::new(unix, Arc::clone(&conn), limits.write_timeout));
             drive(builder.serve_connection(io, service), &conn, &mut stop).await
         }

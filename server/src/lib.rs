@@ -18,6 +18,7 @@ pub mod settings;
 pub mod startup;
 pub mod state;
 mod stream;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,13 +28,15 @@ pub use error::AppError;
 pub use routes::{router, ListingCache};
 pub use state::AppState;
 
-/// Serves `stores` on `listeners` until `shutdown` resolves, then lets in-flight responses
-/// finish for up to the shutdown timeout of `limits` (see [`conn`]).
+/// Serves `stores` on `listeners` (over TLS on TCP when `tls` is given) until `shutdown`
+/// resolves, then lets in-flight responses finish for up to the shutdown timeout of `limits`
+/// (see [`conn`]).
 pub async fn run(
     listeners: Vec<Listener>,
     stores: Vec<Arc<AppState>>,
     limits: ConnLimits,
+    tls: Option<tls::Tls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    conn::serve(listeners, router(&stores), limits, shutdown).await
+    conn::serve(listeners, router(&stores), limits, tls, shutdown).await
 }

@@ -59,6 +59,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let reserved = 2 * (settings.max_streams + settings.max_compressed_streams) as u64 + 256;
     let limits = settings.conn.limits(nofile, reserved);
 
+    let tls = match &settings.tls {
+        Some((cert, key)) => Some(subserve::tls::Tls::load(cert, key).context("cannot set up HTTPS")?),
+        None => None,
+    };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let result = runtime.block_on(async move {
         let listeners = listeners(&settings.listen).await?;
@@ -77,7 +81,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         // Under systemd (Type=notify): ready once every socket is bound.
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-        subserve::run(listeners, stores, limits, shutdown_signal()).await.context("server failed")
+        let signals = shutdown_signal(tls.clone());
+        subserve::run(listeners, stores, limits, tls, signals).await.context("server failed")
     });
     // Producers of streams cut at the deadline stop at their next write; don't wait on them.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
@@ -130,10 +135,11 @@ fn client_url(settings: &subserve::settings::Settings) -> String {
         // Behind a reverse proxy: only the operator knows the URL.
         return settings.url.clone().unwrap_or_else(|| "http://HOST (set --url)".into());
     };
+    let scheme = if settings.tls.is_some() { "https" } else { "http" };
     let Some(url) = &settings.url else {
         return match listen.ip().is_unspecified() {
-            true => format!("http://{}:{}", startup::hostname(), listen.port()),
-            false => format!("http://{listen}"),
+            true => format!("{scheme}://{}:{}", startup::hostname(), listen.port()),
+            false => format!("{scheme}://{listen}"),
         };
     };
     let host = url.split("://").nth(1).unwrap_or("").split(['/', ':']).next().unwrap_or("");
@@ -232,8 +238,9 @@ fn log_store(state: &subserve::AppState, keys: &KeySource) {
 }
 
 /// Resolves on the first SIGTERM or SIGINT, starting a graceful shutdown; a second one ends
-/// the process at once. SIGHUP is logged and otherwise ignored, never fatal.
-async fn shutdown_signal() {
+/// the process at once. SIGHUP re-reads the TLS certificate and key (keeping the old ones if
+/// the new ones are unusable) and never stops the server.
+async fn shutdown_signal(tls: Option<subserve::tls::Tls>) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("can install a SIGINT handler");
@@ -242,7 +249,7 @@ async fn shutdown_signal() {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => tracing::warn!("SIGHUP: reloading the configuration is not supported yet; ignored"),
+            _ = hup.recv() => reload(tls.as_ref()),
         }
     }
     tracing::info!("shutting down: no new connections; a second signal exits at once");
@@ -255,6 +262,18 @@ async fn shutdown_signal() {
         tracing::warn!("second signal: exiting now");
         std::process::exit(0);
     });
+}
+
+/// SIGHUP: re-reads what can be re-read without a restart.
+fn reload(tls: Option<&subserve::tls::Tls>) {
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+    match tls.map(subserve::tls::Tls::reload) {
+        Some(Ok(())) => tracing::info!("SIGHUP: reloaded the TLS certificate and key"),
+        Some(Err(e)) => tracing::error!(error = %e, "SIGHUP: keeping the TLS certificate in use"),
+        None => {}
+    }
+    tracing::warn!("SIGHUP: the configuration file is not re-read yet; restart subserve to apply its changes");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 }
 
 fn keygen(args: KeygenArgs) -> anyhow::Result<()> {

@@ -154,6 +154,10 @@ pub struct FileConfig {
     pub db_busy_timeout: Option<u64>,
     /// The URL nodes reach this server at.
     pub url: Option<String>,
+    /// PEM certificate chain for HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS.
+    pub tls_key: Option<PathBuf>,
     /// URL prefix of a store, in a `[[store]]` table (`/nix`, `/guix`).
     pub prefix: Option<String>,
     /// Several stores served side by side, each under its own URL prefix: one table per store,
@@ -223,6 +227,8 @@ pub struct Settings {
     pub db_busy_timeout: Duration,
     /// The URL nodes reach this server at, as configured (`None`: derived from `listen`).
     pub url: Option<String>,
+    /// Certificate chain and key files for HTTPS, when it is on.
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// The stores served, each under its own URL prefix; one store with an empty prefix
     /// unless the config file has `[[store]]` tables.
     pub stores: Vec<StoreSettings>,
@@ -405,6 +411,15 @@ pub fn resolve(args: &ServeArgs, env: &Env, file: &FileConfig) -> Result<Setting
             return Err(invalid("--url", format!("{url:?} is not an http:// or https:// URL")));
         }
     }
+    let tls = match (
+        pick(args.tls_cert.clone(), env_var(env, "TLS_CERT")?, file.tls_cert.clone()),
+        pick(args.tls_key.clone(), env_var(env, "TLS_KEY")?, file.tls_key.clone()),
+    ) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        (Some(_), None) => return Err(invalid("--tls-cert", "needs --tls-key too".into())),
+        (None, Some(_)) => return Err(invalid("--tls-key", "needs --tls-cert too".into())),
+    };
     let global = |stores| Settings {
         listen,
         state_dir: state_dir.clone(),
@@ -415,6 +430,7 @@ pub fn resolve(args: &ServeArgs, env: &Env, file: &FileConfig) -> Result<Setting
         conn,
         db_busy_timeout,
         url: url.clone(),
+        tls: tls.clone(),
         stores,
     };
     let Some(tables) = &file.store else {
@@ -479,7 +495,7 @@ pub fn resolve(args: &ServeArgs, env: &Env, file: &FileConfig) -> Result<Setting
 }
 
 /// The `SUBSERVE_*` variables that are not per-store settings.
-const GLOBAL_VARS: [&str; 15] = [
+const GLOBAL_VARS: [&str; 17] = [
     "SUBSERVE_LISTEN",
     "SUBSERVE_STATE_DIR",
     "SUBSERVE_CONFIG",
@@ -495,6 +511,8 @@ const GLOBAL_VARS: [&str; 15] = [
     "SUBSERVE_SHUTDOWN_TIMEOUT",
     "SUBSERVE_DB_BUSY_TIMEOUT",
     "SUBSERVE_URL",
+    "SUBSERVE_TLS_CERT",
+    "SUBSERVE_TLS_KEY",
 ];
 
 /// The first process-wide key set in a `[[store]]` table, by its file name.
@@ -514,6 +532,8 @@ fn global_key(f: &FileConfig) -> Option<&'static str> {
         (f.shutdown_timeout.is_some(), "shutdown-timeout"),
         (f.db_busy_timeout.is_some(), "db-busy-timeout"),
         (f.url.is_some(), "url"),
+        (f.tls_cert.is_some(), "tls-cert"),
+        (f.tls_key.is_some(), "tls-key"),
     ]
     .into_iter()
     .find_map(|(set, name)| set.then_some(name))

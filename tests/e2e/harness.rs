@@ -204,6 +204,11 @@ impl Server {
         status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|v| v.trim().parse().ok()).expect("Threads")
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the server with SIGKILL, as a crash or the OOM killer would, and reaps it.
     pub fn kill_9(&mut self) {
         let _ = self.child.kill();

@@ -211,3 +211,101 @@ fn keygen_makes_its_directories_private_and_a_public_key_is_named_as_such() {
     assert!(err.contains("holds a public key"), "{err}");
     assert!(!err.contains("chmod"), "{err}");
 }
+
+/// A self-signed certificate for 127.0.0.1 made by openssl: (certificate, key), key 0600.
+fn certificate(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+        .args(["-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run openssl ({e}): install it with `apt-get install openssl`"));
+    crate::harness::check("openssl req", &[], &out);
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    (cert, key)
+}
+
+/// `curl --cacert CA https://…/nix-cache-info`: whether it verified and got the cache info.
+fn curl_https(ca: &std::path::Path, srv: &Server) -> bool {
+    let out = Command::new("curl")
+        .args(["-sf", "--cacert"])
+        .arg(ca)
+        .arg(format!("https://{}/nix-cache-info", srv.addr))
+        .output()
+        .expect("curl");
+    out.status.success() && String::from_utf8_lossy(&out.stdout).contains("StoreDir: /nix/store")
+}
+
+#[test]
+fn serves_https_to_the_real_client_and_takes_a_renewed_certificate_on_sighup() {
+    let fx = fixture::get();
+    let dir = scratch("service-tls");
+    let (secret, public) = keygen(&dir, "tls-1");
+    let (cert, key) = certificate(&dir, "first");
+    let srv = Server::start(&[
+        "--store-root",
+        &fx.store_arg(),
+        "--state-dir",
+        dir.join("state").to_str().unwrap(),
+        "--sign-key-file",
+        &secret,
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let env = client(&dir.join("node"), &format!("https://{}", srv.addr), &public);
+    let dst = dir.join("node/dst").display().to_string();
+    let path = fx.closure.iter().find(|p| p.ends_with("-fixed-output.txt")).expect("fixture path");
+    let out = env.cmd("nix-store").env("NIX_SSL_CERT_FILE", &cert).args(["--store", &dst, "--realise", path]).output();
+    crate::harness::check("nix-store --realise over https", &[], &out.unwrap());
+    assert!(curl_https(&cert, &srv));
+
+    // A renewed certificate replaces the files; SIGHUP makes new connections use it.
+    let (new_cert, new_key) = certificate(&dir, "renewed");
+    let old_cert = dir.join("first-as-issued.crt");
+    std::fs::copy(&cert, &old_cert).unwrap();
+    std::fs::copy(&new_cert, &cert).unwrap();
+    std::fs::copy(&new_key, &key).unwrap();
+    let pid = srv.pid().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let started = std::time::Instant::now();
+    while !srv.log.lock().unwrap().contains("reloaded the TLS certificate") {
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "{}", srv.log.lock().unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(curl_https(&new_cert, &srv), "the renewed certificate is served");
+    assert!(!curl_https(&old_cert, &srv), "the old certificate is still served");
+
+    // An unusable pair on reload keeps the one in use.
+    std::fs::write(&cert, "not a certificate").unwrap();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    while !srv.log.lock().unwrap().contains("keeping the TLS certificate in use") {
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "{}", srv.log.lock().unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(curl_https(&new_cert, &srv));
+
+    // A key others can read is refused at start-up.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&new_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = serve_fails(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        "none",
+        "--store-root",
+        &fx.store_arg(),
+        "--state-dir",
+        dir.join("state").to_str().unwrap(),
+        "--tls-cert",
+        new_cert.to_str().unwrap(),
+        "--tls-key",
+        new_key.to_str().unwrap(),
+    ]);
+    assert!(err.contains("chmod 600"), "{err}");
+}

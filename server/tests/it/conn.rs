@@ -95,10 +95,15 @@ async fn start(limits: ConnLimits) -> Server {
     let addr = listener.local_addr().unwrap();
     let probe = Arc::new(Probe::default());
     let (stop, stopped) = oneshot::channel::<()>();
-    let done =
-        tokio::spawn(subserve::conn::serve(vec![Listener::Tcp(listener)], app(Arc::clone(&probe)), limits, async {
+    let done = tokio::spawn(subserve::conn::serve(
+        vec![Listener::Tcp(listener)],
+        app(Arc::clone(&probe)),
+        limits,
+        None,
+        async {
             let _ = stopped.await;
-        }));
+        },
+    ));
     Server { addr, stop: Some(stop), done, probe }
 }
 
