@@ -89,6 +89,17 @@ pub fn cores() -> usize {
 /// producers and lookups never wait for each other's threads.
 pub const LOOKUP_THREADS: usize = 64;
 
+/// Threads kept for the proxy's own blocking work (download writers, its index).
+pub const PROXY_THREADS: usize = 128;
+
+/// The size of the runtime's blocking pool for these stream caps: every producer and every
+/// lookup slot has a thread, and the proxy has [`PROXY_THREADS`], so the pool never makes a
+/// permit holder wait; and however many clients come, the process never has more threads
+/// than this (tokio's own default is 512, which churning lookups can reach).
+pub fn blocking_threads(max_streams: usize, max_compressed_streams: usize) -> usize {
+    LOOKUP_THREADS + max_streams + max_compressed_streams + PROXY_THREADS
+}
+
 /// The limiters of a server: one for uncompressed bodies, one for compressed ones, and one
 /// for short blocking work.
 #[derive(Debug)]

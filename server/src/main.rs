@@ -63,7 +63,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some((cert, key)) => Some(subserve::tls::Tls::load(cert, key).context("cannot set up HTTPS")?),
         None => None,
     };
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let blocking_threads = subserve::admission::blocking_threads(settings.max_streams, settings.max_compressed_streams);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(blocking_threads)
+        .build()
+        .context("cannot start the async runtime")?;
     let result = runtime.block_on(async move {
         let listeners = listeners(&settings.listen).await?;
         for listener in &listeners {
@@ -76,6 +81,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 max_compressed_streams_per_client = settings.max_compressed_streams_per_client,
                 max_connections = limits.max_connections,
                 descriptor_limit = nofile,
+                blocking_threads,
                 "serving"
             );
         }

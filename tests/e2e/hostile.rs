@@ -73,6 +73,20 @@ fn fetch_nar_from(source: [u8; 4], addr: SocketAddr, path: &str, info: &NarInfo)
     assert_eq!((formats::NarHash(hasher.finalize().into()), n), (info.nar_hash, info.nar_size), "{url}");
 }
 
+/// A server on the fixture store with `extra` flags, its state in the scratch dir `name`.
+fn fixture_server(name: &str, extra: &[&str]) -> Server {
+    let fx = fixture::get();
+    let state = scratch(name).join("state");
+    Server::start(&[&["--store-root", &fx.store_arg(), "--state-dir", state.to_str().unwrap()], extra].concat())
+}
+
+/// The bare NAR URL of the fixture's 256 MiB path.
+fn big_nar_url(srv: &Server) -> String {
+    let fx = fixture::get();
+    let big = narinfo(srv.addr, &fx.big);
+    format!("/nar/{}-{}.nar", hash_part(&fx.big), big.nar_hash.to_nix32())
+}
+
 fn waits_until(what: &str, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
@@ -84,22 +98,12 @@ fn waits_until(what: &str, mut done: impl FnMut() -> bool) {
 #[test]
 fn one_node_that_stops_reading_cannot_starve_the_others() {
     let fx = fixture::get();
-    let dir = scratch("hostile-share");
     // The write timeout is long here: the per-client share alone must do it.
-    let srv = Server::start(&[
-        "--store-root",
-        &fx.store_arg(),
-        "--state-dir",
-        dir.join("state").to_str().unwrap(),
-        "--max-streams",
-        "32",
-        "--max-streams-per-client",
-        "8",
-        "--write-timeout",
-        "600",
-    ]);
-    let big = narinfo(srv.addr, &fx.big);
-    let big_url = format!("/nar/{}-{}.nar", hash_part(&fx.big), big.nar_hash.to_nix32());
+    let srv = fixture_server(
+        "hostile-share",
+        &["--max-streams", "32", "--max-streams-per-client", "8", "--write-timeout", "600"],
+    );
+    let big_url = big_nar_url(&srv);
     // 64 stalled downloads of the 256 MiB NAR from one node: 8 hold slots, 56 wait.
     let stalled: Vec<TcpStream> = (0..64).map(|_| request_and_stall([127, 0, 0, 1], srv.addr, &big_url)).collect();
     waits_until("the stalled node queues", || srv.log.lock().unwrap().contains("requests are queueing"));
@@ -115,19 +119,8 @@ fn one_node_that_stops_reading_cannot_starve_the_others() {
 #[test]
 fn the_write_timeout_frees_the_slots_of_nodes_that_stopped_reading() {
     let fx = fixture::get();
-    let dir = scratch("hostile-write-timeout");
-    let srv = Server::start(&[
-        "--store-root",
-        &fx.store_arg(),
-        "--state-dir",
-        dir.join("state").to_str().unwrap(),
-        "--max-streams",
-        "32",
-        "--write-timeout",
-        "2",
-    ]);
-    let big = narinfo(srv.addr, &fx.big);
-    let big_url = format!("/nar/{}-{}.nar", hash_part(&fx.big), big.nar_hash.to_nix32());
+    let srv = fixture_server("hostile-write-timeout", &["--max-streams", "32", "--write-timeout", "2"]);
+    let big_url = big_nar_url(&srv);
     // 64 nodes each stall one download: every slot is held, 32 wait behind them.
     let stalled: Vec<TcpStream> =
         (0..64u8).map(|n| request_and_stall([127, 0, 1, n + 1], srv.addr, &big_url)).collect();
@@ -167,7 +160,21 @@ fn crowds_of_stalled_log_readers_take_slots_not_threads_and_narinfos_still_answe
     waits_until("the log readers queue", || srv.log.lock().unwrap().contains("requests are queueing"));
     // Threads: the capped producers and the runtime's, not one per reader.
     let threads = srv.threads();
-    assert!(threads < threads_before + 100, "{threads} threads for 600 stalled log readers");
+    let names = std::fs::read_dir(format!("/proc/{}/task", srv.pid()))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .fold(std::collections::BTreeMap::<String, usize>::new(), |mut m, n| {
+            *m.entry(n.trim().to_owned()).or_default() += 1;
+            m
+        });
+    // The runtime's blocking pool is capped at what the stream caps need (logged at start).
+    let cap: usize = {
+        let log = srv.log.lock().unwrap();
+        let at = log.find("blocking_threads=").expect("blocking_threads in the log") + "blocking_threads=".len();
+        log[at..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+    };
+    assert!(cap < 600, "a pool of {cap} is not a bound for 600 readers");
+    assert!(threads <= threads_before + cap, "{threads} threads for 600 stalled log readers: {names:?}");
     // narinfos, hits and misses, answer while the readers hold every slot.
     let mut slowest = Duration::ZERO;
     for path in &fx.closure {
@@ -183,8 +190,7 @@ fn crowds_of_stalled_log_readers_take_slots_not_threads_and_narinfos_still_answe
 #[test]
 fn a_thousand_concurrent_listings_of_a_20000_file_path_cost_bounded_memory() {
     let fx = fixture::get();
-    let dir = scratch("hostile-listings");
-    let srv = Server::start(&["--store-root", &fx.store_arg(), "--state-dir", dir.join("state").to_str().unwrap()]);
+    let srv = fixture_server("hostile-listings", &[]);
     let tree = fx.closure.iter().find(|p| p.ends_with("-tree-20k")).expect("the fixture's tree");
     let url = format!("/{}.ls", hash_part(tree));
     let want = get(srv.addr, &url);

@@ -10,6 +10,14 @@ use crate::fixture;
 use crate::harness::{scratch, Server, SUBSERVE};
 use crate::substitute::{client, keygen};
 
+/// Runs `subserve serve` on the fixture store with `extra` flags, expecting it to fail;
+/// returns its stderr.
+fn serve_on_fixture_fails(state: &std::path::Path, extra: &[&str]) -> String {
+    let fx = fixture::get();
+    let base = ["--listen", "127.0.0.1:0", "--upstream", "none", "--store-root", &fx.store_arg()];
+    serve_fails(&[&base[..], &["--state-dir", state.to_str().unwrap()], extra].concat())
+}
+
 /// Runs `subserve serve ARGS` expecting it to fail; returns its stderr.
 fn serve_fails(args: &[&str]) -> String {
     let out = Command::new(SUBSERVE).arg("serve").args(args).stdin(Stdio::null()).output().unwrap();
@@ -180,7 +188,6 @@ fn serves_the_socket_systemd_passes() {
 
 #[test]
 fn keygen_makes_its_directories_private_and_a_public_key_is_named_as_such() {
-    let fx = fixture::get();
     let dir = scratch("service-keys");
     let keys = dir.join("etc/subserve");
     let out = Command::new(SUBSERVE)
@@ -196,18 +203,7 @@ fn keygen_makes_its_directories_private_and_a_public_key_is_named_as_such() {
     use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(std::fs::metadata(&keys).unwrap().permissions().mode() & 0o777, 0o700);
 
-    let err = serve_fails(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        "none",
-        "--store-root",
-        &fx.store_arg(),
-        "--state-dir",
-        dir.join("state").to_str().unwrap(),
-        "--sign-key-file",
-        keys.join("key.pub").to_str().unwrap(),
-    ]);
+    let err = serve_on_fixture_fails(&dir.join("state"), &["--sign-key-file", keys.join("key.pub").to_str().unwrap()]);
     assert!(err.contains("holds a public key"), "{err}");
     assert!(!err.contains("chmod"), "{err}");
 }
@@ -293,19 +289,9 @@ fn serves_https_to_the_real_client_and_takes_a_renewed_certificate_on_sighup() {
     // A key others can read is refused at start-up.
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(&new_key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let err = serve_fails(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        "none",
-        "--store-root",
-        &fx.store_arg(),
-        "--state-dir",
-        dir.join("state").to_str().unwrap(),
-        "--tls-cert",
-        new_cert.to_str().unwrap(),
-        "--tls-key",
-        new_key.to_str().unwrap(),
-    ]);
+    let err = serve_on_fixture_fails(
+        &dir.join("state"),
+        &["--tls-cert", new_cert.to_str().unwrap(), "--tls-key", new_key.to_str().unwrap()],
+    );
     assert!(err.contains("chmod 600"), "{err}");
 }
