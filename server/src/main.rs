@@ -46,8 +46,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     for (state, keys) in &built {
         log_store(state, keys);
     }
-    let url = client_url(&settings);
-    print_client_config(&built, &url);
     let stores: Vec<_> = built.into_iter().map(|(state, _)| Arc::new(state)).collect();
     for store in &stores {
         subserve::bake::bake_roots(Arc::clone(store));
@@ -85,6 +83,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 "serving"
             );
         }
+        let bound = listeners.iter().find_map(subserve::Listener::tcp_addr);
+        print_client_config(&stores, &client_url(&settings, bound));
         // Under systemd (Type=notify): ready once every socket is bound.
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         let signals = shutdown_signal(tls.clone());
@@ -136,8 +136,11 @@ async fn listeners(listen: &ListenAddr) -> anyhow::Result<Vec<subserve::Listener
 
 /// The URL nodes reach this server at: `--url`, else derived from the listen address (the
 /// host name when listening on every address). Warns when nodes could not reach it.
-fn client_url(settings: &subserve::settings::Settings) -> String {
-    let ListenAddr::Tcp(listen) = settings.listen.clone() else {
+fn client_url(settings: &subserve::settings::Settings, bound: Option<std::net::SocketAddr>) -> String {
+    let Some(listen) = bound.or(match settings.listen {
+        ListenAddr::Tcp(addr) => Some(addr),
+        ListenAddr::Unix(_) => None,
+    }) else {
         // Behind a reverse proxy: only the operator knows the URL.
         return settings.url.clone().unwrap_or_else(|| "http://HOST (set --url)".into());
     };
@@ -162,8 +165,8 @@ fn client_url(settings: &subserve::settings::Settings) -> String {
 
 /// Prints, for each store, what its clients need: the Nix `nix.conf` lines or the Guix
 /// commands, with this server's URL and keys.
-fn print_client_config(built: &[(subserve::AppState, KeySource)], url: &str) {
-    for (state, _) in built {
+fn print_client_config(stores: &[Arc<subserve::AppState>], url: &str) {
+    for state in stores {
         let store_url = format!("{url}{}", state.settings.prefix);
         match state.settings.dialect {
             subserve::dialect::Dialect::Nix => {
