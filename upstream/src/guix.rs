@@ -148,9 +148,9 @@ pub(crate) fn from_stored(text: &str, store_dir: &str) -> Result<GuixProxied, Fe
 }
 
 /// A narinfo parsed, before any trust is decided.
-struct Parsed {
+pub(crate) struct Parsed {
     /// Every field but the URL groups, taken from the signed part; `urls` holds every group.
-    proxied: GuixProxied,
+    pub(crate) proxied: GuixProxied,
     /// Whether a URL, Compression or FileSize field sits in the signed part.
     signed_has_urls: bool,
 }
@@ -159,7 +159,7 @@ struct Parsed {
 /// each single-valued field, the multi-valued URL/Compression/FileSize zipped in order and
 /// cut to the shortest), except that the fields subserve relies on (StorePath, NarHash,
 /// NarSize, References, Deriver) are read from the signed part only.
-fn parse(text: &str, store_dir: &str) -> Result<Parsed, FetchError> {
+pub(crate) fn parse(text: &str, store_dir: &str) -> Result<Parsed, FetchError> {
     let garbage = |what: String| FetchError::Garbage(what);
     let record = recutils_fields(text).map_err(garbage)?;
     // Without `Signature:` the narinfo is unsigned; checked later (after the path's identity)
