@@ -185,6 +185,11 @@ pub(crate) fn parse(text: &str, store_dir: &str) -> Result<Parsed, FetchError> {
         .map_err(|e| garbage(e.to_string()))?;
     let deriver = first("Deriver").and_then(|d| StorePath::from_basename(d).ok());
     let upstream_signature = record.iter().find(|(n, _)| *n == "Signature").map(|(_, v)| v.clone()).unwrap_or_default();
+    if upstream_signature.contains('\n') {
+        // Guix would read a `+` continuation into the value, but the entry the proxy stores
+        // writes the value on one line: it would not read back, nor be a valid narinfo.
+        return Err(garbage("`Signature:` continued over several lines".into()));
+    }
 
     let all = |name: &'static str| record.iter().filter(move |(n, _)| *n == name).map(|(_, v)| v.as_str());
     let sizes: Vec<Option<u64>> = all("FileSize").map(|s| s.parse().ok()).collect();
@@ -291,6 +296,14 @@ mod tests {
         assert!(p.proxied.signed.ends_with("References: 0rhbmkw0ia6kxc0s9zsvv7fb8w5zcggb-hello-2.12\n"));
         let mid_line = text("").replacen("\nSignature:", " Signature:", 1);
         assert!(parse(&mid_line, STORE).is_err());
+    }
+
+    /// The `guix_narinfo` fuzz target's read-back check failed on this: a signature continued
+    /// with `+` verifies (its host part is not signed), but the stored entry did not read back.
+    #[test]
+    fn a_signature_over_several_lines_is_garbage() {
+        let t = text("URL: nar/x\nCompression: none\n").replacen("1;host;", "1;host\n+;", 1);
+        assert!(matches!(parse(&t, STORE), Err(FetchError::Garbage(_))));
     }
 
     #[test]
