@@ -3,6 +3,7 @@
 //!
 //! Any text must be read or refused, never panic. What `GuixNarInfo` parses renders back to
 //! itself; what the proxy accepts (signed by the golden key) and stores reads back the same.
+//! With `FUZZ_VERBOSE` set, each accepted input is reported (to check that inputs get that far).
 #![no_main]
 
 use std::sync::OnceLock;
@@ -40,6 +41,9 @@ fuzz_target!(|data: &[u8]| {
     let Ok(parsed) = fuzzing::parse_guix_narinfo(text, STORE) else { return };
     let hash = parsed.store_path.hash().clone();
     let Ok((accepted, _url)) = fuzzing::accept_guix_narinfo(upstream(), STORE, &hash, text) else { return };
+    if std::env::var_os("FUZZ_VERBOSE").is_some() {
+        eprintln!("accepted, offering {:?}", accepted.urls);
+    }
     let stored = accepted.render(&accepted.upstream_signature);
     let back = fuzzing::read_stored_guix_narinfo(&stored, STORE).expect("a stored entry reads back");
     assert_eq!(back, accepted, "a stored entry read back differently");
