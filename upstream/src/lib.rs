@@ -25,6 +25,8 @@ mod config;
 mod download;
 mod error;
 mod fetch;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod guix;
 mod index;
 mod lookup;

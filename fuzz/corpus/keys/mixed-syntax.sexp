@@ -1,0 +1,1 @@
+(8:sequence3:abc(1:x"quoted \x41\101\n")|YWJj|#61 62#0:)
