@@ -10,6 +10,7 @@
 mod admission;
 mod bake;
 mod cli;
+mod deploy;
 mod fixture;
 mod guix;
 mod guix_proxy;
