@@ -19,6 +19,7 @@ mod hostile;
 mod http;
 mod nar_equality;
 mod proxy;
+mod readme;
 mod readonly;
 mod service;
 mod side_by_side;
