@@ -123,6 +123,13 @@ impl Server {
         Self::spawn(&["--config", config.to_str().unwrap()], &[])
     }
 
+    /// [`Server::start`] on the fixture store, its state in `dir/state`, with `extra` flags.
+    pub fn on_fixture(dir: &Path, extra: &[&str]) -> Self {
+        let root = crate::fixture::get().store_arg();
+        let state = dir.join("state");
+        Self::start(&[&["--store-root", root.as_str(), "--state-dir", state.to_str().unwrap()], extra].concat())
+    }
+
     /// Like [`Server::start`], under a descriptor limit of `nofile` (soft and hard), as a
     /// service on a default system gets.
     pub fn start_with_nofile(args: &[&str], nofile: u64) -> Self {

@@ -75,9 +75,7 @@ fn fetch_nar_from(source: [u8; 4], addr: SocketAddr, path: &str, info: &NarInfo)
 
 /// A server on the fixture store with `extra` flags, its state in the scratch dir `name`.
 fn fixture_server(name: &str, extra: &[&str]) -> Server {
-    let fx = fixture::get();
-    let state = scratch(name).join("state");
-    Server::start(&[&["--store-root", &fx.store_arg(), "--state-dir", state.to_str().unwrap()], extra].concat())
+    Server::on_fixture(&scratch(name), extra)
 }
 
 /// The bare NAR URL of the fixture's 256 MiB path.

@@ -30,16 +30,7 @@ fn serve_prints_the_client_configuration_and_warns_when_nodes_cannot_reach_it() 
     let fx = fixture::get();
     let dir = scratch("service-config");
     let (secret, public) = keygen(&dir, "head-1");
-    let mut srv = Server::start(&[
-        "--store-root",
-        &fx.store_arg(),
-        "--state-dir",
-        dir.join("state").to_str().unwrap(),
-        "--sign-key-file",
-        &secret,
-        "--url",
-        "http://head.example:5000",
-    ]);
+    let mut srv = Server::on_fixture(&dir, &["--sign-key-file", &secret, "--url", "http://head.example:5000"]);
     srv.stop();
     let log = srv.log.lock().unwrap();
     assert!(log.contains("nodes cannot reach http://head.example:5000"), "{log}");
@@ -242,18 +233,10 @@ fn serves_https_to_the_real_client_and_takes_a_renewed_certificate_on_sighup() {
     let dir = scratch("service-tls");
     let (secret, public) = keygen(&dir, "tls-1");
     let (cert, key) = certificate(&dir, "first");
-    let srv = Server::start(&[
-        "--store-root",
-        &fx.store_arg(),
-        "--state-dir",
-        dir.join("state").to_str().unwrap(),
-        "--sign-key-file",
-        &secret,
-        "--tls-cert",
-        cert.to_str().unwrap(),
-        "--tls-key",
-        key.to_str().unwrap(),
-    ]);
+    let srv = Server::on_fixture(
+        &dir,
+        &["--sign-key-file", &secret, "--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()],
+    );
     let env = client(&dir.join("node"), &format!("https://{}", srv.addr), &public);
     let dst = dir.join("node/dst").display().to_string();
     let path = fx.closure.iter().find(|p| p.ends_with("-fixed-output.txt")).expect("fixture path");
