@@ -278,3 +278,29 @@ fn serves_https_to_the_real_client_and_takes_a_renewed_certificate_on_sighup() {
     );
     assert!(err.contains("chmod 600"), "{err}");
 }
+
+/// Under systemd's `Type=notify`: READY once the sockets are bound, RELOADING then READY on
+/// SIGHUP, STOPPING on SIGTERM, each sent to `NOTIFY_SOCKET`.
+#[test]
+fn tells_systemd_when_it_is_ready_reloading_and_stopping() {
+    let dir = scratch("service-notify");
+    let socket_path = dir.join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    notify.set_read_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
+    let mut srv = Server::start_with_env(
+        &["--store-root", &fixture::get().store_arg(), "--state-dir", dir.join("state").to_str().unwrap()],
+        &[("NOTIFY_SOCKET", socket_path.to_str().unwrap())],
+    );
+    let next = || {
+        let mut buf = [0u8; 512];
+        let n = notify.recv(&mut buf).expect("a notification within 60 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert!(next().contains("READY=1"));
+    let pid = srv.pid().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    assert!(next().contains("RELOADING=1"));
+    assert!(next().contains("READY=1"));
+    assert!(srv.stop().success());
+    assert!(next().contains("STOPPING=1"));
+}
