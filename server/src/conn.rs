@@ -194,6 +194,18 @@ pub async fn serve(
     tls: Option<Tls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    serve_reloadable(listeners, watch::channel(app).1, limits, tls, shutdown).await
+}
+
+/// [`serve`] with the router taken from `apps` for every request: a new router sent there
+/// (a reloaded configuration) serves the next request, on every connection, open or new.
+pub async fn serve_reloadable(
+    listeners: Vec<Listener>,
+    app: watch::Receiver<Router>,
+    limits: ConnLimits,
+    tls: Option<Tls>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
     let registry = Arc::new(Registry::new(limits.max_connections));
     let (stop_tx, stop_rx) = watch::channel(Phase::Serving);
     let mut acceptors = tokio::task::JoinSet::new();
@@ -243,7 +255,7 @@ enum Phase {
 /// Accepts connections on one listener until told to stop.
 async fn accept_loop(
     listener: Listener,
-    app: Router,
+    app: watch::Receiver<Router>,
     limits: ConnLimits,
     tls: Option<Tls>,
     registry: Arc<Registry>,
@@ -283,7 +295,7 @@ async fn accept_loop(
 async fn serve_connection(
     stream: Stream,
     peer: SocketAddr,
-    app: Router,
+    app: watch::Receiver<Router>,
     limits: ConnLimits,
     tls: Option<tokio_rustls::TlsAcceptor>,
     conn: Arc<Conn>,
@@ -291,7 +303,8 @@ async fn serve_connection(
 ) {
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ClientAddr(peer));
-        app.clone().oneshot(request.map(axum::body::Body::new))
+        let router = app.borrow().clone();
+        router.oneshot(request.map(axum::body::Body::new))
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder

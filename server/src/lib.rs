@@ -40,3 +40,14 @@ pub async fn run(
 ) -> std::io::Result<()> {
     conn::serve(listeners, router(&stores), limits, tls, shutdown).await
 }
+
+/// [`run`] over the router last sent to `routers` (see [`conn::serve_reloadable`]).
+pub async fn run_reloadable(
+    listeners: Vec<Listener>,
+    routers: tokio::sync::watch::Receiver<axum::Router>,
+    limits: ConnLimits,
+    tls: Option<tls::Tls>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    conn::serve_reloadable(listeners, routers, limits, tls, shutdown).await
+}

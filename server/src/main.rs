@@ -33,15 +33,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .collect(),
         is_root: std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false),
     };
-    let config_path = args.config.clone().or_else(|| env.vars.get("SUBSERVE_CONFIG").map(Into::into));
-    let file = match &config_path {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-            FileConfig::parse(&text).with_context(|| format!("in {}", path.display()))?
-        }
-        None => FileConfig::default(),
-    };
-    let settings = settings::resolve(&args, &env, &file)?;
+    let settings = read_settings(&args, &env)?;
     let built = startup::build_states(&settings)?;
     for (state, keys) in &built {
         log_store(state, keys);
@@ -87,8 +79,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         print_client_config(&stores, &client_url(&settings, bound));
         // Under systemd (Type=notify): ready once every socket is bound.
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-        let signals = shutdown_signal(tls.clone());
-        subserve::run(listeners, stores, limits, tls, signals).await.context("server failed")
+        let (routers, router) = tokio::sync::watch::channel(subserve::router(&stores));
+        let reloader =
+            Reloader { args, env, settings, stores: std::sync::Mutex::new(stores), routers, tls: tls.clone() };
+        let signals = shutdown_signal(reloader);
+        subserve::run_reloadable(listeners, router, limits, tls, signals).await.context("server failed")
     });
     // Producers of streams cut at the deadline stop at their next write; don't wait on them.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
@@ -246,10 +241,80 @@ fn log_store(state: &subserve::AppState, keys: &KeySource) {
     }
 }
 
+/// Flags, environment and the config file (if any) resolved into settings.
+fn read_settings(args: &ServeArgs, env: &Env) -> anyhow::Result<settings::Settings> {
+    let config_path = args.config.clone().or_else(|| env.vars.get("SUBSERVE_CONFIG").map(Into::into));
+    let file = match &config_path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            FileConfig::parse(&text).with_context(|| format!("in {}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    Ok(settings::resolve(args, env, &file)?)
+}
+
+/// What SIGHUP needs: how the server was configured, what it serves now, and where to send a
+/// new router.
+struct Reloader {
+    args: ServeArgs,
+    env: Env,
+    /// The settings in force.
+    settings: settings::Settings,
+    stores: std::sync::Mutex<Vec<Arc<subserve::AppState>>>,
+    routers: tokio::sync::watch::Sender<axum::Router>,
+    tls: Option<subserve::tls::Tls>,
+}
+
+impl Reloader {
+    /// SIGHUP: re-reads the config file and applies what can change without a restart (each
+    /// store's keys, compressions, TTLs, levels, priority, log dir) to the next requests on
+    /// every connection; re-reads the TLS certificate and key. Anything wrong keeps what is in
+    /// force, with one error line.
+    fn reload(&self) {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+        match self.tls.as_ref().map(subserve::tls::Tls::reload) {
+            Some(Ok(())) => tracing::info!("SIGHUP: reloaded the TLS certificate and key"),
+            Some(Err(e)) => tracing::error!(error = %e, "SIGHUP: keeping the TLS certificate in use"),
+            None => {}
+        }
+        match self.reload_stores() {
+            Ok(changes) if changes.is_empty() => tracing::info!("SIGHUP: the configuration is unchanged"),
+            Ok(changes) => tracing::info!(changed = %changes.join(", "), "SIGHUP: reloaded the configuration"),
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "SIGHUP: keeping the configuration in force"),
+        }
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    }
+
+    fn reload_stores(&self) -> anyhow::Result<Vec<String>> {
+        let new = read_settings(&self.args, &self.env)?;
+        let global = [
+            (new.listen != self.settings.listen, "listen"),
+            (new.state_dir != self.settings.state_dir, "state-dir"),
+            (new.max_streams != self.settings.max_streams, "max-streams"),
+            (new.max_compressed_streams != self.settings.max_compressed_streams, "max-compressed-streams"),
+            (new.max_streams_per_client != self.settings.max_streams_per_client, "max-streams-per-client"),
+            (
+                new.max_compressed_streams_per_client != self.settings.max_compressed_streams_per_client,
+                "max-compressed-streams-per-client",
+            ),
+            (new.conn != self.settings.conn, "the connection limits and timeouts"),
+            (new.tls != self.settings.tls, "the TLS files' paths"),
+        ];
+        for (_, what) in global.iter().filter(|(changed, _)| *changed) {
+            tracing::warn!("SIGHUP: {what} changed; it takes effect at the next restart");
+        }
+        let mut stores = self.stores.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (states, changes) = startup::reload_states(&stores, &new)?;
+        *stores = states.into_iter().map(Arc::new).collect();
+        drop(self.routers.send_replace(subserve::router(&stores)));
+        Ok(changes)
+    }
+}
+
 /// Resolves on the first SIGTERM or SIGINT, starting a graceful shutdown; a second one ends
-/// the process at once. SIGHUP re-reads the TLS certificate and key (keeping the old ones if
-/// the new ones are unusable) and never stops the server.
-async fn shutdown_signal(tls: Option<subserve::tls::Tls>) {
+/// the process at once. SIGHUP reloads (see [`Reloader::reload`]) and never stops the server.
+async fn shutdown_signal(reloader: Reloader) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("can install a SIGINT handler");
@@ -258,7 +323,7 @@ async fn shutdown_signal(tls: Option<subserve::tls::Tls>) {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => reload(tls.as_ref()),
+            _ = hup.recv() => reloader.reload(),
         }
     }
     tracing::info!("shutting down: no new connections; a second signal exits at once");
@@ -271,18 +336,6 @@ async fn shutdown_signal(tls: Option<subserve::tls::Tls>) {
         tracing::warn!("second signal: exiting now");
         std::process::exit(0);
     });
-}
-
-/// SIGHUP: re-reads what can be re-read without a restart.
-fn reload(tls: Option<&subserve::tls::Tls>) {
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
-    match tls.map(subserve::tls::Tls::reload) {
-        Some(Ok(())) => tracing::info!("SIGHUP: reloaded the TLS certificate and key"),
-        Some(Err(e)) => tracing::error!(error = %e, "SIGHUP: keeping the TLS certificate in use"),
-        None => {}
-    }
-    tracing::warn!("SIGHUP: the configuration file is not re-read yet; restart subserve to apply its changes");
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 }
 
 fn keygen(args: KeygenArgs) -> anyhow::Result<()> {

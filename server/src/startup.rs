@@ -104,6 +104,62 @@ pub fn build_state(
     Ok((state, source))
 }
 
+/// The stores of a running server rebuilt for reloaded `settings` (SIGHUP): the serving
+/// policy (keys, compressions, TTLs, levels, priority, log dir) is taken from `settings`;
+/// the cache area, its proxy and baker, and the admission limiters are kept as they are.
+///
+/// Returns the new states and what changed, one phrase per store and setting. A change only a
+/// restart can apply (the stores and where they are, dialects, upstreams, the cache, baking)
+/// is an error naming it, and the caller keeps the old states.
+pub fn reload_states(old: &[Arc<AppState>], settings: &Settings) -> anyhow::Result<(Vec<AppState>, Vec<String>)> {
+    if old.len() != settings.stores.len()
+        || old.iter().zip(&settings.stores).any(|(o, n)| o.settings.prefix != n.prefix)
+    {
+        anyhow::bail!("the set of stores changed: restart subserve to apply it");
+    }
+    let mut states = Vec::new();
+    let mut changes = Vec::new();
+    for (old, new) in old.iter().zip(&settings.stores) {
+        let was = &old.settings;
+        let at = if new.prefix.is_empty() { "/".to_owned() } else { new.prefix.clone() };
+        let restart_only = [
+            (was.store != new.store, "the store's location"),
+            (was.dialect != new.dialect, "the dialect"),
+            (was.proxy != new.proxy, "the upstreams or the cache"),
+            (was.bake != new.bake, "baking"),
+        ];
+        if let Some((_, what)) = restart_only.iter().find(|(changed, _)| *changed) {
+            anyhow::bail!("{what} of the store at {at} changed: restart subserve to apply it");
+        }
+        let reloadable = [
+            (was.sign_key_files != new.sign_key_files, "signing keys"),
+            (was.compressions != new.compressions, "compression"),
+            (was.narinfo_ttl != new.narinfo_ttl, "narinfo-ttl"),
+            (was.negative_ttl != new.negative_ttl, "negative-ttl"),
+            (was.levels != new.levels, "compression levels"),
+            (was.priority != new.priority, "priority"),
+            (was.log_dir != new.log_dir, "log-dir"),
+        ];
+        changes.extend(reloadable.iter().filter(|(c, _)| *c).map(|(_, what)| format!("{what} of the store at {at}")));
+        let mut store = Store::open(new.store.clone()).context("cannot open the store")?;
+        store.set_busy_timeout(settings.db_busy_timeout);
+        let (keys, _) = load_keys(new, &settings.state_dir)?;
+        states.push(AppState {
+            settings: new.clone(),
+            store,
+            keys: keys.nix,
+            guix_keys: keys.guix,
+            host: old.host.clone(),
+            proxy: old.proxy.clone(),
+            baker: old.baker.clone(),
+            admission: Arc::clone(&old.admission),
+            narinfo_cache: NarinfoCache::with_defaults(new.negative_ttl),
+            listings: Default::default(),
+        });
+    }
+    Ok((states, changes))
+}
+
 /// The keys a server signs with: Nix keys for a Nix store, Guix keys for a Guix store.
 #[derive(Debug, Default)]
 struct Keys {

@@ -304,3 +304,64 @@ fn tells_systemd_when_it_is_ready_reloading_and_stopping() {
     assert!(srv.stop().success());
     assert!(next().contains("STOPPING=1"));
 }
+
+/// SIGHUP re-reads the config file: what changed is served from the next request on, a
+/// download in flight finishes untouched, and a broken or restart-only change keeps the
+/// configuration in force with one error line.
+#[test]
+fn sighup_reloads_the_config_file_without_dropping_a_download() {
+    let fx = fixture::get();
+    let dir = scratch("service-reload");
+    let config = dir.join("subserve.toml");
+    let write = |extra: &str| {
+        let base = format!("store-root = \"{}\"\nstate-dir = \"{}\"\n", fx.store_arg(), dir.join("state").display());
+        std::fs::write(&config, format!("{base}{extra}")).unwrap();
+    };
+    write("priority = 7\ncompression = \"none\"\n");
+    let srv = Server::start(&["--config", config.to_str().unwrap()]);
+    let info = |srv: &Server| String::from_utf8(crate::http::get(srv.addr, "/nix-cache-info").body).unwrap();
+    let narinfo = |srv: &Server| {
+        let hash = &fx.big["/nix/store/".len()..][..32];
+        String::from_utf8(crate::http::get(srv.addr, &format!("/{hash}.narinfo")).body).unwrap()
+    };
+    assert!(info(&srv).contains("Priority: 7"));
+    assert!(narinfo(&srv).contains("Compression: none"));
+    // A 256 MiB download, read slowly across the reload.
+    let url = narinfo(&srv).lines().find_map(|l| l.strip_prefix("URL: ")).unwrap().to_owned();
+    let mut download = std::net::TcpStream::connect(srv.addr).unwrap();
+    write!(download, "GET /{url} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut first = vec![0u8; 1 << 20];
+    download.read_exact(&mut first).unwrap();
+
+    let pid = srv.pid().to_string();
+    let hup_and_wait = |what: &str| {
+        let seen = srv.log.lock().unwrap().matches(what).count();
+        assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+        let started = std::time::Instant::now();
+        while srv.log.lock().unwrap().matches(what).count() == seen {
+            assert!(started.elapsed() < std::time::Duration::from_secs(30), "{}", srv.log.lock().unwrap());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    write("priority = 9\ncompression = \"zstd\"\n");
+    hup_and_wait("reloaded the configuration");
+    assert!(info(&srv).contains("Priority: 9"));
+    assert!(narinfo(&srv).contains("Compression: zstd"));
+    assert!(srv.log.lock().unwrap().contains("priority of the store at /"));
+
+    write("priority = 10\nno-such-key = 1\n");
+    hup_and_wait("keeping the configuration in force");
+    assert!(info(&srv).contains("Priority: 9"));
+    write("priority = 10\ndialect = \"guix\"\n");
+    hup_and_wait("keeping the configuration in force");
+    assert!(srv.log.lock().unwrap().contains("restart subserve to apply it"));
+    assert!(info(&srv).contains("Priority: 9"));
+
+    // The download begun before the reloads ends whole: head, then NarSize bytes of NAR.
+    let mut rest = Vec::new();
+    download.read_to_end(&mut rest).unwrap();
+    let all = [first, rest].concat();
+    let body = &all[all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
+    let size: usize = narinfo(&srv).lines().find_map(|l| l.strip_prefix("NarSize: ")).unwrap().parse().unwrap();
+    assert_eq!(body.len(), size);
+}
