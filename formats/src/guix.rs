@@ -141,8 +141,8 @@ pub fn signed_prefix(text: &str) -> &str {
 mod tests {
     use super::*;
 
-    /// Written by guix publish's own narinfo code and signed by libgcrypt
-    /// (../../shared/testdata/guix, copied).
+    /// Written by guix publish's own narinfo code and signed by libgcrypt (a golden file kept
+    /// in `tests/data`).
     const GOLDEN: &str = include_str!("../tests/data/guix-golden.narinfo");
 
     #[test]

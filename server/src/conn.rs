@@ -594,10 +594,9 @@ impl hyper::rt::Timer for HeadTimer {
     }
 
     fn reset(&self, sleep: &mut Pin<Box<dyn hyper::rt::Sleep>>, new_deadline: Instant) {
-        // The old wait's drop would mark the connection busy after the new one marked it
-        // idle: drop it first.
-        drop(std::mem::replace(sleep, Box::pin(PlainSleep(Box::pin(tokio::time::sleep(Duration::ZERO))))));
         *sleep = self.sleep_until(new_deadline);
+        // The old wait was dropped after the new one marked the connection idle.
+        self.conn.set_idle(true);
     }
 
     fn sleep_until(&self, _deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {

@@ -27,7 +27,8 @@ use crate::Error;
 /// mode (some NFS set-ups) locks readers out while the daemon commits; a narinfo should not
 /// wait out a long registration.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long a lookup's answer may stand in for the DB while it is locked.
+/// How long a lookup's answer may stand in for the DB while it is locked (rollback-journal
+/// DBs only: the mode is read from the file's header at open).
 const RECENT_TTL: Duration = Duration::from_secs(600);
 /// Bytes of recent lookups kept (about 300 bytes and 100 per reference each).
 const RECENT_BYTES: u64 = 16 << 20;
@@ -77,6 +78,10 @@ pub struct Store {
     /// We cannot create the DB's `-shm` and `-wal` files (a read-only mount, a non-root user):
     /// every lookup first checks whether the files have changed (see [`Pool::refresh`]).
     read_only_dir: bool,
+    /// The DB is in rollback-journal mode, where a writer locks readers out: only then are
+    /// lookups kept in `recent` (in WAL mode readers never wait, and the copy would be work
+    /// on every lookup for nothing).
+    rollback_journal: bool,
     busy_timeout: Duration,
     /// The answers of recent lookups, by hash, with when they were read: what a lookup
     /// answers when the DB stays locked past the busy timeout.
@@ -120,11 +125,13 @@ impl Store {
             return Err(Error::NotAStoreDb { path: config.db.clone() });
         }
         let nix_columns = columns.iter().any(|c| c == "sigs") && columns.iter().any(|c| c == "ca");
+        let rollback_journal = !is_wal_file(&config.db);
         Ok(Self {
             config,
             nix_columns,
             pool: Mutex::new(Pool { conns: vec![conn], stamp, generation: 0 }),
             read_only_dir,
+            rollback_journal,
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
             recent: quick_cache::sync::Cache::with_weighter((RECENT_BYTES / 400) as usize, RECENT_BYTES, RecentWeight),
             stale_answers: AtomicU64::new(0),
@@ -176,7 +183,9 @@ impl Store {
     pub fn query_by_hash(&self, hash: &StorePathHash) -> Result<Option<PathInfo>, Error> {
         let row = match self.with_connection(|conn| self.query_row(conn, hash)) {
             Ok(row) => {
-                self.recent.insert(hash.clone(), (Instant::now(), row.clone()));
+                if self.rollback_journal {
+                    self.recent.insert(hash.clone(), (Instant::now(), row.clone()));
+                }
                 row
             }
             Err(Error::Db { source, .. }) if is_transient(&source) => {
@@ -359,6 +368,14 @@ fn open_connection(db: &Path, busy_timeout: Duration, immutable: bool) -> Result
     .map_err(db_err)?;
     conn.busy_timeout(busy_timeout).map_err(db_err)?;
     Ok(conn)
+}
+
+/// Whether the SQLite file at `db` is in WAL mode: its header's format versions (bytes 18
+/// and 19) are 2. A header that cannot be read counts as not WAL.
+fn is_wal_file(db: &Path) -> bool {
+    use std::io::Read as _;
+    let mut header = [0u8; 20];
+    std::fs::File::open(db).and_then(|mut f| f.read_exact(&mut header)).is_ok() && header[18..20] == [2, 2]
 }
 
 /// `file:<db>?immutable=1`, with the characters a URI path gives a meaning to escaped.
