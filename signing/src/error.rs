@@ -121,6 +121,20 @@ pub enum Error {
         /// Its permission bits.
         mode: u32,
     },
+    /// A secret key file whose POSIX ACL lets a group or another user read or write it.
+    #[error(
+        "secret key file {} has an ACL that gives {grantee} access; run `setfacl -b {}` \
+         and `chmod 600 {}`",
+        path.display(),
+        path.display(),
+        path.display()
+    )]
+    AclGrantsAccess {
+        /// The key file.
+        path: PathBuf,
+        /// Who besides the owner and this process the ACL lets in (`group 100`, `user 1001`).
+        grantee: String,
+    },
     /// A file given as a secret key holds a public key.
     #[error(
         "{} holds a public key; signing needs the secret key (the .sec file written with it)",

@@ -154,15 +154,139 @@ fn create_private_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Refuses a secret key file that its group or others can access in any way.
+///
+/// One exception, for systemd's `LoadCredential=`: systemd writes a credential mode 0400,
+/// owned by root, and grants the service's user read access with a POSIX ACL entry where the
+/// file system has ACLs (tmpfs on current kernels). `stat` then shows the ACL's mask in the
+/// group bits (mode 0440) although no group can read the file. So when the group bits are set
+/// and the file carries an access ACL, the ACL decides: the key is private when no group (the
+/// owning group included) and no user other than this process's own gets any access through
+/// it. Others' bits are never allowed.
 #[cfg(unix)]
 fn check_private(file: &File, path: &Path) -> Result<(), Error> {
     use std::os::unix::fs::PermissionsExt;
 
     let mode = file.metadata().map_err(|source| read_error(path, source))?.permissions().mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(Error::InsecurePermissions { path: path.to_owned(), mode });
+    let insecure = || Error::InsecurePermissions { path: path.to_owned(), mode };
+    if mode & 0o007 != 0 {
+        return Err(insecure());
     }
-    Ok(())
+    if mode & 0o070 == 0 {
+        return Ok(());
+    }
+    match access_acl(file) {
+        Some(acl) => match acl::stranger(&acl, rustix::process::geteuid().as_raw()) {
+            Ok(None) => Ok(()),
+            Ok(Some(grantee)) => Err(Error::AclGrantsAccess { path: path.to_owned(), grantee }),
+            Err(acl::Malformed) => Err(insecure()),
+        },
+        None => Err(insecure()),
+    }
+}
+
+/// The raw `system.posix_acl_access` attribute of `file`, if it has one.
+#[cfg(unix)]
+fn access_acl(file: &File) -> Option<Vec<u8>> {
+    // An access ACL has a 4-byte header and 8 bytes per entry; 64 KiB is the xattr size limit.
+    let mut buffer = vec![0_u8; 65_536];
+    let length = rustix::fs::fgetxattr(file, "system.posix_acl_access", &mut buffer[..]).ok()?;
+    buffer.truncate(length);
+    Some(buffer)
+}
+
+/// Reading the kernel's binary form of a POSIX access ACL (`system.posix_acl_access`): a
+/// little-endian `u32` version (2), then entries of `u16` tag, `u16` permissions, `u32` id.
+#[cfg(unix)]
+mod acl {
+    const VERSION: u32 = 2;
+    const USER: u16 = 0x02;
+    const GROUP_OBJ: u16 = 0x04;
+    const GROUP: u16 = 0x08;
+    const MASK: u16 = 0x10;
+    const OTHER: u16 = 0x20;
+
+    /// The attribute is not an ACL this reader knows.
+    #[derive(Debug, PartialEq, Eq)]
+    pub(super) struct Malformed;
+
+    /// Who other than the owner and `me` the ACL lets in (`"group 100"`, `"user 1001"`), or
+    /// `None` when nobody is.
+    pub(super) fn stranger(raw: &[u8], me: u32) -> Result<Option<String>, Malformed> {
+        let (header, body) = raw.split_first_chunk::<4>().ok_or(Malformed)?;
+        if u32::from_le_bytes(*header) != VERSION || body.len() % 8 != 0 {
+            return Err(Malformed);
+        }
+        let entries: Vec<(u16, u16, u32)> = body
+            .chunks_exact(8)
+            .map(|e| {
+                let tag = u16::from_le_bytes([e[0], e[1]]);
+                let perm = u16::from_le_bytes([e[2], e[3]]);
+                (tag, perm, u32::from_le_bytes([e[4], e[5], e[6], e[7]]))
+            })
+            .collect();
+        // Without a mask entry the group-class entries are not masked (a minimal ACL).
+        let mask = entries.iter().find(|(tag, ..)| *tag == MASK).map_or(0o7, |&(_, perm, _)| perm);
+        for &(tag, perm, id) in &entries {
+            let effective = perm & mask & 0o7;
+            let grantee = match tag {
+                USER if id != me && effective != 0 => format!("user {id}"),
+                GROUP_OBJ if effective != 0 => "its owning group".to_owned(),
+                GROUP if effective != 0 => format!("group {id}"),
+                OTHER if perm & 0o7 != 0 => "others".to_owned(),
+                _ => continue,
+            };
+            return Ok(Some(grantee));
+        }
+        Ok(None)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+            let mut raw = VERSION.to_le_bytes().to_vec();
+            for &(tag, perm, id) in entries {
+                raw.extend(tag.to_le_bytes());
+                raw.extend(perm.to_le_bytes());
+                raw.extend(id.to_le_bytes());
+            }
+            raw
+        }
+
+        const USER_OBJ: u16 = 0x01;
+        const NONE: u32 = u32::MAX;
+
+        #[test]
+        fn systemds_credential_acl_is_private_to_its_reader() {
+            // user::r--, user:1234:r--, group::---, mask::r--, other::---
+            let raw =
+                acl(&[(USER_OBJ, 4, NONE), (USER, 4, 1234), (GROUP_OBJ, 0, NONE), (MASK, 4, NONE), (OTHER, 0, NONE)]);
+            assert_eq!(stranger(&raw, 1234), Ok(None));
+            assert_eq!(stranger(&raw, 1000), Ok(Some("user 1234".to_owned())));
+        }
+
+        #[test]
+        fn groups_and_others_are_strangers_unless_masked() {
+            let group = acl(&[(USER_OBJ, 6, NONE), (GROUP_OBJ, 4, NONE), (MASK, 4, NONE), (OTHER, 0, NONE)]);
+            assert_eq!(stranger(&group, 0), Ok(Some("its owning group".to_owned())));
+            let named =
+                acl(&[(USER_OBJ, 6, NONE), (GROUP_OBJ, 0, NONE), (GROUP, 4, 100), (MASK, 4, NONE), (OTHER, 0, NONE)]);
+            assert_eq!(stranger(&named, 0), Ok(Some("group 100".to_owned())));
+            let masked =
+                acl(&[(USER_OBJ, 6, NONE), (GROUP_OBJ, 4, NONE), (GROUP, 4, 100), (MASK, 0, NONE), (OTHER, 0, NONE)]);
+            assert_eq!(stranger(&masked, 0), Ok(None));
+            let others = acl(&[(USER_OBJ, 6, NONE), (GROUP_OBJ, 0, NONE), (OTHER, 4, NONE)]);
+            assert_eq!(stranger(&others, 0), Ok(Some("others".to_owned())));
+        }
+
+        #[test]
+        fn what_is_not_an_acl_is_malformed() {
+            assert_eq!(stranger(&[], 0), Err(Malformed));
+            assert_eq!(stranger(&[1, 0, 0, 0], 0), Err(Malformed));
+            assert_eq!(stranger(&[2, 0, 0, 0, 1], 0), Err(Malformed));
+        }
+    }
 }
 
 /// Reads a whole key file as text, in memory that is wiped when dropped.
@@ -337,6 +461,60 @@ mod tests {
         for good in [0o600, 0o400] {
             write_with_mode(&path, SECRET, good);
             assert_eq!(read_secret_key_file(&path).unwrap().to_nix_string(), SECRET);
+        }
+    }
+
+    /// Sets a real access ACL on `path` through the kernel, as `setfacl` (and systemd for a
+    /// credential) does: `user::r--`, `user:<reader>:r--`, `group::<group>`, `mask::r--`,
+    /// `other::---`. The kernel then shows the mask in the group bits.
+    fn set_acl(path: &Path, reader: u32, group: u16) {
+        let mut raw = 2_u32.to_le_bytes().to_vec();
+        for (tag, perm, id) in [
+            (0x01_u16, 4_u16, u32::MAX),
+            (0x02, 4, reader),
+            (0x04, group, u32::MAX),
+            (0x10, 4, u32::MAX),
+            (0x20, 0, u32::MAX),
+        ] {
+            raw.extend(tag.to_le_bytes());
+            raw.extend(perm.to_le_bytes());
+            raw.extend(id.to_le_bytes());
+        }
+        rustix::fs::setxattr(path, "system.posix_acl_access", &raw, rustix::fs::XattrFlags::empty()).unwrap_or_else(
+            |e| {
+                panic!(
+                    "setting an ACL on {} (does its file system support POSIX ACLs? TMPDIR picks another): {e}",
+                    path.display()
+                )
+            },
+        );
+    }
+
+    #[test]
+    fn systemd_credential_with_an_acl_for_this_user_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("signing-key.sec");
+        let me = rustix::process::geteuid().as_raw();
+        write_with_mode(&path, SECRET, 0o400);
+        set_acl(&path, me, 0);
+        assert_eq!(mode(&path), 0o440, "the kernel shows the ACL's mask in the group bits");
+        assert_eq!(read_secret_key_file(&path).unwrap().to_nix_string(), SECRET);
+    }
+
+    #[test]
+    fn an_acl_that_lets_in_another_user_or_the_group_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.sec");
+        let me = rustix::process::geteuid().as_raw();
+        for (reader, group, grantee) in
+            [(me.wrapping_add(1), 0, format!("user {}", me.wrapping_add(1))), (me, 4, "its owning group".to_owned())]
+        {
+            let _ = fs::remove_file(&path);
+            write_with_mode(&path, SECRET, 0o400);
+            set_acl(&path, reader, group);
+            let err = read_secret_key_file(&path).unwrap_err();
+            assert!(matches!(&err, Error::AclGrantsAccess { grantee: g, .. } if *g == grantee), "{err:?}");
+            assert!(err.to_string().contains(&format!("setfacl -b {}", path.display())), "{err}");
         }
     }
 

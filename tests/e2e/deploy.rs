@@ -140,15 +140,18 @@ impl ServiceUnit {
     }
 
     /// Runs subserve as systemd would start this unit, in `dir`: the credential (`secret`)
-    /// in a private directory with mode 0400 as systemd 252 makes it, the unit's state and
+    /// in a private directory in one of the two forms systemd makes it, the unit's state and
     /// cache directories under `dir`, against the chroot store at `store_root`.
-    fn start(&self, dir: &Path, secret: &Path, store_root: &Path) -> Server {
+    fn start(&self, dir: &Path, secret: &Path, store_root: &Path, form: Credential) -> Server {
         let credentials = dir.join("credentials");
         std::fs::create_dir(&credentials).unwrap();
         std::fs::set_permissions(&credentials, std::fs::Permissions::from_mode(0o500)).unwrap();
         let credential = credentials.join(&self.credential.0);
         std::fs::copy(secret, &credential).unwrap();
         std::fs::set_permissions(&credential, std::fs::Permissions::from_mode(0o400)).unwrap();
+        if form == Credential::Acl {
+            grant_read_by_acl(&credential);
+        }
 
         // The paths systemd makes for StateDirectory= and CacheDirectory= (as a system
         // service) are the ones the unit must give subserve.
@@ -180,6 +183,36 @@ impl ServiceUnit {
     }
 }
 
+/// The two forms of a `LoadCredential=` copy: mode 0400 owned by the service's user
+/// (systemd 252, Debian 12, where the credentials file system has no ACLs), or mode 0400 owned
+/// by root with a POSIX ACL entry that lets the service's user read it, which `stat` shows as
+/// mode 0440 (newer systemd on kernels 6.4 and later). The test runs as one user, so the ACL
+/// names that user, as systemd names the service's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Credential {
+    Owned,
+    Acl,
+}
+
+/// Adds `user:<this uid>:r--` and `mask::r--` to `path`'s access ACL, as systemd's
+/// `write_credential` does, through the kernel's `system.posix_acl_access` attribute.
+fn grant_read_by_acl(path: &Path) {
+    let me = rustix::process::geteuid().as_raw();
+    let mut raw = 2_u32.to_le_bytes().to_vec();
+    // user::r--, user:<me>:r--, group::---, mask::r--, other::---
+    for (tag, perm, id) in
+        [(0x01_u16, 4_u16, u32::MAX), (0x02, 4, me), (0x04, 0, u32::MAX), (0x10, 4, u32::MAX), (0x20, 0, u32::MAX)]
+    {
+        raw.extend(tag.to_le_bytes());
+        raw.extend(perm.to_le_bytes());
+        raw.extend(id.to_le_bytes());
+    }
+    rustix::fs::setxattr(path, "system.posix_acl_access", &raw, rustix::fs::XattrFlags::empty())
+        .unwrap_or_else(|e| panic!("setting an ACL on {} (its file system needs POSIX ACLs): {e}", path.display()));
+    let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o440, "the kernel shows the ACL's mask in the group bits");
+}
+
 fn keygen(dir: &Path, format: &str) -> (PathBuf, PathBuf) {
     let (secret, public) = (dir.join("key.sec"), dir.join("key.pub"));
     let mut command = Command::new(SUBSERVE);
@@ -202,33 +235,40 @@ fn assert_directories_used(dir: &Path) {
 #[test]
 fn nix_service_serves_with_its_credential() {
     let fx = fixture::get();
-    let dir = scratch("deploy-nix-service");
-    let (secret, public) = keygen(&dir, "nix");
     let unit = ServiceUnit::parse("subserve.service");
     assert_eq!(unit.credential.1, "/etc/subserve/key.sec", "the README's key path");
-    let srv = unit.start(&dir, &secret, &fx.root);
+    for form in [Credential::Owned, Credential::Acl] {
+        let dir = scratch(&format!("deploy-nix-service-{form:?}"));
+        let (secret, public) = keygen(&dir, "nix");
+        let srv = unit.start(&dir, &secret, &fx.root, form);
 
-    let hash = &fx.top["/nix/store/".len()..][..32];
-    let narinfo = get(srv.addr, &format!("/{hash}.narinfo"));
-    assert_eq!(narinfo.status, 200);
-    let public = std::fs::read_to_string(&public).unwrap();
-    let (name, _) = public.trim().split_once(':').unwrap();
-    let text = String::from_utf8(narinfo.body).unwrap();
-    assert!(text.lines().any(|l| l.starts_with(&format!("Sig: {name}:"))), "not signed with the credential:\n{text}");
-    assert_directories_used(&dir);
+        let hash = &fx.top["/nix/store/".len()..][..32];
+        let narinfo = get(srv.addr, &format!("/{hash}.narinfo"));
+        assert_eq!(narinfo.status, 200, "{form:?}");
+        let public = std::fs::read_to_string(&public).unwrap();
+        let (name, _) = public.trim().split_once(':').unwrap();
+        let text = String::from_utf8(narinfo.body).unwrap();
+        assert!(
+            text.lines().any(|l| l.starts_with(&format!("Sig: {name}:"))),
+            "{form:?}: not signed with the credential:\n{text}"
+        );
+        assert_directories_used(&dir);
+    }
 }
 
 #[test]
 fn guix_service_serves_with_its_credential() {
     let fx = fixture::guix();
-    let dir = scratch("deploy-guix-service");
-    let (secret, public) = keygen(&dir, "guix");
     let unit = ServiceUnit::parse("subserve-guix.service");
     assert_eq!(unit.credential.1, "/etc/guix/signing-key.sec", "the key Guix nodes already trust");
-    let srv = unit.start(&dir, &secret, &fx.root);
+    for form in [Credential::Owned, Credential::Acl] {
+        let dir = scratch(&format!("deploy-guix-service-{form:?}"));
+        let (secret, public) = keygen(&dir, "guix");
+        let srv = unit.start(&dir, &secret, &fx.root, form);
 
-    assert_eq!(get(srv.addr, "/signing-key.pub").body, std::fs::read(&public).unwrap());
-    let hash = &fx.odd["/gnu/store/".len()..][..32];
-    assert_eq!(get(srv.addr, &format!("/{hash}.narinfo")).status, 200);
-    assert_directories_used(&dir);
+        assert_eq!(get(srv.addr, "/signing-key.pub").body, std::fs::read(&public).unwrap(), "{form:?}");
+        let hash = &fx.odd["/gnu/store/".len()..][..32];
+        assert_eq!(get(srv.addr, &format!("/{hash}.narinfo")).status, 200, "{form:?}");
+        assert_directories_used(&dir);
+    }
 }
