@@ -8,6 +8,11 @@
 # files each, and a chain of 24 small libraries that reference each other. Text is numbers
 # from `seq` (zstd: about 4:1) or `xxd` dumps (about 2:1); random data is /dev/urandom,
 # so every build has new contents (and new hashes).
+#
+# `wave` is the smaller closure of the job-wave benchmark (bench/wave): about 100 MiB of NAR
+# in 42 paths, what a job's software stack looks like: an incompressible 16 MiB blob, a
+# 24 MiB data file, four small packages, two trees of 1000 small files and a chain of 32
+# small libraries.
 { bb }:
 let
   busybox = builtins.storePath bb;
@@ -29,22 +34,24 @@ let
       i=$((i + 1))
     done > ${to}
   '';
-  pkg = i: mk "pkg-${toString i}" ''
+  pkg = i: pkgOf { inherit i; mib = 12; doc = 2; };
+  pkgOf = { i, mib, doc }: mk "pkg-${toString i}" ''
     mkdir -p $out/bin $out/lib $out/share/doc
     # A "binary": random code with text sections (strings, tables).
-    ${stripes { mib = 12; text = 384; seed = i * 1000; to = "$out/bin/prog-${toString i}"; }}
+    ${stripes { inherit mib; text = 384; seed = i * 1000; to = "$out/bin/prog-${toString i}"; }}
     chmod 755 $out/bin/prog-${toString i}
-    ${stripes { mib = 12; text = 640; seed = i * 1000 + 500; to = "$out/lib/libpkg${toString i}.so"; }}
-    head -c $((2 * 1048576)) /dev/urandom | xxd > $out/share/doc/manual.txt
+    ${stripes { inherit mib; text = 640; seed = i * 1000 + 500; to = "$out/lib/libpkg${toString i}.so"; }}
+    head -c $((${toString doc} * 1048576)) /dev/urandom | xxd > $out/share/doc/manual.txt
     ln -s prog-${toString i} $out/bin/prog
     echo ${lib 23} > $out/lib/deps
   '';
-  tree = i: mk "tree-${toString i}" ''
+  tree = i: treeOf { inherit i; files = 2000; };
+  treeOf = { i, files }: mk "tree-${toString i}" ''
     mkdir $out
     j=0
     while [ $j -lt 40 ]; do mkdir $out/d$j; j=$((j + 1)); done
     j=0
-    while [ $j -lt 2000 ]; do
+    while [ $j -lt ${toString files} ]; do
       size=$(( 512 + (j * 7919 + ${toString i} * 104729) % 15872 ))
       if [ $((j % 2)) -eq 0 ]; then
         seq $((j * 1000)) $((j * 1000 + 4000)) | head -c $size > $out/d$((j % 40))/f$j.txt
@@ -72,5 +79,13 @@ in rec {
     echo ${big} ${random64} ${random32} ${busybox} > $out/closure
     echo ${toString (builtins.genList pkg 6)} >> $out/closure
     echo ${toString (builtins.genList tree 3)} >> $out/closure
+  '';
+  wave = mk "wave" ''
+    mkdir $out
+    echo ${mk "blob-16MiB" "head -c 16777216 /dev/urandom > $out"} > $out/closure
+    echo ${mk "data-24MiB" (stripes { mib = 24; text = 768; seed = 7; to = "$out"; })} >> $out/closure
+    echo ${toString (builtins.genList (i: pkgOf { i = 10 + i; mib = 3; doc = 1; }) 4)} >> $out/closure
+    echo ${toString (builtins.genList (i: treeOf { i = 10 + i; files = 1000; }) 2)} >> $out/closure
+    echo ${lib 31} ${busybox} >> $out/closure
   '';
 }

@@ -77,6 +77,56 @@ def rss(*pids, field="VmHWM"):
     return sum(status_kib(p, field) for pid in pids for p in family(pid)) / 1024
 
 
+def cpu(*pids):
+    """CPU seconds (user + system) used so far by pids and their descendants."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        for p in family(pid):
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def reset_peak(*pids):
+    """Resets the peak RSS (VmHWM) of pids and their descendants to their current RSS."""
+    for pid in pids:
+        for p in family(pid):
+            with open(f"/proc/{p}/clear_refs", "w") as f:
+                f.write("5")
+
+
+def wave_report(tsv, out):
+    """The job-wave table: medians per mode of the runs in tsv (mode, key, value lines)."""
+    runs = {}
+    for line in open(tsv):
+        mode, key, value = line.rstrip("\n").split("\t")
+        runs.setdefault(mode, {}).setdefault(key, []).append(float(value))
+    med = lambda mode, key: statistics.median(runs[mode][key]) if key in runs.get(mode, {}) else float("nan")
+    rows = [
+        ("makespan (s)", "makespan_s", "{:.2f}"),
+        ("node p50 (s)", "node_p50_s", "{:.2f}"),
+        ("node p99 (s)", "node_p99_s", "{:.2f}"),
+        ("errors", "errors", "{:.0f}"),
+        ("retries (503 and cut connections)", "retries", "{:.0f}"),
+        ("GiB sent", "gib", "{:.2f}"),
+        ("server peak RSS (MiB)", "rss_mib", "{:.0f}"),
+        ("server CPU (s)", "cpu_s", "{:.1f}"),
+        ("client CPU (s)", "client_cpu_s", "{:.1f}"),
+    ]
+    modes = [m for m in ("nginx-zstd", "subserve-cold", "subserve-warm") if m in runs]
+    n = max(len(v) for m in modes for v in runs[m].values())
+    lines = ["| medians of %d runs | %s |" % (n, " | ".join(modes)), "|---|" + "---:|" * len(modes)]
+    for label, key, f in rows:
+        lines.append("| %s | %s |" % (label, " | ".join(f.format(med(m, key)) for m in modes)))
+    for m in modes[1:]:
+        lines.append("| makespan ÷ nginx-zstd, %s | %.2f |" % (m, med(m, "makespan_s") / med("nginx-zstd", "makespan_s")))
+    text = "\n".join(lines) + "\n"
+    open(out, "w").write(text)
+    print(text)
+
+
 def concurrent(url, n, pid):
     """n downloads of url at once, over raw sockets (HTTP/1.0, body until EOF).
 
@@ -291,6 +341,9 @@ def main():
         "narinfo": narinfo,
         "rss": lambda *pids: print(f"{rss(*pids):.1f}"),
         "concurrent": concurrent,
+        "cpu": lambda *pids: print(f"{cpu(*pids):.2f}"),
+        "reset-peak": reset_peak,
+        "wave-report": wave_report,
         "report": report,
     }[cmd](*args)
 
