@@ -239,3 +239,79 @@ impl Decoder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(compression: &str, nar: &[u8]) -> NarInfo {
+        NarInfo {
+            store_path: "/nix/store/7rjj86a15146cq1d3qy068lml7n8ykzm-x".into(),
+            url: format!("nar/x.nar.{compression}"),
+            compression: compression.into(),
+            file_hash: None,
+            file_size: None,
+            nar_hash: NarHash::digest(nar),
+            nar_size: nar.len() as u64,
+            references: vec![],
+            deriver: None,
+            sigs: vec![],
+            ca: None,
+        }
+    }
+
+    fn check(info: &NarInfo, body: &[u8], decode: bool) -> Result<(BodyDigest, bool), Trouble> {
+        let mut check = BodyCheck::new(info, decode)?;
+        for chunk in body.chunks(7) {
+            check.update(chunk)?;
+        }
+        check.finish(info)
+    }
+
+    #[test]
+    fn a_decompressed_body_is_checked_against_the_nar() {
+        let nar = b"a NAR of some bytes".repeat(100);
+        let info = info("zstd", &nar);
+        let body = zstd::encode_all(&nar[..], 3).unwrap();
+        let (digest, decoded) = check(&info, &body, true).unwrap();
+        assert!(decoded);
+        assert_eq!(digest, <[u8; 32]>::from(Sha256::digest(&body)));
+        assert_eq!(check(&info, &body, false).unwrap(), (digest, false));
+        let other = zstd::encode_all(&b"another NAR"[..], 3).unwrap();
+        assert!(matches!(check(&info, &other, true), Err(Trouble::Fatal(_))));
+        assert!(matches!(check(&info, &body[..body.len() - 3], true), Err(Trouble::Fatal(_))));
+    }
+
+    #[test]
+    fn a_plain_body_is_its_own_nar_and_file_fields_must_match() {
+        let nar = b"plain".repeat(10);
+        let mut info = info("none", &nar);
+        assert!(check(&info, &nar, false).unwrap().1, "an uncompressed body is always checked");
+        assert!(matches!(check(&info, &nar[1..], false), Err(Trouble::Fatal(_))));
+        info.file_size = Some(3);
+        assert!(matches!(check(&info, &nar, false), Err(Trouble::Fatal(_))));
+        info.file_size = None;
+        info.file_hash = Some(NarHash::digest(b"something else"));
+        assert!(matches!(check(&info, &nar, false), Err(Trouble::Fatal(_))));
+    }
+
+    #[test]
+    fn bodies_wait_for_a_checked_body_with_their_bytes() {
+        let info = info("zstd", b"nar");
+        let mut checks = Checks::default();
+        assert!(checks.begin(&info.url, &info), "the first body is decompressed");
+        assert!(!checks.begin(&info.url, &info), "one at a time");
+        checks.hashed(&info.url, [1; 32]);
+        checks.decoded(&info.url, Some([1; 32]));
+        assert!(checks.urls[&info.url].pending.is_empty(), "checked by the decompressed body");
+        assert!(!checks.begin(&info.url, &info), "known good, nothing waits");
+        checks.hashed(&info.url, [2; 32]);
+        assert!(checks.begin(&info.url, &info), "other bytes: the next body is decompressed");
+        checks.decoded(&info.url, Some([3; 32]));
+        assert_eq!(checks.urls[&info.url].pending.get(&[2; 32]), Some(&1), "still waiting");
+        assert!(checks.begin(&info.url, &info));
+        checks.decoded(&info.url, Some([2; 32]));
+        assert!(checks.urls[&info.url].pending.is_empty());
+        assert_eq!(checks.decoded, 3);
+    }
+}

@@ -153,3 +153,15 @@ fn cpu_seconds() -> f64 {
         .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
         .map_or(0.0, |ns| ns as f64 / 1e9)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let values: Vec<f64> = (1..=200).map(f64::from).collect();
+        assert_eq!(super::percentile(&values, 50), 100.0);
+        assert_eq!(super::percentile(&values, 99), 198.0);
+        assert_eq!(super::percentile(&values[..1], 99), 1.0);
+        assert_eq!(super::percentile(&[], 50), 0.0);
+    }
+}
