@@ -35,6 +35,22 @@ pub enum Error {
     /// A narinfo that does not follow the line syntax or lacks a required field.
     #[error("corrupt narinfo: {0}")]
     NarInfo(&'static str),
+    /// A line of a Guix narinfo that `recutils->alist` cannot read, which makes Guix refuse
+    /// the whole narinfo.
+    #[error("narinfo line {line}: {what}")]
+    Recutils {
+        /// The 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        what: &'static str,
+    },
+    /// A Guix narinfo without a field that must come before its first `Signature:`, so Guix
+    /// treats it as unsigned.
+    #[error("narinfo is unsigned: no {field} field before the first `Signature:`")]
+    Unsigned {
+        /// The missing field: `Signature`, `StorePath`, `NarHash` or `References`.
+        field: &'static str,
+    },
     /// A NAR that breaks the archive grammar.
     #[error("corrupt nar at byte {offset}: {what}")]
     Nar {

@@ -1,5 +1,6 @@
-//! The Guix narinfo readers: `formats::guix` (what subserve writes and tests read) and the
-//! proxy's recutils reader with its trust decision (`upstream`, through its `fuzzing` feature).
+//! The Guix narinfo readers: `formats::guix` (the recutils reader, the signed part, and the
+//! strict parser of what subserve writes) and the proxy's reading with its trust decision
+//! (`upstream`, through its `fuzzing` feature).
 //!
 //! Any text must be read or refused, never panic. What `GuixNarInfo` parses renders back to
 //! itself; what the proxy accepts (signed by the golden key) and stores reads back the same.
@@ -9,7 +10,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use formats::guix::{signed_prefix, GuixNarInfo};
+use formats::guix::{fields, signed_part, GuixNarInfo};
 use libfuzzer_sys::fuzz_target;
 use signing::GuixPublicKey;
 use upstream::{fuzzing, UpstreamConfig};
@@ -32,12 +33,14 @@ fn upstream() -> &'static UpstreamConfig {
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    let _ = signed_prefix(text);
+    let _ = (fields(text), signed_part(text));
     if let Ok(info) = GuixNarInfo::parse(text) {
         let back = GuixNarInfo::parse(&info.render()).expect("a rendered Guix narinfo parses");
         assert_eq!(back, info, "render then parse changed the narinfo");
     }
-    let _ = signing::guix::verify_narinfo(text, &upstream().guix_keys);
+    if let Ok(signed) = formats::guix::signed(text) {
+        let _ = signing::guix::verify(&signed.signature, signed.text, &upstream().guix_keys);
+    }
     let Ok(parsed) = fuzzing::parse_guix_narinfo(text, STORE) else { return };
     let hash = parsed.store_path.hash().clone();
     let Ok((accepted, _url)) = fuzzing::accept_guix_narinfo(upstream(), STORE, &hash, text) else { return };

@@ -196,19 +196,6 @@ pub enum Error {
         /// The host name that was refused.
         host: String,
     },
-    /// A narinfo line is neither a field, a comment nor a continuation, so `guix substitute`
-    /// refuses the narinfo (and its whole batch).
-    #[error("narinfo line {line} is not a `Field: value` line")]
-    NarinfoLine {
-        /// The 1-based line number.
-        line: usize,
-    },
-    /// A narinfo lacks a field that must come before its `Signature:`, so Guix treats it as unsigned.
-    #[error("narinfo is unsigned: no {field} field before the first `Signature:`")]
-    NarinfoUnsigned {
-        /// The missing field: `Signature`, `StorePath`, `NarHash` or `References`.
-        field: &'static str,
-    },
     /// The `Signature` field is not `<version>;<host>;<base64>`.
     #[error("narinfo Signature field has {parts} ';'-separated parts, expected 3 (version;host;base64)")]
     SignatureParts {

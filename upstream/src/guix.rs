@@ -8,7 +8,7 @@
 //! `URL`/`Compression`/`FileSize` group naming subserve's own URL for the one upstream group
 //! the proxy downloads and verifies.
 
-use formats::guix::GuixUrl;
+use formats::guix::{self as format, GuixUrl};
 use formats::{Compression, NarHash, StorePath, StorePathHash};
 
 use crate::error::FetchError;
@@ -51,12 +51,7 @@ impl GuixProxied {
     /// signed text, `Signature: <signature>`, then the URL groups.
     pub fn render(&self, signature: &str) -> String {
         let mut out = format!("{}Signature: {signature}\n", self.signed);
-        for u in &self.urls {
-            out.push_str(&format!("URL: {}\nCompression: {}\n", u.url, u.compression));
-            if let Some(size) = u.file_size {
-                out.push_str(&format!("FileSize: {size}\n"));
-            }
-        }
+        format::write_groups(&mut out, &self.urls);
         out
     }
 
@@ -90,14 +85,6 @@ fn verifiable(name: &str) -> Option<Compression> {
     PREFERENCE.into_iter().find(|c| c.name() == name)
 }
 
-/// guix publish's URL for `basename` in `compression`, relative to the cache.
-pub(crate) fn nar_url(compression: Compression, basename: &str) -> String {
-    match compression {
-        Compression::None => format!("nar/{basename}"),
-        c => format!("nar/{}/{basename}", c.name()),
-    }
-}
-
 /// The subdirectories of the cache's `nar/` that Guix entries use.
 pub(crate) fn nar_subdirectories() -> impl Iterator<Item = &'static str> {
     PREFERENCE.into_iter().filter(|&c| c != Compression::None).map(Compression::name)
@@ -117,7 +104,8 @@ pub(crate) fn accept(
         let asked = format!("asked for {hash}, got {}", parsed.proxied.store_path.absolute(store_dir));
         return Err(FetchError::Garbage(asked));
     }
-    if signing::guix::verify_narinfo(text, &up.guix_keys).is_err() {
+    let signed = format::signed(text).map_err(|_| FetchError::Untrusted)?;
+    if signing::guix::verify(&signed.signature, signed.text, &up.guix_keys).is_err() {
         return Err(FetchError::Untrusted);
     }
     if parsed.signed_has_urls {
@@ -130,7 +118,7 @@ pub(crate) fn accept(
         .ok_or_else(|| FetchError::Unusable("no URL in a compression subserve can verify".into()))?;
     let upstream_url = crate::fetch::resolve(&up.url, &group.url);
     let offered = GuixUrl {
-        url: nar_url(compression, &parsed.proxied.store_path.basename()),
+        url: format::nar_url(compression, &parsed.proxied.store_path.basename()),
         compression: compression.name().to_owned(),
         file_size: group.file_size,
     };
@@ -161,14 +149,14 @@ pub(crate) struct Parsed {
 /// NarSize, References, Deriver) are read from the signed part only.
 pub(crate) fn parse(text: &str, store_dir: &str) -> Result<Parsed, FetchError> {
     let garbage = |what: String| FetchError::Garbage(what);
-    let record = recutils_fields(text).map_err(garbage)?;
+    let record = format::fields(text).map_err(|e| garbage(e.to_string()))?;
     // Without `Signature:` the narinfo is unsigned; checked later (after the path's identity)
     // by the signature verification, which then fails.
-    let signed = signing::guix::signed_text(text).unwrap_or(text);
+    let signed = format::signed_part(text).unwrap_or(text);
     if !signed.is_empty() && !signed.ends_with('\n') {
         return Err(garbage("`Signature:` in the middle of a line".into()));
     }
-    let covered = recutils_fields(signed).map_err(garbage)?;
+    let covered = format::fields(signed).map_err(|e| garbage(e.to_string()))?;
     let first = |name: &str| covered.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str());
     let required = |name: &'static str| first(name).ok_or_else(|| garbage(format!("no {name} in the signed part")));
 
@@ -217,37 +205,6 @@ pub(crate) fn parse(text: &str, store_dir: &str) -> Result<Parsed, FetchError> {
     Ok(Parsed { proxied, signed_has_urls })
 }
 
-/// guix/records.scm's `recutils->alist`: the `(name, value)` fields of the first record.
-/// A `#` line is a comment, a `+` line continues the previous value, a blank line ends the
-/// record (blank lines before it are skipped), values are left-trimmed; any other line that
-/// is not `Name: value` makes the whole narinfo unreadable, as it does for Guix.
-fn recutils_fields(text: &str) -> Result<Vec<(&str, String)>, String> {
-    let mut fields: Vec<(&str, String)> = Vec::new();
-    // The text after the last newline is a line too, unless it is empty.
-    let body = text.strip_suffix('\n').unwrap_or(text);
-    for (number, line) in body.split('\n').enumerate() {
-        match line.as_bytes().first() {
-            None if fields.is_empty() => continue,
-            None => break,
-            Some(b'#') => continue,
-            Some(b'+') => {
-                let (_, value) = fields.last_mut().ok_or_else(|| format!("line {}: continues nothing", number + 1))?;
-                value.push('\n');
-                value.push_str(line.strip_prefix("+ ").unwrap_or(&line[1..]));
-            }
-            Some(c) if c.is_ascii_alphabetic() || *c == b'%' => {
-                let (name, value) = line.split_once(':').ok_or_else(|| format!("line {}: no ':'", number + 1))?;
-                fields.push((name, value.trim_start().to_owned()));
-            }
-            Some(_) => return Err(format!("line {}: not a field", number + 1)),
-        }
-    }
-    if text.is_empty() {
-        return Err("empty narinfo".into());
-    }
-    Ok(fields)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,18 +218,6 @@ mod tests {
             "StorePath: {STORE}/{HASH}-hello-2.12\nNarHash: {NAR_HASH}\nNarSize: 112\n\
              References: {HASH}-hello-2.12\nSignature: 1;host;c2ln\n{groups}"
         )
-    }
-
-    #[test]
-    fn recutils_reading_follows_guix() {
-        let names =
-            |t: &str| recutils_fields(t).unwrap().into_iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>();
-        assert_eq!(names("A: 1\nB:2 \n# c\nC:   x\n+ y\n+z\n"), ["A=1", "B=2 ", "C=x\ny\nz"]);
-        assert_eq!(names("\n\nA: 1\n\nB: 2\n"), ["A=1"]);
-        assert_eq!(names("A: 1"), ["A=1"]);
-        for bad in ["", "A: 1\nno colon\n", " A: 1\n", "+ x\n", "<html>\n"] {
-            assert!(recutils_fields(bad).is_err(), "{bad:?}");
-        }
     }
 
     #[test]
@@ -311,11 +256,10 @@ mod tests {
         let p = parse(&text("URL: nar/x\nCompression: none\n"), STORE).unwrap().proxied;
         let mut offered = p.clone();
         offered.urls =
-            vec![GuixUrl { url: nar_url(Compression::Zstd, "b"), compression: "zstd".into(), file_size: None }];
+            vec![GuixUrl { url: format::nar_url(Compression::Zstd, "b"), compression: "zstd".into(), file_size: None }];
         let back = from_stored(&offered.render(&offered.upstream_signature), STORE).unwrap();
         assert_eq!(back, offered);
         assert_eq!(back.nar_file(), Some("zstd/b"));
         assert_eq!(back.expected().unwrap().compression, Compression::Zstd);
-        assert_eq!(nar_url(Compression::None, "b"), "nar/b");
     }
 }

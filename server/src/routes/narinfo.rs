@@ -183,15 +183,6 @@ pub(super) async fn baked_offers(state: &Arc<AppState>, info: &PathInfo) -> Vec<
     offers.unwrap_or_default()
 }
 
-/// The URL of a NAR in guix publish's layout: `nar/<compression>/<basename>`, or
-/// `nar/<basename>` for the bare NAR.
-pub(crate) fn guix_nar_url(compression: Compression, basename: &str) -> String {
-    match compression {
-        Compression::None => format!("nar/{basename}"),
-        c => format!("nar/{}/{basename}", c.name()),
-    }
-}
-
 /// Signs the text a Guix signature covers; `None` leaves the narinfo unsigned.
 pub(crate) type GuixSigner<'a> = dyn Fn(&str) -> Result<Option<String>, signing::Error> + 'a;
 
@@ -228,7 +219,7 @@ pub(crate) fn render_guix_groups(
         urls: groups
             .iter()
             .map(|&(c, file_size)| GuixUrl {
-                url: guix_nar_url(c, &basename),
+                url: formats::guix::nar_url(c, &basename),
                 compression: c.name().to_owned(),
                 file_size,
             })

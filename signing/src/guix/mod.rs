@@ -12,8 +12,8 @@
 //!   signature does not verify on Guix.
 //!
 //! [`sexp`] reads and prints the S-expressions, [`GuixSecretKey`] and [`GuixPublicKey`] are the
-//! keys, [`GuixSecretKey::sign_narinfo`] makes the `Signature` value and [`verify_narinfo`]
-//! checks one. Signatures match libgcrypt's byte for byte (tests compare with libgcrypt itself).
+//! keys, [`GuixSecretKey::sign_narinfo`] makes the `Signature` value and [`verify`] checks
+//! one. Signatures match libgcrypt's byte for byte (tests compare with libgcrypt itself).
 //!
 //! The arithmetic is borrowed, not hand-written: curve25519-dalek for the group (constant-time
 //! k·G, its `Scalar` for arithmetic modulo the group order n), hmac and sha2 for the RFC 6979
@@ -29,7 +29,7 @@ mod public_key;
 mod secret_key;
 pub mod sexp;
 
-pub use narinfo::{signed_text, verify_narinfo};
+pub use narinfo::verify;
 pub use public_key::GuixPublicKey;
 pub use secret_key::GuixSecretKey;
 pub use sexp::Sexp;

@@ -1,5 +1,8 @@
-//! Guix narinfo signatures: the `Signature: 1;<host>;<base64>` field, made as `guix publish`
-//! makes it and checked as `guix substitute` checks it (`docs/protocol.md` §5.2, §5.3).
+//! Guix narinfo signatures: the value of the `Signature: 1;<host>;<base64>` field, made as
+//! `guix publish` makes it and checked as `guix substitute` checks it (`docs/protocol.md`
+//! §5.2, §5.3). Which bytes a signature covers is the narinfo format's business
+//! (`formats::guix::signed`): this module gets those bytes and the value, and knows no
+//! narinfo fields.
 
 use data_encoding::{BASE64, HEXUPPER};
 use sha2::{Digest, Sha256};
@@ -9,11 +12,6 @@ use super::public_key::GuixPublicKey;
 use super::secret_key::GuixSecretKey;
 use super::sexp::Sexp;
 use crate::Error;
-
-/// The fields `guix substitute` requires above `Signature:`; without them a narinfo is unsigned.
-const MANDATORY_SIGNED_FIELDS: [&str; 3] = ["StorePath", "NarHash", "References"];
-
-const SIGNATURE_MARKER: &str = "Signature:";
 
 impl GuixSecretKey {
     /// The signature sexp for `signed_text`, as guix/pki.scm's `signature-sexp` builds it:
@@ -62,44 +60,18 @@ impl GuixSecretKey {
     }
 }
 
-/// The part of a narinfo that its signature covers, as `guix substitute` takes it: all the text
-/// before the first occurrence of `Signature:`, or `None` if there is none.
+/// Checks the value of a narinfo's first `Signature` field (`1;<host>;<base64>`) over
+/// `signed_text`, the text before that field, the way `guix substitute` does (`narinfo-sha256`
+/// and guix/pki.scm's `signature-case`), accepting it only if a key of `acl` signed it.
 ///
-/// Anything after that point (URL, Compression, FileSize…) can change without re-signing.
-pub fn signed_text(narinfo: &str) -> Option<&str> {
-    narinfo.find(SIGNATURE_MARKER).map(|index| &narinfo[..index])
-}
-
-/// Checks a narinfo's `Signature` field the way `guix substitute` does (`narinfo-sha256`,
-/// `valid-narinfo?` and guix/pki.scm's `signature-case`), accepting it only if a key of `acl`
-/// signed it.
-///
-/// In order: the text before the first `Signature:` must hold `StorePath`, `NarHash` and
-/// `References` fields; the first `Signature` field must be `1;<host>;<base64>`; the base64
-/// must decode to UTF-8 text of a sexp; its `(public-key …)` must be structurally equal to a
-/// key of `acl`; its `(hash sha256 …)` must be the sha256 of the signed text; and its
-/// `(sig-val (ecdsa (r …) (s …)))` must verify under that key. Only ECDSA on Ed25519 with
-/// sha256 is supported (RSA-signed narinfos, which old Guix test keys make, are refused).
-///
-/// Lines are read as `recutils->alist` reads them: a leading `#` is a comment, a leading `+`
-/// continues the previous value, an empty line ends the record, values are left-trimmed,
-/// and any other line that is not `Field: value` makes the whole narinfo invalid.
-pub fn verify_narinfo(narinfo: &str, acl: &[GuixPublicKey]) -> Result<(), Error> {
-    let all_fields = recutils_fields(narinfo)?;
-    let signed = signed_text(narinfo).ok_or(Error::NarinfoUnsigned { field: "Signature" })?;
-    let signed_fields = recutils_fields(signed)?;
-    for field in MANDATORY_SIGNED_FIELDS {
-        if !signed_fields.iter().any(|(name, _)| *name == field) {
-            return Err(Error::NarinfoUnsigned { field });
-        }
-    }
-    let value = all_fields
-        .iter()
-        .find(|(name, _)| *name == "Signature")
-        .map(|(_, value)| value.as_str())
-        .ok_or(Error::NarinfoUnsigned { field: "Signature" })?;
-    let sexp = decode_signature_field(value)?;
-    let hash: [u8; 32] = Sha256::digest(signed.as_bytes()).into();
+/// In order: the value must be `1;<host>;<base64>`; the base64 must decode to UTF-8 text of a
+/// sexp; its `(public-key …)` must be structurally equal to a key of `acl`; its
+/// `(hash sha256 …)` must be the sha256 of `signed_text`; and its `(sig-val (ecdsa (r …)
+/// (s …)))` must verify under that key. Only ECDSA on Ed25519 with sha256 is supported
+/// (RSA-signed narinfos, which old Guix test keys make, are refused).
+pub fn verify(signature: &str, signed_text: &str, acl: &[GuixPublicKey]) -> Result<(), Error> {
+    let sexp = decode_signature_field(signature)?;
+    let hash: [u8; 32] = Sha256::digest(signed_text.as_bytes()).into();
     verify_signature_sexp(&sexp, &hash, acl)
 }
 
@@ -159,64 +131,9 @@ fn verify_signature_sexp(sexp: &Sexp, hash: &[u8; 32], acl: &[GuixPublicKey]) ->
     Ok(())
 }
 
-/// Guix's `recutils->alist`: the `(name, value)` fields of the first record of `text`.
-fn recutils_fields(text: &str) -> Result<Vec<(&str, String)>, Error> {
-    let mut fields: Vec<(&str, String)> = Vec::new();
-    let mut lines = text.split('\n').enumerate().peekable();
-    while let Some((index, line)) = lines.next() {
-        // `read-line` sees no final line after the last '\n'.
-        if line.is_empty() && lines.peek().is_none() {
-            break;
-        }
-        if line.is_empty() {
-            if fields.is_empty() {
-                continue; // blank lines before the record are skipped
-            }
-            break; // a blank line ends the record
-        }
-        let first = line.as_bytes()[0];
-        if first.is_ascii_alphabetic() || first == b'%' {
-            let (name, value) = line.split_once(':').ok_or(Error::NarinfoLine { line: index + 1 })?;
-            fields.push((name, value.trim_start().to_owned()));
-        } else if first == b'#' {
-            continue;
-        } else if first == b'+' {
-            let continued = line.strip_prefix("+ ").unwrap_or(&line[1..]);
-            let (_, value) = fields.last_mut().ok_or(Error::NarinfoLine { line: index + 1 })?;
-            value.push('\n');
-            value.push_str(continued);
-        } else {
-            return Err(Error::NarinfoLine { line: index + 1 });
-        }
-    }
-    Ok(fields)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn names(text: &str) -> Vec<String> {
-        recutils_fields(text).unwrap().into_iter().map(|(n, v)| format!("{n}={v}")).collect()
-    }
-
-    #[test]
-    fn recutils_reading_follows_guix() {
-        assert_eq!(names("A: 1\nB:2 \n# c\nC:   x\n+ y\n+z\n"), ["A=1", "B=2 ", "C=x\ny\nz"]);
-        assert_eq!(names("\n\nA: 1\n\nB: 2\n"), ["A=1"]);
-        assert_eq!(names("A: 1"), ["A=1"]);
-        assert_eq!(names(""), [] as [String; 0]);
-        assert!(matches!(recutils_fields("A: 1\nno colon\n"), Err(Error::NarinfoLine { line: 2 })));
-        assert!(matches!(recutils_fields(" A: 1\n"), Err(Error::NarinfoLine { line: 1 })));
-        assert!(matches!(recutils_fields("+ x\n"), Err(Error::NarinfoLine { line: 1 })));
-    }
-
-    #[test]
-    fn signed_text_ends_at_the_first_marker_anywhere() {
-        assert_eq!(signed_text("A: 1\nSignature: x\nSignature: y"), Some("A: 1\n"));
-        assert_eq!(signed_text("A: xSignature:"), Some("A: x"));
-        assert_eq!(signed_text("A: 1\n"), None);
-    }
 
     #[test]
     fn host_names_that_break_the_field_are_refused() {

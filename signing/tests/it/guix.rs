@@ -4,9 +4,12 @@
 use std::path::PathBuf;
 
 use data_encoding::BASE64;
+use formats::guix::signed_part as signed_text;
 use proptest::prelude::*;
-use signing::guix::{signed_text, verify_narinfo, Sexp};
+use signing::guix::Sexp;
 use signing::{read_guix_public_key_file, Error, GuixPublicKey, GuixSecretKey};
+
+use crate::{verify_narinfo, Refusal};
 
 pub(crate) const VECTOR_D: &str = "594FC4A7EDA72A869A69FC4054FE75888C1EDD59ED217C42ACF9D8041F122CE8";
 pub(crate) const VECTOR_Q: &str = "E998EBA27AC7DA0B02B66670B8D7B832C68E457B33718DCA5F135422F499A864";
@@ -152,18 +155,21 @@ fn missing_mandatory_fields_make_it_unsigned() {
     for field in ["StorePath", "NarHash", "References"] {
         let removed: String = narinfo.lines().filter(|l| !l.starts_with(field)).map(|l| format!("{l}\n")).collect();
         let err = verify_narinfo(&removed, &[golden_key()]).unwrap_err();
-        assert!(matches!(err, Error::NarinfoUnsigned { field: f } if f == field), "{field}: {err:?}");
+        assert!(matches!(err, Refusal::Text(formats::Error::Unsigned { field: f }) if f == field), "{field}: {err:?}");
     }
     // Moving References below the Signature line leaves it unsigned as well.
     let moved: String = narinfo.lines().filter(|l| !l.starts_with("References")).map(|l| format!("{l}\n")).collect();
     let references = narinfo.lines().find(|l| l.starts_with("References")).unwrap();
     let moved = format!("{moved}{references}\n");
-    assert!(matches!(verify_narinfo(&moved, &[golden_key()]), Err(Error::NarinfoUnsigned { field: "References" })));
+    assert!(matches!(
+        verify_narinfo(&moved, &[golden_key()]),
+        Err(Refusal::Text(formats::Error::Unsigned { field: "References" }))
+    ));
     let no_signature: String =
         narinfo.lines().filter(|l| !l.starts_with("Signature")).map(|l| format!("{l}\n")).collect();
     assert!(matches!(
         verify_narinfo(&no_signature, &[golden_key()]),
-        Err(Error::NarinfoUnsigned { field: "Signature" })
+        Err(Refusal::Text(formats::Error::Unsigned { field: "Signature" }))
     ));
 }
 
@@ -171,14 +177,14 @@ fn missing_mandatory_fields_make_it_unsigned() {
 fn keys_outside_the_acl_are_refused() {
     let narinfo = golden_narinfo();
     let other = GuixSecretKey::generate().unwrap().to_public();
-    let err = verify_narinfo(&narinfo, &[other]).unwrap_err();
+    let err = verify_narinfo(&narinfo, &[other]).unwrap_err().signature();
     assert!(err.to_string().contains("3B1F1CCB7CD65DEE6FCA5399487B77490B00E770B5D61FEA4D1DBC163E2EB716"), "{err}");
     assert!(matches!(err, Error::UntrustedKey { q: Some(_) }));
-    assert!(matches!(verify_narinfo(&narinfo, &[]), Err(Error::UntrustedKey { .. })));
+    assert!(matches!(verify_narinfo(&narinfo, &[]), Err(Refusal::Signature(Error::UntrustedKey { .. }))));
     // The same q with its elements in another order is another key for Guix.
     let q = "3B1F1CCB7CD65DEE6FCA5399487B77490B00E770B5D61FEA4D1DBC163E2EB716";
     let reordered = GuixPublicKey::parse(format!("(public-key (ecc (q #{q}#) (curve Ed25519)))")).unwrap();
-    assert!(matches!(verify_narinfo(&narinfo, &[reordered]), Err(Error::UntrustedKey { .. })));
+    assert!(matches!(verify_narinfo(&narinfo, &[reordered]), Err(Refusal::Signature(Error::UntrustedKey { .. }))));
 }
 
 #[test]
@@ -189,7 +195,7 @@ fn mangled_signature_lines_are_refused() {
     let base64 = value.split(';').nth(2).unwrap();
     let text = String::from_utf8(BASE64.decode(base64.as_bytes()).unwrap()).unwrap();
     let truncated = BASE64.encode(&text.as_bytes()[..text.len() / 2]);
-    let check = |value: &str| verify_narinfo(&with_signature(&narinfo, value), &acl).unwrap_err();
+    let check = |value: &str| verify_narinfo(&with_signature(&narinfo, value), &acl).unwrap_err().signature();
 
     assert!(matches!(check(&format!("1;{base64}")), Error::SignatureParts { parts: 2 }));
     assert!(matches!(check(&format!("1;vm;x;{base64}")), Error::SignatureParts { parts: 4 }));
@@ -253,7 +259,10 @@ fn tampered_signature_values_are_refused() {
             .map(|item| if item.name() == Some(b"data") { data.clone() } else { item.clone() })
             .collect(),
     );
-    assert!(matches!(verify_narinfo(&resigned(&narinfo, &swapped), &acl), Err(Error::HashMismatch)));
+    assert!(matches!(
+        verify_narinfo(&resigned(&narinfo, &swapped), &acl),
+        Err(Refusal::Signature(Error::HashMismatch))
+    ));
     // Leading zeros in r and s are accepted, as libgcrypt reads unsigned MPIs.
     let padded = replace_atom(&replace_atom(&sexp, "r", [vec![0, 0], r].concat()), "s", [vec![0], s].concat());
     verify_narinfo(&resigned(&narinfo, &padded), &acl).unwrap();

@@ -9,10 +9,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use signing::guix::verify_narinfo;
 use signing::{read_guix_public_key_file, read_guix_secret_key_file, write_guix_key_pair, Error, GuixSecretKey};
 
 use crate::guix::vector_key;
+use crate::{verify_narinfo, Refusal};
 
 const INSTALL_HINT: &str = "the libgcrypt cross-check needs Guile with guile-gcrypt: run \
      `apt-get install guile-3.0 guile-gcrypt` (Debian 12 or later)";
@@ -133,9 +133,15 @@ fn we_verify_libgcrypt_signatures() {
         let narinfo = fs::read_to_string(path).unwrap();
         assert!(narinfo.starts_with(text.as_str()));
         verify_narinfo(&narinfo, std::slice::from_ref(&public)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert!(matches!(verify_narinfo(&narinfo, std::slice::from_ref(&other)), Err(Error::UntrustedKey { .. })));
+        assert!(matches!(
+            verify_narinfo(&narinfo, std::slice::from_ref(&other)),
+            Err(Refusal::Signature(Error::UntrustedKey { .. }))
+        ));
         let tampered = narinfo.replacen("NarSize: ", "NarSize: 1", 1);
-        assert!(matches!(verify_narinfo(&tampered, std::slice::from_ref(&public)), Err(Error::HashMismatch)));
+        assert!(matches!(
+            verify_narinfo(&tampered, std::slice::from_ref(&public)),
+            Err(Refusal::Signature(Error::HashMismatch))
+        ));
     }
 }
 

@@ -6,9 +6,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
+use formats::guix::signed_part as signed_text;
 use formats::guix::{GuixNarInfo, GuixUrl};
 use formats::{Compression, NarHash, StorePathHash};
-use signing::guix::{signed_text, verify_narinfo};
 use signing::{GuixSecretKey, SecretKey};
 use upstream::{NarSource, Proxy};
 
@@ -504,4 +504,10 @@ async fn another_stores_cache_directory_is_refused_and_left_alone() {
     assert!(nix_proxy.guix_narinfo(&nix_item.hash, None).await.found().is_none());
     assert_eq!(nix_proxy.narinfo(&nix_item.hash, None).await.found().unwrap(), info);
     assert_eq!(nix_fake.shared.total.load(Ordering::SeqCst), 2, "served from the cache");
+}
+
+/// Checks a narinfo's signature as `guix substitute` does: what it covers, then the signature.
+fn verify_narinfo(text: &str, acl: &[signing::GuixPublicKey]) -> Result<(), String> {
+    let signed = formats::guix::signed(text).map_err(|e| e.to_string())?;
+    signing::guix::verify(&signed.signature, signed.text, acl).map_err(|e| e.to_string())
 }
