@@ -11,7 +11,8 @@
 //!
 //! [`Query`] opens the same database read-only for the `subserve audit` subcommand:
 //! [`Query::who_fetched`] (which nodes fetched paths matching a name, a store path or a
-//! hash) and [`Query::node`] (what one node fetched).
+//! hash) and [`Query::node`] (what one node fetched); the status page's top lists come from
+//! [`Query::top_clients`] and [`Query::top_paths`].
 //!
 //! The schema: `path` holds each distinct store path once (`hash`, `name`; `name` is empty
 //! when only the hash is known, as for a narinfo of an absent path), and `fetch` one row per
@@ -31,7 +32,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 pub use error::Error;
-pub use query::{NodeFetches, PathFetches, Query};
+pub use query::{NodeFetches, PathFetches, Query, Top};
 
 /// What was asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -41,6 +41,17 @@ pub struct PathFetches {
     pub bytes: u64,
 }
 
+/// A line of a top list: a client or a store path, with its NAR downloads and bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Top {
+    /// The client's address, or the store path (`<hash>-<name>`).
+    pub name: String,
+    /// NAR downloads.
+    pub count: u64,
+    /// Body bytes sent.
+    pub bytes: u64,
+}
+
 /// The audit database, opened read-only.
 pub struct Query {
     conn: Connection,
@@ -142,6 +153,37 @@ impl Query {
                 })
             },
         )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+impl Query {
+    /// The `limit` clients that were sent the most NAR bytes since `since`.
+    pub fn top_clients(&self, since: SystemTime, limit: usize) -> Result<Vec<Top>, Error> {
+        self.top("f.client", since, limit)
+    }
+
+    /// The `limit` store paths downloaded most often since `since`.
+    pub fn top_paths(&self, since: SystemTime, limit: usize) -> Result<Vec<Top>, Error> {
+        self.top("p.hash || '-' || p.name", since, limit)
+    }
+
+    fn top(&self, name: &str, since: SystemTime, limit: usize) -> Result<Vec<Top>, Error> {
+        let order = if name == "f.client" { "sum(f.bytes)" } else { "count(*)" };
+        let sql = format!(
+            "SELECT {name}, count(*), sum(f.bytes) FROM fetch f JOIN path p ON p.id = f.path
+             WHERE f.kind = ?1 AND f.status < 400 AND f.at >= ?2
+             GROUP BY 1 ORDER BY {order} DESC, 1 LIMIT ?3"
+        );
+        let mut statement = self.conn.prepare(&sql)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = statement.query_map(params![Kind::Nar.code(), millis(since), limit], |row| {
+            Ok(Top {
+                name: row.get(0)?,
+                count: row.get::<_, i64>(1)?.try_into().unwrap_or(0),
+                bytes: row.get::<_, i64>(2)?.try_into().unwrap_or(0),
+            })
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }

@@ -70,6 +70,11 @@ fn who_fetched_finds_the_nodes_that_downloaded_a_path() {
     let fetched = query.node("10.0.0.2".parse().unwrap(), None).unwrap();
     let paths: Vec<(&str, u64)> = fetched.iter().map(|p| (p.path.as_str(), p.count)).collect();
     assert_eq!(paths, [(format!("{BASH}-bash-5.2").as_str(), 1), (format!("{GLIBC}-glibc-2.39-52").as_str(), 2)]);
+    let top: Vec<(String, u64)> = query.top_clients(at(0), 2).unwrap().into_iter().map(|t| (t.name, t.bytes)).collect();
+    assert_eq!(top, [("10.0.0.2".to_owned(), 32_001_000), ("10.0.0.1".to_owned(), 30_000_000)]);
+    let top = query.top_paths(at(0), 1).unwrap();
+    assert_eq!((top[0].name.as_str(), top[0].count), (format!("{GLIBC}-glibc-2.39-52").as_str(), 3));
+    assert!(query.top_paths(at(9), 5).unwrap().is_empty(), "nothing since");
     // An IPv4 client seen through an IPv6 socket is the IPv4 node.
     let mapped: IpAddr = "10.0.0.5".parse().unwrap();
     assert_eq!(query.node(mapped, None).unwrap().len(), 1);

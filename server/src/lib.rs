@@ -17,6 +17,7 @@ mod routes;
 pub mod settings;
 pub mod startup;
 pub mod state;
+pub mod status_page;
 mod stream;
 pub mod tls;
 
