@@ -57,13 +57,14 @@ impl IntoResponse for AppError {
             AppError::BadRequest(why) => format!("{why}\n"),
             _ => format!("{}\n", status.canonical_reason().unwrap_or("error")),
         };
-        // Overload is logged (as a warning) by the limiter; it is not a failure of ours.
+        let mut response = (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response();
+        // The cause goes to the request's log line (`routes::log_request`), not to a line of
+        // its own. Overload is logged (as a warning) by the limiter; it is not a failure of ours.
         if matches!(self, AppError::Store(_))
             || status.is_server_error() && !matches!(self, AppError::Overloaded { .. })
         {
-            tracing::error!(error = %chain(&self), "request failed");
+            response.extensions_mut().insert(Failure(chain(&self)));
         }
-        let mut response = (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response();
         if let AppError::RangeNotSatisfiable { size } = self {
             if let Ok(v) = format!("bytes */{size}").parse() {
                 response.headers_mut().insert(header::CONTENT_RANGE, v);
@@ -75,6 +76,11 @@ impl IntoResponse for AppError {
         response
     }
 }
+
+/// The cause of a failed request, which its log line carries: storage trouble, or a failure
+/// of ours that made a 5xx.
+#[derive(Debug, Clone)]
+pub struct Failure(pub String);
 
 /// `error` and its sources, `: `-separated: the cause is what an operator needs
 /// ("cannot read /nix/store/…: Too many open files").

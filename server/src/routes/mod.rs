@@ -13,11 +13,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::body::Body;
+use axum::body::HttpBody as _;
 use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, Method};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use formats::StorePathHash;
@@ -29,7 +31,7 @@ use crate::admission::{Admission, Permit};
 use crate::compression::Compression;
 use crate::conn::ClientAddr;
 use crate::dialect::Dialect;
-use crate::error::AppError;
+use crate::error::{AppError, Failure};
 use crate::state::AppState;
 
 /// Builds the router over the served stores: a single unprefixed store at the root, or each
@@ -145,18 +147,113 @@ async fn lookup(state: &Arc<AppState>, hash: &str) -> Result<PathInfo, AppError>
         .await?
 }
 
-/// One log line per request: method, path, status, time to response headers.
-async fn log_request(request: Request, next: Next) -> impl IntoResponse {
-    let method = request.method().clone();
-    let uri = request.uri().path().to_owned();
-    let start = Instant::now();
+/// One log line per request, once its body has ended (or was cut): client, method, path,
+/// status, body bytes sent and the time to the last byte; with the cause when it failed
+/// ([`Failure`], set by [`AppError`]'s response). An error line for a failure, info otherwise.
+async fn log_request(request: Request, next: Next) -> Response {
+    let line = RequestLine {
+        client: request.extensions().get::<ClientAddr>().map(ClientAddr::ip),
+        method: request.method().clone(),
+        path: request.uri().path().to_owned(),
+        start: Instant::now(),
+        status: 0,
+        failure: None,
+        bytes: 0,
+    };
     let response = next.run(request).await;
-    tracing::info!(
-        %method,
-        path = %uri.escape_debug(),
-        status = response.status().as_u16(),
-        ms = start.elapsed().as_secs_f64() * 1e3,
-        "request"
-    );
-    response
+    let (mut parts, body) = response.into_parts();
+    let line = RequestLine { status: parts.status.as_u16(), failure: parts.extensions.remove::<Failure>(), ..line };
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+    let expected = declared.or(body.size_hint().exact());
+    Response::from_parts(parts, Body::new(LoggedBody { inner: body, expected, line: Some(line) }))
+}
+
+/// What a request's log line says, filled in as its body goes out.
+struct RequestLine {
+    client: Option<IpAddr>,
+    method: Method,
+    path: String,
+    start: Instant,
+    status: u16,
+    failure: Option<Failure>,
+    bytes: u64,
+}
+
+impl RequestLine {
+    /// Logs the line; `outcome` says how the body ended (`complete`, `cut`, or an error).
+    fn log(self, outcome: &dyn std::fmt::Display) {
+        let ms = format_args!("{:.3}", self.start.elapsed().as_secs_f64() * 1e3);
+        let client = self.client.map(|ip| ip.to_canonical().to_string()).unwrap_or_else(|| "-".into());
+        let path = self.path.escape_debug().to_string();
+        match self.failure {
+            Some(Failure(error)) => tracing::error!(
+                %client, method = %self.method, %path, status = self.status, bytes = self.bytes, %ms, %outcome, %error,
+                "request"
+            ),
+            None => tracing::info!(
+                %client, method = %self.method, %path, status = self.status, bytes = self.bytes, %ms, %outcome,
+                "request"
+            ),
+        }
+    }
+}
+
+/// A response body that counts what it sends and logs the request when it ends or is dropped.
+struct LoggedBody {
+    inner: Body,
+    /// The body's length when it is known (`Content-Length`): hyper stops polling a sized body
+    /// once it has sent that much.
+    expected: Option<u64>,
+    line: Option<RequestLine>,
+}
+
+impl axum::body::HttpBody for LoggedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(line)) = (frame.data_ref(), self.line.as_mut()) {
+                    line.bytes += data.len() as u64;
+                }
+            }
+            std::task::Poll::Ready(Some(Err(error))) => {
+                if let Some(line) = self.line.take() {
+                    line.log(&format_args!("aborted: {error}"));
+                }
+            }
+            std::task::Poll::Ready(None) => {
+                if let Some(line) = self.line.take() {
+                    line.log(&"complete");
+                }
+            }
+            std::task::Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    /// A body dropped before its end: the client went away (or a HEAD, or an empty body that
+    /// hyper never polled).
+    fn drop(&mut self) {
+        if let Some(line) = self.line.take() {
+            let complete =
+                self.inner.is_end_stream() || line.method == Method::HEAD || self.expected == Some(line.bytes);
+            line.log(&if complete { "complete" } else { "cut" });
+        }
+    }
 }
