@@ -14,6 +14,9 @@ pub enum AppError {
     /// (a 5xx would fail the client's build), but one that may change soon.
     #[error("not found for now: upstream unavailable")]
     NotFoundForNow,
+    /// The client may not see this (an admin page from an address not allowed).
+    #[error("forbidden")]
+    Forbidden,
     /// The URL is malformed: a bad hash, a bad name, a bad extension.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
@@ -46,6 +49,7 @@ impl IntoResponse for AppError {
         let status = match &self {
             AppError::NotFound | AppError::NotFoundForNow => StatusCode::NOT_FOUND,
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::Forbidden => StatusCode::FORBIDDEN,
             AppError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             // Storage trouble is "not here" to a client: a 5xx fails a Nix build after its
             // retries, a 404 lets it try its next substituter. The log says what it was.

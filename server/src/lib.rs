@@ -11,6 +11,7 @@ pub mod compression;
 pub mod conn;
 pub mod dialect;
 pub mod error;
+pub mod metrics;
 pub mod narinfo_cache;
 pub mod range;
 mod routes;
@@ -26,7 +27,7 @@ use std::sync::Arc;
 
 pub use conn::{ClientAddr, ConnLimits, Listener};
 pub use error::AppError;
-pub use routes::{router, ListingCache};
+pub use routes::{router, router_with, ListingCache};
 pub use state::AppState;
 
 /// Serves `stores` on `listeners` (over TLS on TCP when `tls` is given) until `shutdown`

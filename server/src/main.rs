@@ -79,9 +79,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         print_client_config(&stores, &client_url(&settings, bound));
         // Under systemd (Type=notify): ready once every socket is bound.
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-        let (routers, router) = tokio::sync::watch::channel(subserve::router(&stores));
-        let reloader =
-            Reloader { args, env, settings, stores: std::sync::Mutex::new(stores), routers, tls: tls.clone() };
+        let metrics = Arc::new(subserve::metrics::Metrics::new());
+        let (routers, router) = tokio::sync::watch::channel(subserve::router_with(&stores, &metrics));
+        let stores = std::sync::Mutex::new(stores);
+        let reloader = Reloader { args, env, settings, stores, routers, metrics, tls: tls.clone() };
         let signals = shutdown_signal(reloader);
         subserve::run_reloadable(listeners, router, limits, tls, signals).await.context("server failed")
     });
@@ -263,6 +264,8 @@ struct Reloader {
     settings: settings::Settings,
     stores: std::sync::Mutex<Vec<Arc<subserve::AppState>>>,
     routers: tokio::sync::watch::Sender<axum::Router>,
+    /// The process's metrics, which every router built records into.
+    metrics: Arc<subserve::metrics::Metrics>,
     tls: Option<subserve::tls::Tls>,
 }
 
@@ -307,7 +310,7 @@ impl Reloader {
         let mut stores = self.stores.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (states, changes) = startup::reload_states(&stores, &new)?;
         *stores = states.into_iter().map(Arc::new).collect();
-        drop(self.routers.send_replace(subserve::router(&stores)));
+        drop(self.routers.send_replace(subserve::router_with(&stores, &self.metrics)));
         Ok(changes)
     }
 }

@@ -19,7 +19,7 @@ use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, Method};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use formats::StorePathHash;
@@ -32,12 +32,19 @@ use crate::compression::Compression;
 use crate::conn::ClientAddr;
 use crate::dialect::Dialect;
 use crate::error::{AppError, Failure};
+use crate::metrics::{Metrics, Outcome, RouteKind};
 use crate::state::AppState;
 
 /// Builds the router over the served stores: a single unprefixed store at the root, or each
 /// store under its prefix (`/nix/…`, `/guix/…`) with a short index at `/`. GET routes answer
-/// HEAD too, with the same headers.
+/// HEAD too, with the same headers. Metrics start from zero: [`router_with`] keeps them.
 pub fn router(stores: &[Arc<AppState>]) -> Router {
+    router_with(stores, &Arc::new(Metrics::new()))
+}
+
+/// [`router`] recording into `metrics` (one for the process, kept across reloads), which it
+/// serves at `/metrics`.
+pub fn router_with(stores: &[Arc<AppState>], metrics: &Arc<Metrics>) -> Router {
     let app = match stores {
         [only] if only.settings.prefix.is_empty() => store_router(Arc::clone(only)),
         _ => {
@@ -49,7 +56,42 @@ pub fn router(stores: &[Arc<AppState>]) -> Router {
                 .fallback(|| async { AppError::NotFound })
         }
     };
-    app.layer(middleware::from_fn(log_request))
+    let requests = Arc::new(Requests {
+        metrics: Arc::clone(metrics),
+        prefixes: stores.iter().map(|s| s.settings.prefix.clone()).filter(|p| !p.is_empty()).collect(),
+    });
+    app.route("/metrics", get(metrics_text).with_state(Arc::clone(metrics)))
+        .layer(middleware::from_fn_with_state(requests, log_request))
+}
+
+/// `GET /metrics`: the Prometheus text, for clients on this host only (a node's requests
+/// reveal what it runs).
+async fn metrics_text(State(metrics): State<Arc<Metrics>>, request: Request) -> Result<Response, AppError> {
+    let client = request.extensions().get::<ClientAddr>().map(ClientAddr::ip);
+    if !client.is_some_and(|ip| ip.to_canonical().is_loopback()) {
+        return Err(AppError::Forbidden);
+    }
+    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], metrics.render()).into_response())
+}
+
+/// What the request middleware needs: where to record, and how to tell the stores apart.
+struct Requests {
+    metrics: Arc<Metrics>,
+    /// The stores' prefixes (none for a single store at the root).
+    prefixes: Vec<String>,
+}
+
+impl Requests {
+    /// The prefix of the store `path` is under (empty for the root store or none), and the
+    /// path relative to it.
+    fn split<'a>(&self, path: &'a str) -> (&str, &'a str) {
+        for prefix in &self.prefixes {
+            if let Some(rest) = path.strip_prefix(prefix.as_str()).filter(|rest| rest.starts_with('/')) {
+                return (prefix, rest);
+            }
+        }
+        ("", path)
+    }
 }
 
 /// The routes of one store, relative to its prefix.
@@ -150,8 +192,12 @@ async fn lookup(state: &Arc<AppState>, hash: &str) -> Result<PathInfo, AppError>
 /// One log line per request, once its body has ended (or was cut): client, method, path,
 /// status, body bytes sent and the time to the last byte; with the cause when it failed
 /// ([`Failure`], set by [`AppError`]'s response). An error line for a failure, info otherwise.
-async fn log_request(request: Request, next: Next) -> Response {
+async fn log_request(State(requests): State<Arc<Requests>>, request: Request, next: Next) -> Response {
+    let (store, relative) = requests.split(request.uri().path());
     let line = RequestLine {
+        metrics: Arc::clone(&requests.metrics),
+        store: store.to_owned(),
+        kind: RouteKind::of(relative),
         client: request.extensions().get::<ClientAddr>().map(ClientAddr::ip),
         method: request.method().clone(),
         path: request.uri().path().to_owned(),
@@ -168,8 +214,12 @@ async fn log_request(request: Request, next: Next) -> Response {
     Response::from_parts(parts, Body::new(LoggedBody { inner: body, expected, line: Some(line) }))
 }
 
-/// What a request's log line says, filled in as its body goes out.
+/// What a request's log line (and its metrics) say, filled in as its body goes out.
 struct RequestLine {
+    metrics: Arc<Metrics>,
+    /// The store's prefix (empty at the root).
+    store: String,
+    kind: RouteKind,
     client: Option<IpAddr>,
     method: Method,
     path: String,
@@ -180,9 +230,17 @@ struct RequestLine {
 }
 
 impl RequestLine {
-    /// Logs the line; `outcome` says how the body ended (`complete`, `cut`, or an error).
-    fn log(self, outcome: &dyn std::fmt::Display) {
-        let ms = format_args!("{:.3}", self.start.elapsed().as_secs_f64() * 1e3);
+    /// Logs the line and records the request's metrics; `outcome` says how the body ended.
+    fn log(self, outcome: Outcome, error: Option<&dyn std::fmt::Display>) {
+        let took = self.start.elapsed();
+        self.metrics.request(&self.store, self.kind, self.status, self.bytes, took, outcome);
+        let outcome = match (outcome, error) {
+            (Outcome::Complete, _) => "complete".to_owned(),
+            (Outcome::Cut, _) => "cut".to_owned(),
+            (Outcome::Aborted, Some(error)) => format!("aborted: {error}"),
+            (Outcome::Aborted, None) => "aborted".to_owned(),
+        };
+        let ms = format_args!("{:.3}", took.as_secs_f64() * 1e3);
         let client = self.client.map(|ip| ip.to_canonical().to_string()).unwrap_or_else(|| "-".into());
         let path = self.path.escape_debug().to_string();
         match self.failure {
@@ -224,12 +282,12 @@ impl axum::body::HttpBody for LoggedBody {
             }
             std::task::Poll::Ready(Some(Err(error))) => {
                 if let Some(line) = self.line.take() {
-                    line.log(&format_args!("aborted: {error}"));
+                    line.log(Outcome::Aborted, Some(error));
                 }
             }
             std::task::Poll::Ready(None) => {
                 if let Some(line) = self.line.take() {
-                    line.log(&"complete");
+                    line.log(Outcome::Complete, None);
                 }
             }
             std::task::Poll::Pending => {}
@@ -253,7 +311,7 @@ impl Drop for LoggedBody {
         if let Some(line) = self.line.take() {
             let complete =
                 self.inner.is_end_stream() || line.method == Method::HEAD || self.expected == Some(line.bytes);
-            line.log(&if complete { "complete" } else { "cut" });
+            line.log(if complete { Outcome::Complete } else { Outcome::Cut }, None);
         }
     }
 }

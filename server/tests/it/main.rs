@@ -2,3 +2,4 @@
 //! sockets, for what needs no store and no real client.
 
 mod conn;
+mod metrics;

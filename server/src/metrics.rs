@@ -1,0 +1,256 @@
+//! Prometheus metrics at `GET /metrics`, in the Prometheus text format, from the
+//! `prometheus-client` crate (the Prometheus project's own Rust client: typed families, no
+//! global registry, no text formatting of ours).
+//!
+//! One [`Metrics`] serves the whole process: every store's requests are labelled by its
+//! prefix (`/` for a single store at the root), and it outlives configuration reloads (the
+//! router built on SIGHUP gets the same one). The request families are recorded where the
+//! request log line is written (`routes::log_request`), once the body has ended, so a NAR's
+//! duration runs to its last byte and its bytes are those sent.
+//!
+//! Names follow Prometheus' conventions: `subserve_` prefix, `_total` for counters (added by
+//! the encoder), base units (`_seconds`, `_bytes`). `docs/metrics.md` lists them.
+
+use std::time::{Duration, SystemTime};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+
+/// The `Content-Type` of `/metrics`.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// What a request asked for, as its metrics label it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteKind {
+    /// `/<hash>.narinfo`.
+    Narinfo,
+    /// `/nar/…`.
+    Nar,
+    /// `/<hash>.ls`.
+    Listing,
+    /// `/log/…`.
+    Log,
+    /// `/file/…` (Guix).
+    File,
+    /// `/nix-cache-info`, `/signing-key.pub`, `/`, `/metrics`, and what matches nothing.
+    Other,
+}
+
+impl RouteKind {
+    /// The kind of a request for `path` (relative to its store's prefix).
+    pub fn of(path: &str) -> Self {
+        if path.starts_with("/nar/") {
+            RouteKind::Nar
+        } else if path.starts_with("/log/") {
+            RouteKind::Log
+        } else if path.starts_with("/file/") {
+            RouteKind::File
+        } else if path.ends_with(".narinfo") && !path[1..].contains('/') {
+            RouteKind::Narinfo
+        } else if path.ends_with(".ls") && !path[1..].contains('/') {
+            RouteKind::Listing
+        } else {
+            RouteKind::Other
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            RouteKind::Narinfo => "narinfo",
+            RouteKind::Nar => "nar",
+            RouteKind::Listing => "ls",
+            RouteKind::Log => "log",
+            RouteKind::File => "file",
+            RouteKind::Other => "other",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    store: String,
+    kind: &'static str,
+    status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct KindLabels {
+    store: String,
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StoreLabels {
+    store: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CutLabels {
+    store: String,
+    kind: &'static str,
+    outcome: &'static str,
+}
+
+fn narinfo_histogram() -> Histogram {
+    // 0.25 ms to about 2 s.
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 14))
+}
+
+fn nar_histogram() -> Histogram {
+    // 10 ms to about 10 min.
+    Histogram::new(exponential_buckets(0.01, 2.0, 17))
+}
+
+/// The process's metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    response_bytes: Family<KindLabels, Counter>,
+    unfinished: Family<CutLabels, Counter>,
+    narinfo_seconds: Family<StoreLabels, Histogram, fn() -> Histogram>,
+    nar_seconds: Family<StoreLabels, Histogram, fn() -> Histogram>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// How a response's body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Sent whole.
+    Complete,
+    /// The client went away, or the connection was cut, before the end.
+    Cut,
+    /// The server aborted it (a file changed under the store, a failed upstream download).
+    Aborted,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// The families, registered, with the build info and the start time set.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("subserve");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("http_requests", "Requests answered, by store, route kind and status", requests.clone());
+        let response_bytes = Family::<KindLabels, Counter>::default();
+        registry.register_with_unit(
+            "http_response",
+            "Response body bytes sent, by store and route kind",
+            Unit::Bytes,
+            response_bytes.clone(),
+        );
+        let unfinished = Family::<CutLabels, Counter>::default();
+        registry.register(
+            "http_responses_unfinished",
+            "Response bodies that did not end whole: cut (the client went away) or aborted (by the server)",
+            unfinished.clone(),
+        );
+        let narinfo_seconds =
+            Family::<StoreLabels, Histogram, fn() -> Histogram>::new_with_constructor(narinfo_histogram);
+        registry.register_with_unit(
+            "narinfo_request_duration",
+            "Time from a narinfo request's arrival to its last byte",
+            Unit::Seconds,
+            narinfo_seconds.clone(),
+        );
+        let nar_seconds = Family::<StoreLabels, Histogram, fn() -> Histogram>::new_with_constructor(nar_histogram);
+        registry.register_with_unit(
+            "nar_request_duration",
+            "Time from a NAR request's arrival to its last byte",
+            Unit::Seconds,
+            nar_seconds.clone(),
+        );
+        registry.register(
+            "build",
+            "subserve's version",
+            Info::new(vec![("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned())]),
+        );
+        let started: Gauge<f64, std::sync::atomic::AtomicU64> = Gauge::default();
+        started.set(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()));
+        registry.register_with_unit("start_time", "When the process started, in Unix time", Unit::Seconds, started);
+        Metrics { registry, requests, response_bytes, unfinished, narinfo_seconds, nar_seconds }
+    }
+
+    /// Records one request of `store` (its prefix, `/` at the root) once its body has ended.
+    pub fn request(&self, store: &str, kind: RouteKind, status: u16, bytes: u64, took: Duration, outcome: Outcome) {
+        let store = if store.is_empty() { "/" } else { store }.to_owned();
+        let kind_label = kind.label();
+        self.requests.get_or_create(&RequestLabels { store: store.clone(), kind: kind_label, status }).inc();
+        self.response_bytes.get_or_create(&KindLabels { store: store.clone(), kind: kind_label }).inc_by(bytes);
+        let outcome = match outcome {
+            Outcome::Complete => None,
+            Outcome::Cut => Some("cut"),
+            Outcome::Aborted => Some("aborted"),
+        };
+        if let Some(outcome) = outcome {
+            self.unfinished.get_or_create(&CutLabels { store: store.clone(), kind: kind_label, outcome }).inc();
+        }
+        let histogram = match kind {
+            RouteKind::Narinfo => &self.narinfo_seconds,
+            RouteKind::Nar => &self.nar_seconds,
+            _ => return,
+        };
+        histogram.get_or_create(&StoreLabels { store }).observe(took.as_secs_f64());
+    }
+
+    /// The Prometheus text of every family.
+    pub fn render(&self) -> String {
+        let mut text = String::with_capacity(8192);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_told_apart_by_path() {
+        let hash = "7rjj86a15146cq1d3qy068lml7n8ykzm";
+        assert_eq!(RouteKind::of(&format!("/{hash}.narinfo")), RouteKind::Narinfo);
+        assert_eq!(RouteKind::of(&format!("/{hash}.ls")), RouteKind::Listing);
+        assert_eq!(RouteKind::of("/nar/x.nar.zst"), RouteKind::Nar);
+        assert_eq!(RouteKind::of("/log/x.drv"), RouteKind::Log);
+        assert_eq!(RouteKind::of("/file/hello/sha256/x"), RouteKind::File);
+        for other in ["/", "/nix-cache-info", "/metrics", "/a/b.narinfo", "/x.narinfox"] {
+            assert_eq!(RouteKind::of(other), RouteKind::Other, "{other}");
+        }
+    }
+
+    #[test]
+    fn a_request_moves_its_families() {
+        let metrics = Metrics::new();
+        metrics.request("", RouteKind::Narinfo, 200, 512, Duration::from_millis(2), Outcome::Complete);
+        metrics.request("/nix", RouteKind::Nar, 200, 1 << 20, Duration::from_secs(3), Outcome::Cut);
+        let text = metrics.render();
+        for line in [
+            "subserve_http_requests_total{store=\"/\",kind=\"narinfo\",status=\"200\"} 1",
+            "subserve_http_requests_total{store=\"/nix\",kind=\"nar\",status=\"200\"} 1",
+            "subserve_http_response_bytes_total{store=\"/nix\",kind=\"nar\"} 1048576",
+            "subserve_http_responses_unfinished_total{store=\"/nix\",kind=\"nar\",outcome=\"cut\"} 1",
+            "subserve_narinfo_request_duration_seconds_count{store=\"/\"} 1",
+            "subserve_nar_request_duration_seconds_bucket{store=\"/nix\",le=\"2.56\"} 0",
+            "subserve_nar_request_duration_seconds_bucket{store=\"/nix\",le=\"5.12\"} 1",
+            "subserve_build_info{version=\"",
+            "# TYPE subserve_start_time_seconds gauge",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from:\n{text}");
+        }
+        assert!(!text.contains("kind=\"narinfo\",outcome"), "a complete body is not unfinished");
+    }
+}
