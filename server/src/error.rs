@@ -35,6 +35,10 @@ pub enum AppError {
     /// A blocking task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// `/health` found a store whose DB does not answer; the reason is the body, for the load
+    /// balancer's or the operator's eyes.
+    #[error("unhealthy: {0}")]
+    Unhealthy(String),
     /// Too many NAR bodies in flight, and none finished within the queue timeout
     /// (`crate::admission`). Clients retry a 503.
     #[error("overloaded: retry after {} s", retry_after.as_secs())]
@@ -55,17 +59,18 @@ impl IntoResponse for AppError {
             // retries, a 404 lets it try its next substituter. The log says what it was.
             AppError::Store(_) => StatusCode::NOT_FOUND,
             AppError::Task(_) | AppError::Signing(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            AppError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Overloaded { .. } | AppError::Unhealthy(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         let body = match &self {
             AppError::BadRequest(why) => format!("{why}\n"),
+            AppError::Unhealthy(why) => format!("unhealthy: {why}\n"),
             _ => format!("{}\n", status.canonical_reason().unwrap_or("error")),
         };
         let mut response = (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response();
         // The cause goes to the request's log line (`routes::log_request`), not to a line of
         // its own. Overload is logged (as a warning) by the limiter; it is not a failure of ours.
         if matches!(self, AppError::Store(_))
-            || status.is_server_error() && !matches!(self, AppError::Overloaded { .. })
+            || status.is_server_error() && !matches!(self, AppError::Overloaded { .. } | AppError::Unhealthy(_))
         {
             response.extensions_mut().insert(Failure(chain(&self)));
         }
@@ -73,6 +78,9 @@ impl IntoResponse for AppError {
             if let Ok(v) = format!("bytes */{size}").parse() {
                 response.headers_mut().insert(header::CONTENT_RANGE, v);
             }
+        }
+        if matches!(self, AppError::Unhealthy(_)) {
+            response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
         }
         if let AppError::Overloaded { retry_after } = self {
             response.headers_mut().insert(header::RETRY_AFTER, retry_after.as_secs().into());

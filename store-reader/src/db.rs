@@ -173,6 +173,16 @@ impl Store {
         self.config.real_store_dir.join(path.basename())
     }
 
+    /// Whether the DB answers now: one read of its table of valid paths, past every cache
+    /// (for health checks). Blocks on SQLite: call it from a blocking thread.
+    pub fn check(&self) -> Result<(), Error> {
+        self.with_connection(|conn| {
+            conn.query_row("SELECT count(*) FROM (SELECT 1 FROM ValidPaths LIMIT 1)", [], |row| row.get::<_, i64>(0))
+                .map(drop)
+                .map_err(|source| Error::Db { path: self.config.db.clone(), source })
+        })
+    }
+
     /// Looks a valid path up by its hash part; `None` when no valid path has that hash.
     ///
     /// Blocks on SQLite: call it from a blocking thread.

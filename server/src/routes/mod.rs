@@ -61,6 +61,7 @@ pub fn router_with(stores: &[Arc<AppState>], metrics: &Arc<Metrics>) -> Router {
         prefixes: stores.iter().map(|s| s.settings.prefix.clone()).filter(|p| !p.is_empty()).collect(),
     });
     app.route("/metrics", get(metrics_text).with_state(Arc::clone(metrics)))
+        .route("/health", get(health).with_state(stores.to_vec()))
         .layer(middleware::from_fn_with_state(requests, log_request))
 }
 
@@ -72,6 +73,37 @@ async fn metrics_text(State(metrics): State<Arc<Metrics>>, request: Request) -> 
         return Err(AppError::Forbidden);
     }
     Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], metrics.render()).into_response())
+}
+
+/// How long `/health` waits for a store's DB before calling it unhealthy.
+const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `GET /health`: 200 when every store's DB answers, else 503, with one line saying which
+/// (for load balancers and watchdogs). The probes use the short-work pool, never a stream slot,
+/// so a server busy sending NARs still answers at once.
+async fn health(State(stores): State<Vec<Arc<AppState>>>) -> Result<Response, AppError> {
+    let mut trouble = Vec::new();
+    for state in &stores {
+        let probe = Arc::clone(state);
+        let probe = state.admission.blocking(move || probe.store.check());
+        let store = state.store.store_dir();
+        match tokio::time::timeout(HEALTH_TIMEOUT, probe).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => {
+                tracing::warn!(%store, error = %e, "health: the store DB does not answer");
+                trouble.push(format!("{store}: the database does not answer"));
+            }
+            Ok(Err(e)) => trouble.push(format!("{store}: the check failed: {e}")),
+            Err(_) => {
+                trouble.push(format!("{store}: the database did not answer within {} s", HEALTH_TIMEOUT.as_secs()))
+            }
+        }
+    }
+    if !trouble.is_empty() {
+        return Err(AppError::Unhealthy(trouble.join("; ")));
+    }
+    let headers = [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-store")];
+    Ok((headers, format!("ok: {} store(s) answer\n", stores.len())).into_response())
 }
 
 /// What the request middleware needs: where to record, and how to tell the stores apart.

@@ -1,5 +1,5 @@
-//! `/metrics` served in process: requests show up in it once their bodies have ended, and a
-//! client on another host is refused.
+//! The operator's endpoints served in process: `/metrics` (requests show up in it once their
+//! bodies have ended; a client on another host is refused) and `/health`.
 
 use std::sync::Arc;
 
@@ -58,4 +58,11 @@ async fn metrics_are_for_this_host_only() {
     });
     let addr = serve(subserve::router_with(&[], &metrics).layer(elsewhere)).await;
     assert_eq!(get(addr, "/metrics").await.0, 403);
+}
+
+#[tokio::test]
+async fn health_answers_at_once() {
+    let addr = serve(subserve::router(&[])).await;
+    let (status, text) = get(addr, "/health").await;
+    assert_eq!((status, text.as_str()), (200, "ok: 0 store(s) answer\n"));
 }
