@@ -1,6 +1,6 @@
 //! The NAR compressions subserve produces on the fly, and their encoders. The vocabulary of
 //! compression names and extensions is `formats::Compression`; a compression is never sent
-//! as a `Content-Encoding` (protocol.md §3.5).
+//! as a `Content-Encoding` (docs/protocol.md §3.5).
 
 use std::io::{self, Write};
 use std::sync::{Mutex, PoisonError};

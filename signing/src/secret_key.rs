@@ -73,7 +73,7 @@ impl SecretKey {
         format!("{}:{}", self.name, BASE64.encode(&self.key.to_keypair_bytes()))
     }
 
-    /// Signs a fingerprint (`docs/protocol.md` §1.3) and returns the value of a narinfo `Sig:`
+    /// Signs a fingerprint (docs/protocol.md §1.3) and returns the value of a narinfo `Sig:`
     /// line, `name:base64(64-byte signature)`.
     ///
     /// Ed25519 is deterministic, so this matches Nix's signature byte for byte. To sign with

@@ -1,4 +1,4 @@
-//! Serialising a filesystem object as a NAR (protocol.md §2), byte for byte what
+//! Serialising a filesystem object as a NAR (docs/protocol.md §2), byte for byte what
 //! `nix-store --dump` writes: whole ([`dump`]), as a byte range ([`dump_range`], for HTTP Range
 //! requests) or just its length ([`nar_size`]).
 //!
@@ -393,7 +393,7 @@ mod tests {
         fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
     }
 
-    /// The directory example of protocol.md §2.3.
+    /// The directory example of docs/protocol.md §2.3.
     fn example_dir() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         write_file(&dir.path().join("a.sh"), b"#!x\n", 0o755);
@@ -560,7 +560,7 @@ mod tests {
         // Truncating every file as the walk reaches it breaks only the files actually read.
         let dir = example_dir();
         let full = dump_vec(dir.path());
-        // "a.sh" contents are at 264..268 and "sub/b" at 784..787 (protocol.md §3.1).
+        // "a.sh" contents are at 264..268 and "sub/b" at 784..787 (docs/protocol.md §3.1).
         for (start, end, ok) in
             [(268, 784, true), (300, 2000, false), (787, 2000, true), (0, 264, true), (0, 265, false)]
         {

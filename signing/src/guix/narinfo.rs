@@ -1,5 +1,5 @@
 //! Guix narinfo signatures: the `Signature: 1;<host>;<base64>` field, made as `guix publish`
-//! makes it and checked as `guix substitute` checks it (`docs/protocol.md` §5.2, §5.3).
+//! makes it and checked as `guix substitute` checks it (docs/protocol.md §5.2, §5.3).
 
 use data_encoding::{BASE64, HEXUPPER};
 use sha2::{Digest, Sha256};
