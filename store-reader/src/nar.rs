@@ -15,10 +15,11 @@ use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, Metadata};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use formats::nar::{self as tok, padding, write_string};
+use rustix::fs::{Mode, OFlags};
 
 use crate::Error;
 
@@ -292,8 +293,8 @@ impl<'o> RangeWriter<'o> {
         let io = |e| Error::io(path, e);
         // O_NOFOLLOW and O_NONBLOCK: if the file was replaced by a symlink or a FIFO since the
         // lstat, fail or read nothing rather than follow it or block.
-        let mut file =
-            File::options().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path).map_err(io)?;
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let mut file = File::from(rustix::fs::open(path, flags, Mode::empty()).map_err(|e| io(e.into()))?);
         let through_eof = skip + take == size;
         if skip > 0 || !through_eof {
             // A partial read cannot see a change of size by itself.
