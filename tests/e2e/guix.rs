@@ -76,7 +76,7 @@ fn decompress(compression: &str, data: &[u8]) -> Vec<u8> {
             flate2::read::MultiGzDecoder::new(data).read_to_end(&mut out).unwrap();
         }
         "xz" => {
-            xz2::read::XzDecoder::new(data).read_to_end(&mut out).unwrap();
+            liblzma::read::XzDecoder::new(data).read_to_end(&mut out).unwrap();
         }
         other => panic!("{other}"),
     }
