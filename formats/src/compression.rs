@@ -1,5 +1,5 @@
 //! The compressions a narinfo's `Compression:` field can name, with the file extensions Nix
-//! gives them (protocol.md §1.2). Which of them a component can *produce* or *verify* is that
+//! gives them (docs/protocol.md §1.2). Which of them a component can *produce* or *verify* is that
 //! component's business; this is only the vocabulary.
 
 use std::fmt;

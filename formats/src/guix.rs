@@ -1,4 +1,4 @@
-//! The Guix dialect of narinfo (protocol.md §5.2, §9): the signed part first (`StorePath`,
+//! The Guix dialect of narinfo (docs/protocol.md §5.2, §9): the signed part first (`StorePath`,
 //! `NarHash`, `NarSize`, `References`, `Deriver`), then one `Signature:` line, then one
 //! `URL`/`Compression`/`FileSize` group per offered compression.
 //!

@@ -85,7 +85,7 @@ mod tests {
 
     #[test]
     fn nar_of_hello_matches_protocol_doc() {
-        // protocol.md §1.4: the NAR of a file containing "hello\n".
+        // docs/protocol.md §1.4: the NAR of a file containing "hello\n".
         let mut nar = Vec::new();
         for tok in [&b"nix-archive-1"[..], b"(", b"type", b"regular", b"contents", b"hello\n", b")"] {
             nar.extend_from_slice(&(tok.len() as u64).to_le_bytes());

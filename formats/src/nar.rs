@@ -1,4 +1,4 @@
-//! The NAR archive format (protocol.md §2): the tokens and string framing shared with the writer
+//! The NAR archive format (docs/protocol.md §2): the tokens and string framing shared with the writer
 //! in store-reader, and a streaming parser that checks the grammar, so that NARs from elsewhere
 //! (an upstream cache, a test) are verified before anyone trusts them.
 //!
@@ -576,7 +576,7 @@ mod tests {
 
     #[test]
     fn content_offsets_match_protocol_doc() {
-        // The directory example of protocol.md §2.3; §3.1 gives offsets 264 and 784.
+        // The directory example of docs/protocol.md §2.3, contents at 264 and 784 (docs/protocol.md §3.1).
         let sub = dir(vec![(b"b", file(false, b"hi\n"))]);
         let link = Node::Symlink { target: b"sub/b".to_vec() };
         let root = dir(vec![(b"a.sh", file(true, b"#!x\n")), (b"l", link), (b"sub", sub)]);

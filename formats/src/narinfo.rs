@@ -1,5 +1,5 @@
 //! The Nix dialect of `.narinfo` files: rendering in Nix's field order, parsing, and the
-//! signature fingerprint (protocol.md §1.2–1.3).
+//! signature fingerprint (docs/protocol.md §1.2, §1.3).
 
 use std::fmt::Write as _;
 
@@ -147,7 +147,7 @@ pub fn fingerprint(store_path: &str, nar_hash: &NarHash, nar_size: u64, referenc
 mod tests {
     use super::*;
 
-    /// Written by `nix copy --to file://…?compression=xz&secret-key=…` (Nix 2.8.0), protocol.md §1.2.
+    /// Written by `nix copy --to file://…?compression=xz&secret-key=…` (Nix 2.8.0), docs/protocol.md §1.2.
     const REAL: &str = "StorePath: /nix/store/i9pmrzmpshapij2kin22pff6fc2adavx-hello.txt
 URL: nar/17gd6zzlkx90irc6qawagdkgh1d7qvlnq46yjf7xiqw9ycz7zq4a.nar.xz
 Compression: xz

@@ -1,7 +1,7 @@
 //! Nix32 ("Nix base32"), the encoding of store path hashes and of `sha256:` hashes in narinfos.
 //!
 //! The byte string is read as one little-endian integer and written in base 32, most
-//! significant digit first, with the alphabet below (protocol.md §1.4).
+//! significant digit first, with the alphabet below (docs/protocol.md §1.4).
 
 use crate::Error;
 

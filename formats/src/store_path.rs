@@ -1,4 +1,4 @@
-//! Store path names: `<store dir>/<32 Nix32 chars>-<name>` (protocol.md §1.5).
+//! Store path names: `<store dir>/<32 Nix32 chars>-<name>` (docs/protocol.md §1.5).
 //!
 //! Requests name store objects by hash part; everything taken from a URL is validated here
 //! before it reaches the database or the filesystem.

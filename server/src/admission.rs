@@ -8,7 +8,7 @@
 //! `503 Service Unavailable` with `Retry-After`. Narinfo, listing and log requests never take a
 //! permit, and HEAD requests neither: they produce no body.
 //!
-//! Why 503 (protocol.md §3.4): Nix treats 503 as transient and retries with backoff (up to
+//! Why 503 (docs/protocol.md §3.4): Nix treats 503 as transient and retries with backoff (up to
 //! `download-attempts`, 5 by default; Nix 2.35+ waits longer for 503 and honours
 //! `Retry-After`), whereas a 404 would make it give up on this cache for the path. Guix falls
 //! back to the narinfo's other URLs or servers on any non-200. Queueing first makes the 503

@@ -1,6 +1,6 @@
 //! The NAR compressions subserve produces on the fly, and their encoders. The vocabulary of
 //! compression names and extensions is `formats::Compression`; a compression is never sent
-//! as a `Content-Encoding` (protocol.md §3.5).
+//! as a `Content-Encoding` (docs/protocol.md §3.5).
 
 use std::io::{self, Write};
 use std::sync::{Mutex, PoisonError};
@@ -122,7 +122,7 @@ fn encode_other<W: Write>(
         }
         Compression::Zstd => encode(compression, levels, out, produce),
         Compression::Xz => {
-            let mut enc = xz2::write::XzEncoder::new(out, levels.xz);
+            let mut enc = liblzma::write::XzEncoder::new(out, levels.xz);
             produce(&mut enc)?;
             enc.finish()
         }
@@ -158,7 +158,7 @@ mod tests {
                 Compression::Zstd => zstd::decode_all(&out[..]).unwrap(),
                 Compression::Xz => {
                     let mut v = Vec::new();
-                    io::Read::read_to_end(&mut xz2::read::XzDecoder::new(&out[..]), &mut v).unwrap();
+                    io::Read::read_to_end(&mut liblzma::read::XzDecoder::new(&out[..]), &mut v).unwrap();
                     v
                 }
                 Compression::Gzip => {

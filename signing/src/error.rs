@@ -88,7 +88,7 @@ pub enum Error {
     Randomness {
         /// The underlying failure.
         #[source]
-        source: rand::Error,
+        source: rand::rngs::SysError,
     },
     /// A key file could not be opened or read.
     #[error("cannot read key file {}", path.display())]

@@ -1,6 +1,6 @@
 //! Nix signing keys and narinfo signatures, kept apart from store paths and HTTP so the secret has one home.
 //!
-//! Nix signs the fingerprint of a store path (see `docs/protocol.md` §1.3) with Ed25519 and
+//! Nix signs the fingerprint of a store path (see docs/protocol.md §1.3) with Ed25519 and
 //! writes both keys and signatures as `<name>:<standard base64>`:
 //!
 //! - a [`SecretKey`] is `name:base64(32-byte seed ++ 32-byte public key)`, as printed by

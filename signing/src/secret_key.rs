@@ -4,8 +4,8 @@ use std::fmt;
 
 use data_encoding::BASE64;
 use ed25519_dalek::{Signer, SigningKey, KEYPAIR_LENGTH, SECRET_KEY_LENGTH};
-use rand::rngs::OsRng;
-use rand::RngCore;
+use rand::rngs::SysRng;
+use rand::TryRng;
 
 use crate::{decode_named_key, Error, KeyKind, PublicKey};
 
@@ -52,7 +52,7 @@ impl SecretKey {
             return Err(Error::InvalidName { name: name.to_owned() });
         }
         let mut seed = [0u8; SECRET_KEY_LENGTH];
-        OsRng.try_fill_bytes(&mut seed).map_err(|source| Error::Randomness { source })?;
+        SysRng.try_fill_bytes(&mut seed).map_err(|source| Error::Randomness { source })?;
         Ok(SecretKey { name: name.to_owned(), key: SigningKey::from_bytes(&seed) })
     }
 
@@ -73,7 +73,7 @@ impl SecretKey {
         format!("{}:{}", self.name, BASE64.encode(&self.key.to_keypair_bytes()))
     }
 
-    /// Signs a fingerprint (`docs/protocol.md` §1.3) and returns the value of a narinfo `Sig:`
+    /// Signs a fingerprint (docs/protocol.md §1.3) and returns the value of a narinfo `Sig:`
     /// line, `name:base64(64-byte signature)`.
     ///
     /// Ed25519 is deterministic, so this matches Nix's signature byte for byte. To sign with

@@ -1,4 +1,4 @@
-//! `.ls` listings (protocol.md §3.1): the JSON directory tree of a store object with each
+//! `.ls` listings (docs/protocol.md §3.1): the JSON directory tree of a store object with each
 //! file's size and the offset of its contents in the NAR, so that tools can fetch one file
 //! with a Range request.
 //!
@@ -222,7 +222,7 @@ mod tests {
 
     #[test]
     fn offsets_and_json_match_nix_2_8() {
-        // protocol.md §3.1, "Real 2.8 output".
+        // docs/protocol.md §3.1, "Real 2.8 output".
         let dir = tempfile::tempdir().unwrap();
         let hello = dir.path().join("hello");
         fs::write(&hello, b"hello\n").unwrap();

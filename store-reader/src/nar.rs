@@ -1,4 +1,4 @@
-//! Serialising a filesystem object as a NAR (protocol.md §2), byte for byte what
+//! Serialising a filesystem object as a NAR (docs/protocol.md §2), byte for byte what
 //! `nix-store --dump` writes: whole ([`dump`]), as a byte range ([`dump_range`], for HTTP Range
 //! requests) or just its length ([`nar_size`]).
 //!
@@ -15,10 +15,11 @@ use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, Metadata};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use formats::nar::{self as tok, padding, write_string};
+use rustix::fs::{Mode, OFlags};
 
 use crate::Error;
 
@@ -292,8 +293,8 @@ impl<'o> RangeWriter<'o> {
         let io = |e| Error::io(path, e);
         // O_NOFOLLOW and O_NONBLOCK: if the file was replaced by a symlink or a FIFO since the
         // lstat, fail or read nothing rather than follow it or block.
-        let mut file =
-            File::options().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path).map_err(io)?;
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let mut file = File::from(rustix::fs::open(path, flags, Mode::empty()).map_err(|e| io(e.into()))?);
         let through_eof = skip + take == size;
         if skip > 0 || !through_eof {
             // A partial read cannot see a change of size by itself.
@@ -393,7 +394,7 @@ mod tests {
         fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
     }
 
-    /// The directory example of protocol.md §2.3.
+    /// The directory example of docs/protocol.md §2.3.
     fn example_dir() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         write_file(&dir.path().join("a.sh"), b"#!x\n", 0o755);
@@ -560,7 +561,7 @@ mod tests {
         // Truncating every file as the walk reaches it breaks only the files actually read.
         let dir = example_dir();
         let full = dump_vec(dir.path());
-        // "a.sh" contents are at 264..268 and "sub/b" at 784..787 (protocol.md §3.1).
+        // "a.sh" contents are at 264..268 and "sub/b" at 784..787 (docs/protocol.md §3.1).
         for (start, end, ok) in
             [(268, 784, true), (300, 2000, false), (787, 2000, true), (0, 264, true), (0, 265, false)]
         {

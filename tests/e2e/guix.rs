@@ -43,7 +43,7 @@ fn narinfos_follow_the_guix_dialect_and_avoid_its_traps() {
         assert_eq!(reply.header("cache-control"), Some("max-age=86400"));
         assert_eq!(reply.header("content-length").unwrap().parse::<usize>().unwrap(), reply.body.len());
         let text = String::from_utf8(reply.body).unwrap();
-        // The traps of protocol.md §9, as regression checks.
+        // The traps of docs/protocol.md §9, as regression checks.
         assert!(!text.contains('\r'), "CR in {text}");
         assert!(!text.contains("\n\n") && text.ends_with('\n'), "blank line or no final newline in {text}");
         for line in text.lines() {
@@ -76,7 +76,7 @@ fn decompress(compression: &str, data: &[u8]) -> Vec<u8> {
             flate2::read::MultiGzDecoder::new(data).read_to_end(&mut out).unwrap();
         }
         "xz" => {
-            xz2::read::XzDecoder::new(data).read_to_end(&mut out).unwrap();
+            liblzma::read::XzDecoder::new(data).read_to_end(&mut out).unwrap();
         }
         other => panic!("{other}"),
     }

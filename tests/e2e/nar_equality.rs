@@ -44,7 +44,7 @@ fn decompress(compression: &str, data: &[u8]) -> (NarHash, u64) {
             zstd::stream::copy_decode(data, &mut out).unwrap();
         }
         "xz" => {
-            std::io::copy(&mut xz2::read::XzDecoder::new(data), &mut out).unwrap();
+            std::io::copy(&mut liblzma::read::XzDecoder::new(data), &mut out).unwrap();
         }
         other => panic!("{other}"),
     }

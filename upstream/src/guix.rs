@@ -1,5 +1,5 @@
 //! The Guix flavour: narinfos of a Guix build farm (`guix publish`), read the way
-//! `guix substitute` reads them and trusted the way it trusts them (protocol.md §5.2, §5.3).
+//! `guix substitute` reads them and trusted the way it trusts them (docs/protocol.md §5.2, §5.3).
 //!
 //! A Guix signature covers the literal text before the first `Signature:`, whatever fields it
 //! holds and in whatever order, so that text is kept byte for byte ([`GuixProxied::signed`]):

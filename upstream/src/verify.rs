@@ -43,7 +43,7 @@ impl Write for NarCheck {
 
 enum Decoder {
     None(NarCheck),
-    Xz(xz2::write::XzDecoder<NarCheck>),
+    Xz(liblzma::write::XzDecoder<NarCheck>),
     Zstd(zstd::stream::write::Decoder<'static, NarCheck>),
     Bzip2(bzip2::write::BzDecoder<NarCheck>),
     Gzip(flate2::write::MultiGzDecoder<NarCheck>),
@@ -62,7 +62,7 @@ impl Verifier {
         let check = NarCheck { hasher: Sha256::new(), len: 0, limit: expected.nar_size };
         let decoder = match expected.compression {
             Compression::None => Decoder::None(check),
-            Compression::Xz => Decoder::Xz(xz2::write::XzDecoder::new(check)),
+            Compression::Xz => Decoder::Xz(liblzma::write::XzDecoder::new(check)),
             Compression::Zstd => Decoder::Zstd(zstd::stream::write::Decoder::new(check)?),
             Compression::Bzip2 => Decoder::Bzip2(bzip2::write::BzDecoder::new(check)),
             Compression::Gzip => Decoder::Gzip(flate2::write::MultiGzDecoder::new(check)),
@@ -93,7 +93,7 @@ impl Verifier {
         let decompress_err = |err: io::Error| format!("cannot decompress {}: {err}", e.compression);
         let check = match self.decoder {
             Decoder::None(w) => w,
-            Decoder::Xz(mut w) => w.finish().map_err(decompress_err)?,
+            Decoder::Xz(w) => w.finish().map_err(decompress_err)?,
             Decoder::Zstd(mut w) => {
                 w.flush().map_err(decompress_err)?;
                 w.into_inner()
@@ -136,7 +136,7 @@ mod tests {
             Compression::None => data.to_vec(),
             Compression::Zstd => zstd::encode_all(data, 3).unwrap(),
             Compression::Xz => {
-                let mut w = xz2::write::XzEncoder::new(Vec::new(), 1);
+                let mut w = liblzma::write::XzEncoder::new(Vec::new(), 1);
                 w.write_all(data).unwrap();
                 w.finish().unwrap()
             }

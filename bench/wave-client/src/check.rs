@@ -203,7 +203,7 @@ impl Write for Hashing {
 /// A decompressor for a narinfo's `Compression:` that writes the NAR into a [`Hashing`].
 enum Decoder {
     Zstd(zstd::stream::write::Decoder<'static, Hashing>),
-    Xz(xz2::write::XzDecoder<Hashing>),
+    Xz(liblzma::write::XzDecoder<Hashing>),
     Bzip2(bzip2::write::BzDecoder<Hashing>),
 }
 
@@ -214,7 +214,7 @@ impl Decoder {
             "zstd" => Decoder::Zstd(
                 zstd::stream::write::Decoder::new(out).map_err(|e| Trouble::Fatal(format!("zstd decoder: {e}")))?,
             ),
-            "xz" => Decoder::Xz(xz2::write::XzDecoder::new(out)),
+            "xz" => Decoder::Xz(liblzma::write::XzDecoder::new(out)),
             "bzip2" | "" => Decoder::Bzip2(bzip2::write::BzDecoder::new(out)),
             other => return Err(Trouble::Fatal(format!("compression {other:?} is not one Nix reads"))),
         })
@@ -234,7 +234,7 @@ impl Decoder {
                 d.flush()?;
                 Ok(d.into_inner())
             }
-            Decoder::Xz(mut d) => d.finish(),
+            Decoder::Xz(d) => d.finish(),
             Decoder::Bzip2(mut d) => d.finish(),
         }
     }

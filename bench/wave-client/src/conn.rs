@@ -10,7 +10,6 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{header, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use rand::Rng;
 
 /// How often a request is tried, as Nix's `download-attempts` default.
 pub(crate) const ATTEMPTS: u32 = 5;
@@ -91,6 +90,16 @@ fn is_transient(status: StatusCode) -> bool {
 
 /// Nix's wait before attempt `attempt` (2, 3, …): 250 ms × 2^(attempt − 2 + U(0, 0.5)).
 pub(crate) fn backoff(attempt: u32) -> Duration {
-    let exponent = f64::from(attempt.saturating_sub(2)) + rand::thread_rng().gen_range(0.0..0.5);
+    let exponent = f64::from(attempt.saturating_sub(2)) + 0.5 * jitter();
     Duration::from_secs_f64(0.25 * 2_f64.powf(exponent))
+}
+
+/// A number in [0, 1) that differs between calls and nodes (the hasher's random keys, fed a
+/// counter): jitter, not cryptography.
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let bits = RandomState::new().hash_one(CALLS.fetch_add(1, Ordering::Relaxed));
+    (bits >> 11) as f64 / (1_u64 << 53) as f64
 }

@@ -1,7 +1,7 @@
 //! ECDSA over the Ed25519 group, exactly as libgcrypt computes it for Guix's keys.
 //!
 //! Guix keys are `(ecdsa (curve Ed25519) (flags rfc6979))` keys, so libgcrypt signs with
-//! plain ECDSA in the twisted-Edwards group of Ed25519 (not EdDSA; see `docs/protocol.md` §5.3).
+//! plain ECDSA in the twisted-Edwards group of Ed25519 (not EdDSA; see docs/protocol.md §5.3).
 //! With n the group order (253 bits) and h = sha256(text):
 //!
 //! - e = int(h) >> 3: libgcrypt truncates the hash to the bit length of n;

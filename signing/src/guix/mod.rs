@@ -1,6 +1,6 @@
 //! Guix signing keys and narinfo signatures: libgcrypt S-expressions and ECDSA on Ed25519.
 //!
-//! Guix does not share Nix's key format or scheme (`docs/protocol.md` §5.3, §5.4):
+//! Guix does not share Nix's key format or scheme (docs/protocol.md §5.3, §5.4):
 //!
 //! - keys are libgcrypt S-expressions, `signing-key.pub` holding
 //!   `(public-key (ecc (curve Ed25519) (q #…#)))` and `signing-key.sec` adding `(d #…#)`;

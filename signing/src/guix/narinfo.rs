@@ -1,8 +1,8 @@
 //! Guix narinfo signatures: the value of the `Signature: 1;<host>;<base64>` field, made as
-//! `guix publish` makes it and checked as `guix substitute` checks it (`docs/protocol.md`
-//! §5.2, §5.3). Which bytes a signature covers is the narinfo format's business
-//! (`formats::guix::signed`): this module gets those bytes and the value, and knows no
-//! narinfo fields.
+//! `guix publish` makes it and checked as `guix substitute` checks it
+//! (docs/protocol.md §5.2, §5.3). Which bytes a signature covers is the narinfo format's
+//! business (`formats::guix::signed`): this module gets those bytes and the value, and knows
+//! no narinfo fields.
 
 use data_encoding::{BASE64, HEXUPPER};
 use sha2::{Digest, Sha256};

@@ -4,8 +4,8 @@
 use std::fmt;
 
 use data_encoding::HEXUPPER;
-use rand::rngs::OsRng;
-use rand::RngCore;
+use rand::rngs::SysRng;
+use rand::TryRng;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::ecdsa;
@@ -65,7 +65,7 @@ impl GuixSecretKey {
     /// top bit cleared, next bit set, low three bits cleared, so d ∈ [2^254, 2^255) and 8 | d.
     pub fn generate() -> Result<GuixSecretKey, Error> {
         let mut d = [0u8; 32];
-        OsRng.try_fill_bytes(&mut d).map_err(|source| Error::Randomness { source })?;
+        SysRng.try_fill_bytes(&mut d).map_err(|source| Error::Randomness { source })?;
         d[0] = (d[0] & 0x7f) | 0x40;
         d[31] &= 0xf8;
         let point = ecdsa::public_point(&d);

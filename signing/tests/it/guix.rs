@@ -1,5 +1,6 @@
-//! Guix narinfo signatures through the public API: the §5.3 test vector bit for bit, the golden
-//! narinfo signed by libgcrypt, tampering of every kind, and sign → verify properties.
+//! Guix narinfo signatures through the public API: the test vector of docs/protocol.md §5.3 bit
+//! for bit, the golden narinfo signed by libgcrypt, tampering of every kind, and sign → verify
+//! properties.
 
 use std::path::PathBuf;
 
@@ -17,7 +18,7 @@ pub(crate) const VECTOR_TEXT: &str = "StorePath: /gnu/store/00000000000000000000
     NarHash: sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s\n\
     NarSize: 112\nReferences: \n";
 
-/// The exact text libgcrypt prints for the §5.3 signature.
+/// The exact text libgcrypt prints for the signature of docs/protocol.md §5.3.
 const VECTOR_SIGNATURE: &str = "(signature \n (data \n  (flags rfc6979)\n  \
     (hash sha256 #9904E1A36D844AC823B6F3834C036E9ADC75618A5407B7B0BF3B55302DE5FE1B#)\n  )\n \
     (sig-val \n  (ecdsa \n   (r #0EBD8310AC0877349DCF97D34B89CB0BCE39965E347866D86B8C1424C471B094#)\n   \

@@ -71,7 +71,7 @@ fn finds_paths_written_by_nix_store() {
     let reader = Store::open(store.config()).unwrap();
     let info = reader.query_by_hash(path.hash()).unwrap().expect("path is valid");
     assert_eq!(info.path, path);
-    // protocol.md §1.2: the NAR of "hello\n" is 120 bytes with this hash.
+    // docs/protocol.md §2.3: the NAR of "hello\n" is 120 bytes with this hash.
     assert_eq!(info.nar_size, 120);
     assert_eq!(info.nar_hash.to_string(), "sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw");
     assert_eq!(info.ca.as_deref(), Some("fixed:r:sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw"));

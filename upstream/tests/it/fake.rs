@@ -96,7 +96,7 @@ pub fn compress(c: Compression, data: &[u8]) -> Vec<u8> {
         Compression::None => data.to_vec(),
         Compression::Zstd => zstd::encode_all(data, 1).unwrap(),
         Compression::Xz => {
-            let mut w = xz2::write::XzEncoder::new(Vec::new(), 0);
+            let mut w = liblzma::write::XzEncoder::new(Vec::new(), 0);
             w.write_all(data).unwrap();
             w.finish().unwrap()
         }
