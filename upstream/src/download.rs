@@ -166,7 +166,7 @@ pub(crate) struct Downloads {
     /// A download with no new byte for this long is abandoned.
     stall_timeout: Duration,
     stats: Arc<Stats>,
-    flights: Mutex<HashMap<String, Arc<Download>>>,
+    in_flight: Mutex<HashMap<String, Arc<Download>>>,
 }
 
 /// One download's task: which entry, from where, into which temp file.
@@ -183,7 +183,7 @@ struct Job {
 
 impl Downloads {
     pub(crate) fn new(cache: CacheArea, client: reqwest::Client, stall_timeout: Duration, stats: Arc<Stats>) -> Self {
-        Self { cache, client, stall_timeout, stats, flights: Mutex::default() }
+        Self { cache, client, stall_timeout, stats, in_flight: Mutex::default() }
     }
 
     /// Joins the download of the NAR of `entry` (indexed by `hash`) in progress, or starts
@@ -195,7 +195,7 @@ impl Downloads {
         expected: Expected,
         upstream: Option<Arc<Upstream>>,
     ) -> Option<Arc<Download>> {
-        let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+        let mut flights = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         // A failed download is dropped from the table just after its clients are told; a
         // request arriving in between starts afresh rather than joining the failure.
         if let Some(d) = flights.get(hash).filter(|d| *d.progress.borrow() != Progress::Failed) {
@@ -235,7 +235,7 @@ impl Downloads {
                 let _ = progress.send(Progress::Failed);
             }
         }
-        let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+        let mut flights = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         // Remove this download only: a retry may already have replaced it.
         if flights.get(&job.hash).is_some_and(|d| d.temp == job.temp) {
             flights.remove(&job.hash);

@@ -1,7 +1,7 @@
 //! subserve's pull-through proxy: what the local store lacks is fetched once from the
 //! upstream caches, verified, cached on disk and served to every client after.
 //!
-//! [`Proxy`] is the whole interface the server sees. It never returns upstream trouble as an
+//! [`Proxy`] is the whole interface of proxying. It never returns upstream trouble as an
 //! error: a narinfo no upstream has or that cannot be trusted is [`Lookup::Absent`], one that
 //! upstream trouble kept from us (past the retry budget) is [`Lookup::Unavailable`], and the
 //! server answers both with 404, because a 5xx on a narinfo aborts the Nix client's whole
@@ -15,9 +15,10 @@
 //! for the server to re-sign, with one URL group in guix publish's layout that
 //! [`Proxy::guix_nar`] serves. The methods of the other flavour answer absent.
 //!
-//! What the proxy fetches is kept in a [`CacheArea`], which it shares with the server's baked
-//! NARs: a plain binary cache (`nix-cache-info`, `<hash>.narinfo`, the NARs under `nar/`
-//! where the narinfos' URLs say), complete entries only, of one flavour.
+//! What the proxy fetches is kept in a [`CacheArea`], the crate's other export, which the
+//! server opens on its own to bake local NARs into and shares with the proxy: a plain binary
+//! cache (`nix-cache-info`, `<hash>.narinfo`, the NARs under `nar/` where the narinfos' URLs
+//! say), complete entries only, of one flavour.
 //!
 //! Inside: `flight` (narinfo single flight over the index), `lookup` (the upstreams, with
 //! retries), `nix` and `guix` (each flavour's trust and URL rewriting), `download` (NAR single
