@@ -1,5 +1,6 @@
 //! Assembles an [`AppState`] from [`Settings`]: opens the store, loads (or, on first start,
-//! generates) the signing keys, and opens the cache area with its proxy and baker. Every failure here is one clear line for the operator.
+//! generates) the signing keys, and opens the cache area with its proxy and baker. Every
+//! failure here is one clear line for the operator.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
