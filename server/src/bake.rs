@@ -15,16 +15,20 @@
 use std::collections::HashSet;
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 
 use formats::{Compression, NarHash};
 use sha2::{Digest, Sha256};
-use upstream::{Baked, Proxy};
+use store_reader::Store;
+use upstream::{Baked, CacheArea};
 
 use crate::compression::{self, Levels};
 
 /// Jobs that may wait for a worker; beyond this, requests to bake are dropped.
 const QUEUE: usize = 4096;
+/// Jobs the eager baking of the roots may have queued or in progress at once: it waits for
+/// room beyond this, so that half the queue stays free for the paths clients ask for.
+const EAGER: usize = QUEUE / 2;
 
 /// What to bake and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,9 +73,28 @@ pub struct Job {
 /// The bake queue and its workers; shared by every request of one store.
 pub struct Baker {
     config: BakeConfig,
-    cache: Proxy,
+    cache: CacheArea,
     tx: mpsc::SyncSender<Job>,
-    pending: Arc<Mutex<HashSet<(NarHash, Compression)>>>,
+    pending: Arc<Pending>,
+}
+
+/// The NARs queued or being baked, and a signal for whoever waits for the queue to shrink.
+#[derive(Default)]
+struct Pending {
+    jobs: Mutex<HashSet<(NarHash, Compression)>>,
+    /// Notified whenever a job is done.
+    shrunk: Condvar,
+}
+
+impl Pending {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<(NarHash, Compression)>> {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn done(&self, key: &(NarHash, Compression)) {
+        self.lock().remove(key);
+        self.shrunk.notify_all();
+    }
 }
 
 impl std::fmt::Debug for Baker {
@@ -81,39 +104,37 @@ impl std::fmt::Debug for Baker {
 }
 
 impl Baker {
-    /// Starts the workers. `cache` is the store's cache area (shared with its proxy).
-    pub fn start(config: BakeConfig, cache: Proxy) -> Arc<Self> {
+    /// Starts the workers, which bake into `cache`, the store's cache area (shared with its
+    /// proxy, if it has one). Fails if a worker thread cannot be started.
+    pub fn start(config: BakeConfig, cache: CacheArea) -> io::Result<Arc<Self>> {
         let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
-        let pending: Arc<Mutex<HashSet<(NarHash, Compression)>>> = Arc::default();
+        let pending = Arc::new(Pending::default());
         for n in 0..config.workers.max(1) {
             let (rx, pending, cache, levels) = (Arc::clone(&rx), Arc::clone(&pending), cache.clone(), config.levels);
-            std::thread::Builder::new()
-                .name(format!("bake-{n}"))
-                .spawn(move || {
-                    lower_priority();
-                    loop {
-                        let job = match rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
-                            Ok(job) => job,
-                            Err(_) => return,
-                        };
-                        let key = (job.nar_hash, job.compression);
-                        match bake(&cache, &job, levels) {
-                            Ok(baked) => tracing::info!(
-                                path = %job.root.display(), compression = %job.compression,
-                                nar_size = job.nar_size, file_size = baked.file_size, "baked"
-                            ),
-                            Err(e) => tracing::warn!(
-                                path = %job.root.display(), compression = %job.compression, error = %e,
-                                "baking failed; the path is still served on the fly"
-                            ),
-                        }
-                        pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+            std::thread::Builder::new().name(format!("bake-{n}")).spawn(move || {
+                lower_priority();
+                loop {
+                    let job = match rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+                        Ok(job) => job,
+                        Err(_) => return,
+                    };
+                    let key = (job.nar_hash, job.compression);
+                    match bake(&cache, &job, levels) {
+                        Ok(baked) => tracing::info!(
+                            path = %job.root.display(), compression = %job.compression,
+                            nar_size = job.nar_size, file_size = baked.file_size, "baked"
+                        ),
+                        Err(e) => tracing::warn!(
+                            path = %job.root.display(), compression = %job.compression, error = %e,
+                            "baking failed; the path is still served on the fly"
+                        ),
                     }
-                })
-                .expect("can spawn a bake worker");
+                    pending.done(&key);
+                }
+            })?;
         }
-        Arc::new(Self { config, cache, tx, pending })
+        Ok(Arc::new(Self { config, cache, tx, pending }))
     }
 
     /// The compressions baked.
@@ -126,7 +147,8 @@ impl Baker {
         nar_size >= self.config.min_size
     }
 
-    /// The baked file of a NAR, if it is ready. Blocking (one indexed SQLite read).
+    /// The baked file of a NAR in the cache area, if it is ready. Blocking (one indexed SQLite
+    /// read).
     pub fn ready(&self, nar_hash: &NarHash, compression: Compression) -> Option<Baked> {
         self.cache.baked(nar_hash, compression)
     }
@@ -134,18 +156,34 @@ impl Baker {
     /// Queues a NAR for baking unless it is baked, queued, too small, or the queue is full.
     /// Blocking (one SQLite read); never waits for the bake itself.
     pub fn request(&self, job: Job) {
+        self.queue(job, false);
+    }
+
+    /// Like [`Baker::request`], but first waits while eager work holds its share of the
+    /// queue: for the roots' closures, which must not be dropped.
+    fn request_eagerly(&self, job: Job) {
+        self.queue(job, true);
+    }
+
+    fn queue(&self, job: Job, eager: bool) {
         if !self.wants(job.nar_size) || !self.config.compressions.contains(&job.compression) {
             return;
+        }
+        if eager {
+            let mut pending = self.pending.lock();
+            while pending.len() >= EAGER {
+                pending = self.pending.shrunk.wait(pending).unwrap_or_else(|e| e.into_inner());
+            }
         }
         let key = (job.nar_hash, job.compression);
         if self.cache.baked(&job.nar_hash, job.compression).is_some() {
             return;
         }
-        if !self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(key) {
+        if !self.pending.lock().insert(key) {
             return;
         }
         if let Err(e) = self.tx.try_send(job) {
-            self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+            self.pending.done(&key);
             if let mpsc::TrySendError::Full(job) = e {
                 tracing::debug!(path = %job.root.display(), "bake queue full; will ask again on a later request");
             }
@@ -154,7 +192,7 @@ impl Baker {
 
     /// Jobs queued or being baked.
     pub fn pending_len(&self) -> usize {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.pending.lock().len()
     }
 
     /// The roots to bake eagerly, from the settings.
@@ -183,8 +221,8 @@ enum BakeError {
 }
 
 /// Produces the compressed NAR into a temp file of the cache, checks it, commits it.
-fn bake(cache: &Proxy, job: &Job, levels: Levels) -> Result<Baked, BakeError> {
-    let temp = cache.bake_temp_file()?;
+fn bake(cache: &CacheArea, job: &Job, levels: Levels) -> Result<Baked, BakeError> {
+    let temp = cache.temp_file("bake");
     let result = (|| {
         let file = std::fs::File::create(&temp)?;
         let out = Counting { inner: io::BufWriter::with_capacity(256 * 1024, file), hasher: Sha256::new(), bytes: 0 };
@@ -231,16 +269,16 @@ impl<W: Write> Write for Counting<W> {
     }
 }
 
-/// Bakes the closures of the configured roots, in the background: walks the references in
-/// the store DB and queues every path big enough. Roots that are not valid are logged and
-/// skipped; nothing here can stop the server.
-pub fn bake_roots(state: Arc<crate::AppState>) {
-    let Some(baker) = state.baker.clone() else { return };
+/// Bakes the closures of the configured roots of `store`, in the background: walks the
+/// references in the store DB and queues every path big enough, waiting for room in the
+/// queue when it is busy. Roots that are not valid are logged and skipped; nothing here can
+/// stop the server.
+pub fn bake_roots(baker: Arc<Baker>, store: Arc<Store>) {
     if baker.roots().is_empty() {
         return;
     }
     std::thread::spawn(move || {
-        let store_dir = state.store.store_dir().to_owned();
+        let store_dir = store.store_dir().to_owned();
         let mut seen = HashSet::new();
         let mut todo = Vec::new();
         for root in baker.roots() {
@@ -254,7 +292,7 @@ pub fn bake_roots(state: Arc<crate::AppState>) {
             if !seen.insert(path.hash().to_string()) {
                 continue;
             }
-            let info = match state.store.query_by_hash(path.hash()) {
+            let info = match store.query_by_hash(path.hash()) {
                 Ok(Some(info)) => info,
                 Ok(None) => {
                     tracing::warn!(path = %path, "bake root or reference is not valid in the store: skipped");
@@ -270,12 +308,8 @@ pub fn bake_roots(state: Arc<crate::AppState>) {
                 continue;
             }
             for &compression in baker.compressions() {
-                // The queue is bounded: wait for room rather than drop eager work.
-                while baker.pending_len() >= QUEUE / 2 {
-                    std::thread::sleep(std::time::Duration::from_millis(200));
-                }
-                baker.request(Job {
-                    root: state.store.real_path(&info.path),
+                baker.request_eagerly(Job {
+                    root: store.real_path(&info.path),
                     nar_hash: info.nar_hash,
                     nar_size: info.nar_size,
                     compression,

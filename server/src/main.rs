@@ -40,7 +40,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let stores: Vec<_> = built.into_iter().map(|(state, _)| Arc::new(state)).collect();
     for store in &stores {
-        subserve::bake::bake_roots(Arc::clone(store));
+        if let Some(baker) = &store.baker {
+            subserve::bake::bake_roots(Arc::clone(baker), Arc::clone(&store.store));
+        }
     }
 
     let nofile = subserve::conn::raise_nofile_limit();

@@ -1,5 +1,6 @@
-//! Assembles an [`AppState`] from [`Settings`]: opens the store and loads (or, on first
-//! start, generates) the signing keys. Every failure here is one clear line for the operator.
+//! Assembles an [`AppState`] from [`Settings`]: opens the store, loads (or, on first start,
+//! generates) the signing keys, and opens the cache area with its proxy and baker. Every
+//! failure here is one clear line for the operator.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,53 +49,56 @@ pub fn build_states(settings: &Settings) -> anyhow::Result<Vec<(AppState, KeySou
         .stores
         .iter()
         .map(|store| {
-            let (mut state, keys) =
-                build_state(store, &settings.state_dir, Arc::clone(&admission)).with_context(|| {
-                    match store.prefix.as_str() {
-                        "" => format!("store {}", store.store.store_dir),
-                        prefix => format!("store {} at {prefix}/", store.store.store_dir),
-                    }
-                })?;
-            state.store.set_busy_timeout(settings.db_busy_timeout);
-            Ok((state, keys))
+            build_state(store, settings, Arc::clone(&admission)).with_context(|| match store.prefix.as_str() {
+                "" => format!("store {}", store.store.store_dir),
+                prefix => format!("store {} at {prefix}/", store.store.store_dir),
+            })
         })
         .collect()
 }
 
-/// Opens one store and loads its keys; its NAR bodies are admitted by `admission`.
+/// Opens one store of `server` and loads its keys; its NAR bodies are admitted by `admission`.
 pub fn build_state(
     settings: &StoreSettings,
-    state_dir: &Path,
+    server: &Settings,
     admission: Arc<Admission>,
 ) -> anyhow::Result<(AppState, KeySource)> {
-    let store = Store::open(settings.store.clone()).context(
+    let mut store = Store::open(settings.store.clone()).context(
         "cannot open the store (set --store-dir, --real-store-dir and --db, or --store-root for a chroot store)",
     )?;
-    let (keys, source) = load_keys(settings, state_dir)?;
+    store.set_busy_timeout(server.db_busy_timeout);
+    let (keys, source) = load_keys(settings, &server.state_dir)?;
     let host = hostname();
     if let Some(key) = keys.guix.first() {
         // Fail now, not on every request, if the host name cannot go into a Signature line.
         key.sign_narinfo(&host, "").with_context(|| format!("cannot sign Guix narinfos as host {host:?}"))?;
     }
-    let proxy =
-        match &settings.proxy {
-            Some(config) => Some(upstream::Proxy::open(config.clone()).with_context(|| {
-                format!("cannot open the cache in {} (set --cache-dir)", config.cache_dir.display())
-            })?),
-            None => None,
-        };
-    let baker = match &proxy {
+    let (cache, proxy) = match &settings.proxy {
+        Some(config) => {
+            let cache_error = || format!("cannot open the cache in {} (set --cache-dir)", config.cache_dir.display());
+            let cache = upstream::CacheArea::open(config.cache()).with_context(cache_error)?;
+            let proxy = if config.upstreams.is_empty() {
+                None
+            } else {
+                Some(upstream::Proxy::with_cache(config.clone(), cache.clone()).with_context(cache_error)?)
+            };
+            (Some(cache), proxy)
+        }
+        None => (None, None),
+    };
+    let baker = match &cache {
         Some(cache) if !settings.bake.compressions.is_empty() => {
-            Some(Baker::start(settings.bake.clone(), cache.clone()))
+            Some(Baker::start(settings.bake.clone(), cache.clone()).context("cannot start the bake worker threads")?)
         }
         _ => None,
     };
     let state = AppState {
         settings: settings.clone(),
-        store,
+        store: Arc::new(store),
         keys: keys.nix,
         guix_keys: keys.guix,
         host,
+        cache,
         proxy,
         baker,
         admission,
@@ -146,10 +150,11 @@ pub fn reload_states(old: &[Arc<AppState>], settings: &Settings) -> anyhow::Resu
         let (keys, _) = load_keys(new, &settings.state_dir)?;
         states.push(AppState {
             settings: new.clone(),
-            store,
+            store: Arc::new(store),
             keys: keys.nix,
             guix_keys: keys.guix,
             host: old.host.clone(),
+            cache: old.cache.clone(),
             proxy: old.proxy.clone(),
             baker: old.baker.clone(),
             admission: Arc::clone(&old.admission),

@@ -17,18 +17,21 @@ pub struct AppState {
     /// How the store is served, as resolved from flags, environment and file: its prefix,
     /// dialect, offered compressions, TTLs, levels, priority, log dir.
     pub settings: StoreSettings,
-    /// The store being served.
-    pub store: Store,
+    /// The store being served (shared with the baking of its roots).
+    pub store: Arc<Store>,
     /// Keys that sign every Nix narinfo, added to the signatures the DB already has.
     pub keys: Vec<SecretKey>,
     /// Keys for Guix narinfos; the first signs (a Guix narinfo carries one signature).
     pub guix_keys: Vec<GuixSecretKey>,
     /// This host's name, written into Guix `Signature:` lines.
     pub host: String,
-    /// The cache area: the pull-through proxy for paths the store lacks (when it has
-    /// upstreams) and the home of baked NARs.
+    /// The cache area, where baked NARs and proxied ones are kept: present when baking or
+    /// proxying is on.
+    pub cache: Option<upstream::CacheArea>,
+    /// The pull-through proxy for paths the store lacks, keeping its entries in `cache`:
+    /// present only with upstreams.
     pub proxy: Option<upstream::Proxy>,
-    /// Background compression of large local NARs, if enabled.
+    /// Background compression of large local NARs into `cache`, if enabled.
     pub baker: Option<Arc<Baker>>,
     /// Caps on concurrent NAR bodies, with their queues, shared by every served store (see
     /// `crate::admission`).

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use signing::{GuixPublicKey, PublicKey};
 
+use crate::CacheConfig;
+
 /// The public cache of NixOS, the default upstream.
 pub const CACHE_NIXOS_ORG: &str = "https://cache.nixos.org";
 /// The key cache.nixos.org signs with.
@@ -68,9 +70,10 @@ pub struct ProxyConfig {
     pub flavour: Flavour,
     /// The upstreams, in any order (sorted by priority on open).
     pub upstreams: Vec<UpstreamConfig>,
-    /// The on-disk cache.
+    /// The cache area's directory ([`CacheConfig::dir`]).
     pub cache_dir: PathBuf,
-    /// Cached NAR bytes beyond which least-recently-used entries are evicted.
+    /// Cached NAR bytes beyond which least-recently-used entries are evicted
+    /// ([`CacheConfig::max_size`]).
     pub max_size: u64,
     /// How long a path no upstream has stays a known miss.
     pub negative_ttl: Duration,
@@ -112,6 +115,16 @@ impl ProxyConfig {
     /// The default [`ProxyConfig::max_narinfo_fetches_per_client`]: above the 25 connections
     /// a Nix client opens at most (`http-connections`), so a real node never waits in line.
     pub const DEFAULT_MAX_NARINFO_FETCHES_PER_CLIENT: usize = 32;
+
+    /// The cache area this proxy keeps its entries in: the same for a baker of the store.
+    pub fn cache(&self) -> CacheConfig {
+        CacheConfig {
+            dir: self.cache_dir.clone(),
+            max_size: self.max_size,
+            store_dir: self.store_dir.clone(),
+            flavour: self.flavour,
+        }
+    }
 }
 
 /// The upstreams a Guix system uses by default (`%default-substitute-urls`), with their keys:

@@ -7,10 +7,16 @@
 //! stream waits for those bytes to land. A client's stream ends cleanly only once the whole
 //! file is verified and committed; a failed verification makes every stream end with an error
 //! (an aborted connection).
+//!
+//! A download commits itself: it holds the cache area and the table of downloads in flight,
+//! moves the verified file into place there, and leaves the table when it ends.
 
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,12 +24,15 @@ use futures_util::{Stream, StreamExt as _};
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 use tokio::sync::watch;
 
+use crate::cache::{CacheArea, Entry};
 use crate::error::FetchError;
+use crate::fetch::Upstream;
 use crate::verify::{Expected, Verifier};
+use crate::Stats;
 
 /// Where a download stands, as seen by the clients streaming it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Progress {
+enum Progress {
     /// This many bytes are in the temp file.
     Running(u64),
     /// Verified and committed: the file now lives at its final path with this size.
@@ -34,8 +43,8 @@ pub(crate) enum Progress {
 
 /// One NAR being fetched.
 pub(crate) struct Download {
-    pub(crate) temp: PathBuf,
-    pub(crate) progress: watch::Receiver<Progress>,
+    temp: PathBuf,
+    progress: watch::Receiver<Progress>,
 }
 
 /// A body stream of NAR file bytes.
@@ -149,104 +158,152 @@ async fn read_exact_at(file: &mut tokio::fs::File, pos: u64, buf: &mut [u8]) -> 
     file.read_exact(buf).await.map(drop)
 }
 
-/// Everything the download task needs.
-pub(crate) struct Job {
-    pub(crate) client: reqwest::Client,
-    pub(crate) url: String,
-    pub(crate) expected: Expected,
-    pub(crate) temp: PathBuf,
-    pub(crate) final_path: PathBuf,
-    pub(crate) timeout: Duration,
-    pub(crate) stall_timeout: Duration,
-    /// Runs on the blocking thread once the file is in place, before any client's stream
-    /// ends: records the entry, so a client that saw a clean end finds the cache consistent.
-    pub(crate) on_commit: Box<dyn FnOnce(u64) + Send + Sync>,
-    /// Runs when the download fails, before any client's stream ends with the error.
-    pub(crate) on_failure: Box<dyn FnOnce(&FetchError) + Send + Sync>,
+/// The NAR downloads in flight, by store path hash, and what a download needs to fetch,
+/// verify and commit itself into the cache area.
+pub(crate) struct Downloads {
+    cache: CacheArea,
+    client: reqwest::Client,
+    /// A download with no new byte for this long is abandoned.
+    stall_timeout: Duration,
+    stats: Arc<Stats>,
+    in_flight: Mutex<HashMap<String, Arc<Download>>>,
 }
 
-/// Runs the download: fetch, write and verify in step, fsync, rename into place. Returns the
-/// file size; on any failure the temp file is removed.
-pub(crate) async fn run(mut job: Job, progress: watch::Sender<Progress>) -> Result<u64, FetchError> {
-    let on_commit = std::mem::replace(&mut job.on_commit, Box::new(|_| {}));
-    let on_failure = std::mem::replace(&mut job.on_failure, Box::new(|_| {}));
-    let result = fetch_verified(&job, &progress, on_commit).await;
-    match &result {
-        Ok(size) => {
-            let _ = progress.send(Progress::Done(*size));
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&job.temp);
-            on_failure(e);
-            let _ = progress.send(Progress::Failed);
-        }
+/// One download's task: which entry, from where, into which temp file.
+struct Job {
+    /// The store path hash part the entry is indexed by.
+    hash: String,
+    entry: Entry,
+    expected: Expected,
+    temp: PathBuf,
+    /// The upstream it comes from, if still configured: its timeout applies, and its breaker
+    /// hears of failures.
+    upstream: Option<Arc<Upstream>>,
+}
+
+impl Downloads {
+    pub(crate) fn new(cache: CacheArea, client: reqwest::Client, stall_timeout: Duration, stats: Arc<Stats>) -> Self {
+        Self { cache, client, stall_timeout, stats, in_flight: Mutex::default() }
     }
-    result
-}
 
-async fn fetch_verified(
-    job: &Job,
-    progress: &watch::Sender<Progress>,
-    on_commit: Box<dyn FnOnce(u64) + Send + Sync>,
-) -> Result<u64, FetchError> {
-    let response = crate::fetch::nar(&job.client, &job.url, job.timeout).await?;
-    // Writing and verifying run on one blocking thread, fed through a small channel: the
-    // decompression is CPU work that must not stall the async runtime.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(8);
-    let temp = job.temp.clone();
-    let final_path = job.final_path.clone();
-    let expected = job.expected;
-    let progress_tx = progress.clone();
-    let writer = tokio::task::spawn_blocking(move || {
-        let size = write_and_verify(&temp, &final_path, expected, rx, &progress_tx)?;
-        on_commit(size);
-        Ok(size)
-    });
-    let mut body = response.bytes_stream();
-    let received = loop {
-        match tokio::time::timeout(job.stall_timeout, body.next()).await {
-            Err(_) => break Err(FetchError::Timeout),
-            Ok(None) => break Ok(()),
-            Ok(Some(Err(e))) => break Err(FetchError::from(e)),
-            Ok(Some(Ok(chunk))) => {
-                if tx.send(chunk).is_err() {
-                    // The writer stopped early: its result says why.
-                    break Ok(());
+    /// Joins the download of the NAR of `entry` (indexed by `hash`) in progress, or starts
+    /// one from `upstream`. `None` when no temp file can be made.
+    pub(crate) fn join_or_start(
+        self: &Arc<Self>,
+        hash: &str,
+        entry: Entry,
+        expected: Expected,
+        upstream: Option<Arc<Upstream>>,
+    ) -> Option<Arc<Download>> {
+        let mut flights = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        // A failed download is dropped from the table just after its clients are told; a
+        // request arriving in between starts afresh rather than joining the failure.
+        if let Some(d) = flights.get(hash).filter(|d| *d.progress.borrow() != Progress::Failed) {
+            return Some(Arc::clone(d));
+        }
+        let temp = self.cache.temp_file(&entry.nar_file);
+        if let Err(e) = std::fs::File::create(&temp) {
+            tracing::error!(path = %temp.display(), error = %e, "cannot create a download file");
+            return None;
+        }
+        let (tx, rx) = watch::channel(Progress::Running(0));
+        let download = Arc::new(Download { temp: temp.clone(), progress: rx });
+        flights.insert(hash.to_owned(), Arc::clone(&download));
+        drop(flights);
+        self.stats.nar_fetches.fetch_add(1, Ordering::Relaxed);
+        let job = Job { hash: hash.to_owned(), entry, expected, temp, upstream };
+        tokio::spawn(Arc::clone(self).run(job, tx));
+        Some(download)
+    }
+
+    /// Runs a download: fetch, write and verify in step, commit. On failure the temp file is
+    /// removed, and the failure is counted and reported before any client hears of it. Then
+    /// the download leaves the table.
+    async fn run(self: Arc<Self>, job: Job, progress: watch::Sender<Progress>) {
+        match self.fetch_verified(&job, &progress).await {
+            Ok(size) => {
+                let _ = progress.send(Progress::Done(size));
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&job.temp);
+                if matches!(e, FetchError::Verify(_)) {
+                    self.stats.nar_verify_failures.fetch_add(1, Ordering::Relaxed);
                 }
+                if let Some(up) = &job.upstream {
+                    up.failed(&self.stats, &job.entry.upstream_url, &e);
+                }
+                let _ = progress.send(Progress::Failed);
             }
         }
-    };
-    drop(tx);
-    let written = writer.await.map_err(|e| FetchError::Local(format!("writer task: {e}")))?;
-    received?;
-    written
+        let mut flights = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        // Remove this download only: a retry may already have replaced it.
+        if flights.get(&job.hash).is_some_and(|d| d.temp == job.temp) {
+            flights.remove(&job.hash);
+        }
+    }
+
+    /// Fetches the NAR into the temp file, verifying it as it lands, and commits it; returns
+    /// its size. The commit happens before any client's stream can end cleanly, so a client
+    /// that saw a clean end finds the cache consistent.
+    async fn fetch_verified(&self, job: &Job, progress: &watch::Sender<Progress>) -> Result<u64, FetchError> {
+        let timeout = job.upstream.as_ref().map_or(DEFAULT_TIMEOUT, |u| u.config.timeout);
+        let response = crate::fetch::nar(&self.client, &job.entry.upstream_url, timeout).await?;
+        // Writing and verifying run on one blocking thread, fed through a small channel: the
+        // decompression is CPU work that must not stall the async runtime.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(8);
+        let (cache, hash, entry, temp) = (self.cache.clone(), job.hash.clone(), job.entry.clone(), job.temp.clone());
+        let (expected, progress_tx) = (job.expected, progress.clone());
+        let writer = tokio::task::spawn_blocking(move || {
+            let size = write_and_verify(&temp, expected, rx, &progress_tx)?;
+            cache.commit_nar(&hash, &temp, &entry, size).map_err(|e| local("commit", &temp, e))?;
+            Ok(size)
+        });
+        let mut body = response.bytes_stream();
+        let received = loop {
+            match tokio::time::timeout(self.stall_timeout, body.next()).await {
+                Err(_) => break Err(FetchError::Timeout),
+                Ok(None) => break Ok(()),
+                Ok(Some(Err(e))) => break Err(FetchError::from(e)),
+                Ok(Some(Ok(chunk))) => {
+                    if tx.send(chunk).is_err() {
+                        // The writer stopped early: its result says why.
+                        break Ok(());
+                    }
+                }
+            }
+        };
+        drop(tx);
+        let written = writer.await.map_err(|e| FetchError::Local(format!("writer task: {e}")))?;
+        received?;
+        written
+    }
+}
+
+/// The timeout of a download whose upstream is no longer configured.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn local(what: &str, path: &Path, e: io::Error) -> FetchError {
+    FetchError::Local(format!("{what} {}: {e}", path.display()))
 }
 
 /// The blocking half: appends every chunk to the temp file, announces it, feeds the verifier;
-/// at the end checks, fsyncs and renames. The temp and final paths share a directory tree on
-/// one filesystem, so the rename is atomic.
+/// at the end checks and fsyncs it, ready for the commit.
 fn write_and_verify(
     temp: &Path,
-    final_path: &Path,
     expected: Expected,
     rx: std::sync::mpsc::Receiver<Bytes>,
     progress: &watch::Sender<Progress>,
 ) -> Result<u64, FetchError> {
-    let local = |what: &str, e: io::Error| FetchError::Local(format!("{what} {}: {e}", temp.display()));
-    let mut file = std::fs::OpenOptions::new().append(true).open(temp).map_err(|e| local("open", e))?;
-    let mut verifier = Verifier::new(expected).map_err(|e| local("decoder for", e))?;
+    let mut file = std::fs::OpenOptions::new().append(true).open(temp).map_err(|e| local("open", temp, e))?;
+    let mut verifier = Verifier::new(expected).map_err(|e| local("decoder for", temp, e))?;
     let mut size = 0u64;
     for chunk in rx {
         verifier.update(&chunk).map_err(FetchError::Verify)?;
-        file.write_all(&chunk).map_err(|e| local("write", e))?;
+        file.write_all(&chunk).map_err(|e| local("write", temp, e))?;
         size += chunk.len() as u64;
         progress.send_replace(Progress::Running(size));
     }
     verifier.finish().map_err(FetchError::Verify)?;
-    file.sync_all().map_err(|e| local("fsync", e))?;
-    std::fs::rename(temp, final_path).map_err(|e| local("rename", e))?;
-    if let Some(dir) = final_path.parent() {
-        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
-    }
+    file.sync_all().map_err(|e| local("fsync", temp, e))?;
     Ok(size)
 }

@@ -1,6 +1,6 @@
-//! Errors of the proxy: the few that reach the server (the cache cannot be opened or written),
-//! and [`FetchError`], which records who failed and whether a retry may help, but is turned
-//! into a miss before any client sees it.
+//! Errors of the proxy and its cache area: the few that reach the server (the cache cannot be
+//! opened or written), and [`FetchError`], which records who failed and whether a retry may
+//! help, but is turned into a miss before any client sees it.
 
 use std::io;
 use std::path::PathBuf;
@@ -55,6 +55,16 @@ pub enum Error {
         found: String,
         /// Ours.
         expected: String,
+    },
+    /// A proxy was given a cache area opened for another store dir or flavour.
+    #[error("cache directory {} holds {area}, not this proxy's {proxy}", dir.display())]
+    AreaMismatch {
+        /// The cache directory.
+        dir: PathBuf,
+        /// What the area was opened for.
+        area: String,
+        /// What the proxy serves.
+        proxy: String,
     },
     /// The HTTP client could not be built (TLS set-up).
     #[error("cannot create the HTTP client")]

@@ -1,13 +1,36 @@
 //! One request to one upstream: a narinfo GET with a size limit and a deadline, and the start
 //! of a NAR GET. Every failure is a [`FetchError`]; a 404, 403 or 410 is a clean miss.
+//! Failures are reported to the [`Upstream`]'s breaker by whoever asked.
 
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use formats::StorePathHash;
 use futures_util::StreamExt as _;
 
+use crate::breaker::Breaker;
 use crate::error::FetchError;
-use crate::UpstreamConfig;
+use crate::{Stats, UpstreamConfig};
+
+/// One upstream as the proxy uses it: what it was configured with, and its health.
+pub(crate) struct Upstream {
+    pub(crate) config: UpstreamConfig,
+    pub(crate) breaker: Breaker,
+}
+
+impl Upstream {
+    /// Records a failed request for `what` (a narinfo or NAR URL): counted and fed to the
+    /// breaker when it is the upstream's fault, logged in any case.
+    pub(crate) fn failed(&self, stats: &Stats, what: &str, e: &FetchError) {
+        if e.is_upstream_fault() {
+            stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
+            if self.breaker.failure(Instant::now()) {
+                tracing::warn!(upstream = %self.config.url, "upstream failing repeatedly: skipping it for a while");
+            }
+        }
+        tracing::warn!(upstream = %self.config.url, %what, error = %e, "upstream request failed");
+    }
+}
 
 /// Largest narinfo accepted; real ones are well under 10 KiB even with many references.
 pub(crate) const MAX_NARINFO: usize = 256 * 1024;

@@ -186,7 +186,7 @@ async fn eviction_keeps_the_cache_under_its_limit_and_narinfos_leave_with_their_
             assert!(dir.path().join(&info.url).is_file(), "{hash}: narinfo without its NAR");
         }
     }
-    assert!(proxy.stats().evictions.load(std::sync::atomic::Ordering::Relaxed) >= 4);
+    assert!(proxy.cache().evictions() >= 4);
     // The oldest entry is gone and comes back from upstream when asked again.
     let first = &fake.items[0];
     assert!(!dir.path().join(format!("{}.narinfo", first.hash)).exists());
@@ -257,4 +257,33 @@ async fn a_nar_whose_narinfo_entry_is_gone_is_fetched_again() {
     // A NAR URL for a hash no upstream has is still absent.
     let unknown = StorePathHash::parse(H2).unwrap();
     assert!(proxy.nar(&unknown, &nar_hash(item), Compression::Zstd, None).await.is_none());
+}
+
+/// The proxy keeps its entries in the cache area it is given, as the server shares one area
+/// between its proxy and its baker: one size limit over both, and one eviction order. An
+/// area opened for another flavour is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_shares_the_cache_area_it_is_given() {
+    let fake = fake_with(&[(H1, 1000, Compression::None)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = upstream::ProxyConfig { max_size: 1500, ..crate::fake::config_for(&[&fake], dir.path()) };
+    let guix = upstream::CacheConfig { flavour: upstream::Flavour::Guix, ..config.cache() };
+    let err = upstream::Proxy::with_cache(config.clone(), upstream::CacheArea::open(guix).unwrap()).unwrap_err();
+    assert!(matches!(err, upstream::Error::AreaMismatch { .. }), "{err}");
+
+    let area = upstream::CacheArea::open(config.cache()).unwrap();
+    let proxy = upstream::Proxy::with_cache(config, area.clone()).unwrap();
+    let item = &fake.items[0];
+    let info = proxy.narinfo(&item.hash, None).await.found().unwrap();
+    read_all(proxy.nar(&item.hash, &nar_hash(item), Compression::None, None).await.unwrap()).await.unwrap();
+    assert!(dir.path().join(&info.url).is_file());
+    // A bake that overflows the shared limit evicts the proxied NAR, the older entry.
+    let temp = area.temp_file("bake");
+    std::fs::write(&temp, [7; 1000]).unwrap();
+    let digest = NarHash::digest(&[7; 1000]);
+    let baked = area.commit_baked(&NarHash::digest(b"local"), Compression::Zstd, &temp, 1000, digest).unwrap();
+    assert_eq!(proxy.cache().evictions(), 1);
+    assert!(!dir.path().join(&info.url).exists());
+    assert!(!dir.path().join(format!("{}.narinfo", item.hash)).exists());
+    assert!(baked.path.is_file());
 }
