@@ -1,6 +1,6 @@
 //! The settings of `subserve serve`: every option declared once ([`options`]: a field that
 //! clap reads as a flag and as a `SUBSERVE_*` variable, and serde as a key of the config
-//! file, [`file`]), merged flag > variable > file > default and checked by the pure
+//! file, [`file`](mod@file)), merged flag > variable > file > default and checked by the pure
 //! [`resolve`](fn@resolve) into the [`Settings`] the server runs with ([`resolved`]).
 //!
 //! Nothing here reads the process environment: the binary passes it in as an [`Env`], so
