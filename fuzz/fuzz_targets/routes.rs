@@ -18,8 +18,7 @@ use formats::store_path::fixed_output_path;
 use formats::NarHash;
 use http_body_util::BodyExt as _;
 use libfuzzer_sys::fuzz_target;
-use subserve::cli::ServeArgs;
-use subserve::settings::{resolve, Env, FileConfig};
+use subserve::settings::{resolve, Env, FileConfig, Options};
 use tokio::runtime::Runtime;
 use tower::ServiceExt as _;
 
@@ -62,8 +61,8 @@ fn fixture() -> &'static Fixture {
              [[store]]\nprefix = \"/guix\"\ndialect = \"guix\"\ncompression = \"zstd,none\"\n{guix}upstream = []\n",
             state = dir.join("state"),
         );
-        let file = FileConfig::parse(&config).expect("fixture config parses");
-        let settings = resolve(&ServeArgs::default(), &Env::default(), &file).expect("fixture settings resolve");
+        let file = FileConfig::parse(&config, "fixture.toml").expect("fixture config parses");
+        let settings = resolve(&Options::default(), &Env::default(), &file).expect("fixture settings resolve");
         let stores: Vec<Arc<_>> = subserve::startup::build_states(&settings)
             .expect("fixture stores open")
             .into_iter()

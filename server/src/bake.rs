@@ -52,9 +52,10 @@ pub const DEFAULT_BAKE_XZ_LEVEL: u32 = 6;
 /// Default threshold: smaller NARs are compressed on the fly at little cost.
 pub const DEFAULT_BAKE_MIN_SIZE: u64 = 1 << 20;
 
-/// Default number of bake workers: half the cores, at least one, so requests keep the rest.
-pub fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+/// Default number of bake workers on a machine with `cores` cores: half of them, at least one,
+/// so requests keep the rest.
+pub fn default_workers(cores: usize) -> usize {
+    (cores / 2).max(1)
 }
 
 /// One NAR to bake.

@@ -32,6 +32,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .filter(|(k, _)| k.starts_with("SUBSERVE_") || k == "HOME" || k == "XDG_STATE_HOME")
             .collect(),
         is_root: std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false),
+        cores: subserve::admission::cores(),
     };
     let settings = read_settings(&args, &env)?;
     let built = startup::build_states(&settings)?;
@@ -250,11 +251,11 @@ fn read_settings(args: &ServeArgs, env: &Env) -> anyhow::Result<settings::Settin
     let file = match &config_path {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-            FileConfig::parse(&text).with_context(|| format!("in {}", path.display()))?
+            FileConfig::parse(&text, &path.display().to_string())?
         }
         None => FileConfig::default(),
     };
-    Ok(settings::resolve(args, env, &file)?)
+    Ok(settings::resolve(&args.options, env, &file)?)
 }
 
 /// What SIGHUP needs: how the server was configured, what it serves now, and where to send a

@@ -63,6 +63,11 @@ pub struct UpstreamConfig {
     pub timeout: Duration,
 }
 
+impl UpstreamConfig {
+    /// The default [`UpstreamConfig::timeout`].
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+}
+
 /// Everything the proxy needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyConfig {
@@ -103,6 +108,33 @@ pub struct ProxyConfig {
 }
 
 impl ProxyConfig {
+    /// A proxy of `flavour` for the store at `store_dir`, caching in `cache_dir`, without
+    /// upstreams, and every size, timing and cap at its default: the caller sets what it
+    /// configures, the defaults live here.
+    pub fn new(flavour: Flavour, store_dir: impl Into<String>, cache_dir: PathBuf) -> Self {
+        ProxyConfig {
+            flavour,
+            upstreams: Vec::new(),
+            cache_dir,
+            max_size: Self::DEFAULT_MAX_SIZE,
+            negative_ttl: Self::DEFAULT_NEGATIVE_TTL,
+            store_dir: store_dir.into(),
+            stall_timeout: Self::DEFAULT_STALL_TIMEOUT,
+            breaker_cool_down: Self::DEFAULT_BREAKER_COOL_DOWN,
+            retry_budget: Self::DEFAULT_RETRY_BUDGET,
+            outage_patience: Self::DEFAULT_OUTAGE_PATIENCE,
+            max_narinfo_fetches: Self::DEFAULT_MAX_NARINFO_FETCHES,
+            max_narinfo_fetches_per_client: Self::DEFAULT_MAX_NARINFO_FETCHES_PER_CLIENT,
+        }
+    }
+
+    /// The default [`ProxyConfig::max_size`]: 10 GiB.
+    pub const DEFAULT_MAX_SIZE: u64 = 10 << 30;
+    /// The default [`ProxyConfig::negative_ttl`].
+    pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(300);
+    /// The default [`ProxyConfig::stall_timeout`]: a minute without a byte, five times less
+    /// than Nix's own `stalled-download-timeout`.
+    pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
     /// The default [`ProxyConfig::breaker_cool_down`].
     pub const DEFAULT_BREAKER_COOL_DOWN: Duration = Duration::from_secs(2);
     /// The default [`ProxyConfig::retry_budget`]: well below Nix's own patience (its
@@ -127,24 +159,6 @@ impl ProxyConfig {
     }
 }
 
-/// The upstreams a Guix system uses by default (`%default-substitute-urls`), with their keys:
-/// bordeaux.guix.gnu.org (priority 40), then ci.guix.gnu.org (priority 50), each with `timeout`.
-///
-/// The proxy never applies this itself; the server decides when a Guix proxy gets these
-/// defaults (as it gives a Nix proxy cache.nixos.org).
-pub fn guix_defaults(timeout: Duration) -> Vec<UpstreamConfig> {
-    [(GUIX_BORDEAUX, GUIX_BORDEAUX_KEY, 40), (GUIX_CI, GUIX_CI_KEY, 50)]
-        .into_iter()
-        .map(|(url, key, priority)| UpstreamConfig {
-            url: url.to_owned(),
-            keys: vec![],
-            guix_keys: vec![GuixPublicKey::parse(key).expect("built-in Guix keys are valid")],
-            priority,
-            timeout,
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,9 +169,6 @@ mod tests {
             let q: String = GuixPublicKey::parse(key).unwrap().q().iter().map(|b| format!("{b:02X}")).collect();
             assert!(key.contains(&format!("(q #{q}#)")), "{key}");
         }
-        let defaults = guix_defaults(Duration::from_secs(10));
-        assert_eq!(defaults.iter().map(|u| u.url.as_str()).collect::<Vec<_>>(), [GUIX_BORDEAUX, GUIX_CI]);
-        assert!(defaults.iter().all(|u| u.keys.is_empty() && u.guix_keys.len() == 1));
-        assert_ne!(defaults[0].guix_keys, defaults[1].guix_keys);
+        assert_ne!(GuixPublicKey::parse(GUIX_CI_KEY).unwrap(), GuixPublicKey::parse(GUIX_BORDEAUX_KEY).unwrap());
     }
 }

@@ -49,8 +49,8 @@ use formats::{Compression, NarHash, NarInfo, StorePathHash};
 
 pub use cache::{Baked, CacheArea, CacheConfig};
 pub use config::{
-    guix_defaults, Flavour, ProxyConfig, UpstreamConfig, CACHE_NIXOS_ORG, CACHE_NIXOS_ORG_KEY, GUIX_BORDEAUX,
-    GUIX_BORDEAUX_KEY, GUIX_CI, GUIX_CI_KEY,
+    Flavour, ProxyConfig, UpstreamConfig, CACHE_NIXOS_ORG, CACHE_NIXOS_ORG_KEY, GUIX_BORDEAUX, GUIX_BORDEAUX_KEY,
+    GUIX_CI, GUIX_CI_KEY,
 };
 pub use download::{ByteStream, NarStream};
 pub use error::Error;
