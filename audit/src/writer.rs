@@ -14,7 +14,7 @@ use crate::{millis, AuditConfig, Error, Message, Record};
 
 /// Records written per transaction at most: large enough that a job wave costs a few
 /// transactions a second, small enough that one stays short.
-const BATCH: usize = 1024;
+pub(crate) const BATCH: usize = 1024;
 
 /// How often the retention and the size cap are applied.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(600);
