@@ -15,6 +15,7 @@
 use std::collections::HashSet;
 use std::io::{self, Write};
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Mutex};
 
 use formats::{Compression, NarHash};
@@ -22,6 +23,7 @@ use sha2::{Digest, Sha256};
 use upstream::{Baked, Proxy};
 
 use crate::compression::{self, Levels};
+use crate::stats::{BakeCounters, BakeStats};
 
 /// Jobs that may wait for a worker; beyond this, requests to bake are dropped.
 const QUEUE: usize = 4096;
@@ -72,6 +74,7 @@ pub struct Baker {
     cache: Proxy,
     tx: mpsc::SyncSender<Job>,
     pending: Arc<Mutex<HashSet<(NarHash, Compression)>>>,
+    counters: Arc<BakeCounters>,
 }
 
 impl std::fmt::Debug for Baker {
@@ -86,8 +89,10 @@ impl Baker {
         let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         let pending: Arc<Mutex<HashSet<(NarHash, Compression)>>> = Arc::default();
+        let counters = Arc::new(BakeCounters::default());
         for n in 0..config.workers.max(1) {
             let (rx, pending, cache, levels) = (Arc::clone(&rx), Arc::clone(&pending), cache.clone(), config.levels);
+            let counters = Arc::clone(&counters);
             std::thread::Builder::new()
                 .name(format!("bake-{n}"))
                 .spawn(move || {
@@ -98,22 +103,31 @@ impl Baker {
                             Err(_) => return,
                         };
                         let key = (job.nar_hash, job.compression);
-                        match bake(&cache, &job, levels) {
-                            Ok(baked) => tracing::info!(
-                                path = %job.root.display(), compression = %job.compression,
-                                nar_size = job.nar_size, file_size = baked.file_size, "baked"
-                            ),
-                            Err(e) => tracing::warn!(
-                                path = %job.root.display(), compression = %job.compression, error = %e,
-                                "baking failed; the path is still served on the fly"
-                            ),
-                        }
+                        let result = bake(&cache, &job, levels);
+                        // No longer pending before it counts as done: a reader of the stats
+                        // that sees it done never sees it pending too.
                         pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+                        match result {
+                            Ok(baked) => {
+                                tracing::info!(
+                                    path = %job.root.display(), compression = %job.compression,
+                                    nar_size = job.nar_size, file_size = baked.file_size, "baked"
+                                );
+                                counters.completed_total.fetch_add(1, Ordering::Release);
+                            }
+                            Err(e) => {
+                                tracing::warn!(
+                                    path = %job.root.display(), compression = %job.compression, error = %e,
+                                    "baking failed; the path is still served on the fly"
+                                );
+                                counters.failed_total.fetch_add(1, Ordering::Release);
+                            }
+                        }
                     }
                 })
                 .expect("can spawn a bake worker");
         }
-        Arc::new(Self { config, cache, tx, pending })
+        Arc::new(Self { config, cache, tx, pending, counters })
     }
 
     /// The compressions baked.
@@ -124,6 +138,24 @@ impl Baker {
     /// Whether a NAR of this size is worth baking.
     pub fn wants(&self, nar_size: u64) -> bool {
         nar_size >= self.config.min_size
+    }
+
+    /// [`Baker::wants`] for a narinfo request of a local NAR: counts the ones too small to
+    /// bake (`skipped_total` of [`Baker::stats`]).
+    pub fn considers(&self, nar_size: u64) -> bool {
+        let wanted = self.wants(nar_size);
+        if !wanted {
+            self.counters.skipped_total.fetch_add(1, Ordering::Relaxed);
+        }
+        wanted
+    }
+
+    /// Bakes pending, queued, skipped, done and failed so far.
+    pub fn stats(&self) -> BakeStats {
+        // Counters first: a bake leaves `pending` before it is counted done or failed.
+        let mut stats = self.counters.snapshot();
+        stats.pending = self.pending_len();
+        stats
     }
 
     /// The baked file of a NAR, if it is ready. Blocking (one indexed SQLite read).
@@ -144,10 +176,15 @@ impl Baker {
         if !self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(key) {
             return;
         }
-        if let Err(e) = self.tx.try_send(job) {
-            self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
-            if let mpsc::TrySendError::Full(job) = e {
-                tracing::debug!(path = %job.root.display(), "bake queue full; will ask again on a later request");
+        match self.tx.try_send(job) {
+            Ok(()) => {
+                self.counters.queued_total.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+                if let mpsc::TrySendError::Full(job) = e {
+                    tracing::debug!(path = %job.root.display(), "bake queue full; will ask again on a later request");
+                }
             }
         }
     }

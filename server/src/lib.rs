@@ -17,6 +17,7 @@ mod routes;
 pub mod settings;
 pub mod startup;
 pub mod state;
+pub mod stats;
 mod stream;
 pub mod tls;
 
@@ -27,6 +28,7 @@ pub use conn::{ClientAddr, ConnLimits, Listener};
 pub use error::AppError;
 pub use routes::{router, ListingCache};
 pub use state::AppState;
+pub use stats::Stats;
 
 /// Serves `stores` on `listeners` (over TLS on TCP when `tls` is given) until `shutdown`
 /// resolves, then lets in-flight responses finish for up to the shutdown timeout of `limits`
