@@ -1,4 +1,13 @@
-//! In-process tests of the `subserve` library: the server on `127.0.0.1:0`, driven by raw
-//! sockets, for what needs no store and no real client.
+//! In-process tests of the `subserve` library: the real router and connection layer on
+//! `127.0.0.1:0`, over stores written by `test_support::FakeStore`, driven by raw sockets.
+//! What needs the real Nix client or the binary is in `tests/e2e`.
 
+// Items are `pub` for the modules of this test binary; nothing is exported.
+#![allow(unreachable_pub)]
+
+mod admission;
+mod bake;
 mod conn;
+mod http;
+mod routing;
+mod store;
