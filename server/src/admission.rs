@@ -194,8 +194,8 @@ pub struct Limiter {
     epoch: Instant,
     /// Milliseconds after `epoch` of the last "at the cap" log line, plus one (0: never).
     last_full_log: AtomicU64,
-    /// Requests waiting and refused, for [`Limiter::stats`].
-    counters: LimiterCounters,
+    /// Requests waiting and refused, bodies aborted, for [`Limiter::stats`].
+    counters: Arc<LimiterCounters>,
 }
 
 /// Minimum time between two "at the cap" log lines of one limiter.
@@ -214,7 +214,7 @@ impl Limiter {
             kind,
             epoch: Instant::now(),
             last_full_log: AtomicU64::new(0),
-            counters: LimiterCounters::default(),
+            counters: Arc::default(),
         }
     }
 
@@ -246,6 +246,7 @@ impl Limiter {
             waiting: self.counters.waiting.load(Ordering::Relaxed),
             queued_total: self.counters.queued_total.load(Ordering::Relaxed),
             rejected_total: self.counters.rejected_total.load(Ordering::Relaxed),
+            aborted_total: self.counters.aborted_total.load(Ordering::Relaxed),
         }
     }
 
@@ -261,12 +262,12 @@ impl Limiter {
             _ => None,
         };
         if let Ok(permit) = Arc::clone(&self.semaphore).try_acquire_owned() {
-            return Ok(Permit { _permit: permit, _client: client });
+            return Ok(Permit { _permit: permit, _client: client, counters: Arc::clone(&self.counters) });
         }
         self.log_full("NAR streams at their cap: requests are queueing");
         waiting.get_or_insert_with(|| self.counters.wait());
         match tokio::time::timeout_at(deadline, Arc::clone(&self.semaphore).acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(Permit { _permit: permit, _client: client }),
+            Ok(Ok(permit)) => Ok(Permit { _permit: permit, _client: client, counters: Arc::clone(&self.counters) }),
             // Timed out (the semaphore is never closed, so there is no other error).
             Ok(Err(_)) | Err(_) => Err(self.overloaded("no NAR stream slot freed up: answering 503")),
         }
@@ -342,6 +343,16 @@ pub struct Permit {
     // Dropped in this order: the common slot, then the client's.
     _permit: OwnedSemaphorePermit,
     _client: Option<ClientPermit>,
+    /// Where an aborted body is counted.
+    counters: Arc<LimiterCounters>,
+}
+
+impl Permit {
+    /// Counts the body this permit admitted as aborted by the server (see
+    /// `LimiterStats::aborted_total`).
+    pub(crate) fn count_abort(&self) {
+        self.counters.aborted_total.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// One of a client's share of permits. When the last of a client's permits (held or waited

@@ -1,5 +1,5 @@
-//! What a running server is doing, as numbers: NAR streams admitted and waiting, bakes
-//! queued and done. Tests read them instead of the log (an absence is a counter that stayed at
+//! What a running server is doing, as numbers: NAR streams admitted, waiting, refused and
+//! aborted, bakes queued and done. Tests read them instead of the log (an absence is a counter that stayed at
 //! zero, not a line that did not appear in time); issue #12 will export them as Prometheus
 //! metrics, so each field is named and typed as its metric will be (`_total` for counters
 //! that only grow, a bare name for gauges).
@@ -49,6 +49,10 @@ pub struct LimiterStats {
     /// Counter `subserve_nar_streams_rejected_total`: requests answered 503 after waiting for
     /// the whole queue timeout.
     pub rejected_total: u64,
+    /// Counter `subserve_nar_streams_aborted_total`: bodies the server cut short (a file that
+    /// changed or vanished, an I/O error), which aborts the connection; clients that leave are
+    /// not counted.
+    pub aborted_total: u64,
 }
 
 /// The live counters behind [`LimiterStats`], updated by the limiter.
@@ -57,6 +61,7 @@ pub(crate) struct LimiterCounters {
     pub(crate) waiting: AtomicUsize,
     pub(crate) queued_total: AtomicU64,
     pub(crate) rejected_total: AtomicU64,
+    pub(crate) aborted_total: AtomicU64,
 }
 
 impl LimiterCounters {

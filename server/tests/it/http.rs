@@ -206,3 +206,35 @@ fn unregistered_files_are_absent() {
         assert_eq!(narinfo(&srv, &path).store_path, path);
     }
 }
+
+/// A valid path whose file shrank after it was registered aborts the stream in every
+/// compression, and a range of it, instead of ending as a clean, short 200; each abort is
+/// counted, and the server keeps serving.
+#[test]
+fn a_file_that_changed_aborts_the_stream() {
+    let store = test_support::FakeStore::nix();
+    let data: Vec<u8> = (0..1_000_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    let path = store.add_file("data.bin", &data);
+    let state = tempfile::tempdir().unwrap();
+    let srv = spawn_server(&config(&store, state.path(), ""));
+    let info = narinfo(&srv, &path);
+    let stem = info.url.strip_suffix(".nar").unwrap().to_owned();
+    let whole = get(srv.addr, &format!("/{stem}.nar"));
+    assert!(whole.complete && whole.body.len() as u64 == info.nar_size);
+    assert_eq!(srv.stats().streams.aborted_total, 0);
+
+    // Shrink the registered file behind the server's back.
+    std::fs::OpenOptions::new().write(true).open(store.real_path(&path)).unwrap().set_len(3_000_000).unwrap();
+    for ext in ["", ".zst", ".xz"] {
+        let reply = get(srv.addr, &format!("/{stem}.nar{ext}"));
+        assert_eq!(reply.status, 200, "{ext}");
+        assert!(!reply.complete, "a shortened file was served as a complete NAR ({ext:?})");
+    }
+    let range = request(srv.addr, "GET", format!("/{stem}.nar").as_bytes(), "Range: bytes=1000-\r\n");
+    assert!(!range.complete, "a shortened file was served as a complete range");
+    let stats =
+        srv.wait_until("every abort is counted", |s| s.streams.aborted_total + s.compressed_streams.aborted_total == 4);
+    assert_eq!((stats.streams.aborted_total, stats.compressed_streams.aborted_total), (2, 2));
+    // The server is still fine.
+    assert_eq!(get(srv.addr, "/nix-cache-info").status, 200);
+}
