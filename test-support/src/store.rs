@@ -118,20 +118,20 @@ impl FakeStore {
         self.add(name, &[], |p| fs::write(p, contents).expect("write store file"))
     }
 
-    /// A flat fixed-output file, as `nix-store --add` (or `guix download`) makes it: its hash
-    /// part is computed from its contents, and Nix rows carry the `CA` field.
+    /// A flat fixed-output file, as a fetcher with `outputHashMode = "flat"` (or `guix
+    /// download`) makes it: its path is computed from its name and the sha256 of its contents
+    /// (what guix publish's `/file/` route looks up), and Nix rows carry the `CA` field.
     pub fn add_fixed_output(&self, name: &str, contents: &[u8]) -> String {
-        let mut nar = Vec::new();
-        let dir = tempfile::tempdir().expect("temp dir");
-        fs::write(dir.path().join("f"), contents).expect("write");
-        store_reader::nar::dump(&dir.path().join("f"), &mut nar).expect("nar");
-        let hash = NarHash::digest(&nar);
+        let hash = NarHash::digest(contents);
         let path = formats::store_path::fixed_output_path(self.store_dir(), name, &hash).expect("fixed-output path");
         let path = path.absolute(self.store_dir());
         self.register(&path, &[], |p| fs::write(p, contents).expect("write store file"));
         if self.kind == Kind::Nix {
             self.db
-                .execute("UPDATE ValidPaths SET ca = ?1 WHERE path = ?2", [format!("fixed:r:{hash}"), path.clone()])
+                .execute(
+                    "UPDATE ValidPaths SET ca = ?1 WHERE path = ?2",
+                    [format!("fixed:sha256:{}", hash.to_nix32()), path.clone()],
+                )
                 .expect("ca");
         }
         path

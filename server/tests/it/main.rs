@@ -8,6 +8,7 @@
 mod admission;
 mod bake;
 mod conn;
+mod guix;
 mod hostile;
 mod http;
 mod routing;
