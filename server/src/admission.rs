@@ -35,6 +35,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::compression::Compression;
 use crate::error::AppError;
+use crate::stats::{LimiterCounters, LimiterStats, Waiting};
 
 /// How long a NAR request waits for a permit before it is answered 503.
 ///
@@ -193,6 +194,8 @@ pub struct Limiter {
     epoch: Instant,
     /// Milliseconds after `epoch` of the last "at the cap" log line, plus one (0: never).
     last_full_log: AtomicU64,
+    /// Requests waiting and refused, bodies aborted, for [`Limiter::stats`].
+    counters: Arc<LimiterCounters>,
 }
 
 /// Minimum time between two "at the cap" log lines of one limiter.
@@ -211,6 +214,7 @@ impl Limiter {
             kind,
             epoch: Instant::now(),
             last_full_log: AtomicU64::new(0),
+            counters: Arc::default(),
         }
     }
 
@@ -235,28 +239,47 @@ impl Limiter {
         self.semaphore.available_permits()
     }
 
+    /// Permits in use, requests waiting, and how many had to wait or were refused so far.
+    pub fn stats(&self) -> LimiterStats {
+        LimiterStats {
+            in_use: self.cap.saturating_sub(self.available()),
+            waiting: self.counters.waiting.load(Ordering::Relaxed),
+            queued_total: self.counters.queued_total.load(Ordering::Relaxed),
+            rejected_total: self.counters.rejected_total.load(Ordering::Relaxed),
+            aborted_total: self.counters.aborted_total.load(Ordering::Relaxed),
+        }
+    }
+
     /// A permit for `client` (none: counted against the cap only), at once or after waiting
     /// in line; [`AppError::Overloaded`] if none freed up within the queue timeout. Waiters
     /// are served in arrival order, first in their client's line, then in the common one.
     pub async fn admit(&self, client: Option<IpAddr>) -> Result<Permit, AppError> {
         let deadline = tokio::time::Instant::now() + self.queue_timeout;
+        // Counted once as waiting, whether for the client's share, the cap, or both.
+        let mut waiting = None;
         let client = match client {
-            Some(ip) if self.per_client < self.cap => Some(self.client_permit(ip, deadline).await?),
+            Some(ip) if self.per_client < self.cap => Some(self.client_permit(ip, deadline, &mut waiting).await?),
             _ => None,
         };
         if let Ok(permit) = Arc::clone(&self.semaphore).try_acquire_owned() {
-            return Ok(Permit { _permit: permit, _client: client });
+            return Ok(Permit { _permit: permit, _client: client, counters: Arc::clone(&self.counters) });
         }
         self.log_full("NAR streams at their cap: requests are queueing");
+        waiting.get_or_insert_with(|| self.counters.wait());
         match tokio::time::timeout_at(deadline, Arc::clone(&self.semaphore).acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(Permit { _permit: permit, _client: client }),
+            Ok(Ok(permit)) => Ok(Permit { _permit: permit, _client: client, counters: Arc::clone(&self.counters) }),
             // Timed out (the semaphore is never closed, so there is no other error).
             Ok(Err(_)) | Err(_) => Err(self.overloaded("no NAR stream slot freed up: answering 503")),
         }
     }
 
     /// One of `ip`'s share of permits, waited for until `deadline`.
-    async fn client_permit(&self, ip: IpAddr, deadline: tokio::time::Instant) -> Result<ClientPermit, AppError> {
+    async fn client_permit<'a>(
+        &'a self,
+        ip: IpAddr,
+        deadline: tokio::time::Instant,
+        waiting: &mut Option<Waiting<'a>>,
+    ) -> Result<ClientPermit, AppError> {
         let semaphore = {
             let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
             Arc::clone(clients.entry(ip).or_insert_with(|| Arc::new(Semaphore::new(self.per_client))))
@@ -265,6 +288,7 @@ impl Limiter {
             Ok(permit) => Some(permit),
             Err(_) => {
                 self.log_full("a client holds its share of NAR streams: its requests are queueing");
+                waiting.get_or_insert_with(|| self.counters.wait());
                 tokio::time::timeout_at(deadline, Arc::clone(&semaphore).acquire_owned())
                     .await
                     .ok()
@@ -280,6 +304,7 @@ impl Limiter {
     }
 
     fn overloaded(&self, message: &'static str) -> AppError {
+        self.counters.rejected_total.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
             kind = self.kind,
             cap = self.cap,
@@ -318,6 +343,16 @@ pub struct Permit {
     // Dropped in this order: the common slot, then the client's.
     _permit: OwnedSemaphorePermit,
     _client: Option<ClientPermit>,
+    /// Where an aborted body is counted.
+    counters: Arc<LimiterCounters>,
+}
+
+impl Permit {
+    /// Counts the body this permit admitted as aborted by the server (see
+    /// `LimiterStats::aborted_total`).
+    pub(crate) fn count_abort(&self) {
+        self.counters.aborted_total.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// One of a client's share of permits. When the last of a client's permits (held or waited

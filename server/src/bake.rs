@@ -15,6 +15,7 @@
 use std::collections::HashSet;
 use std::io::{self, Write};
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 
 use formats::{Compression, NarHash};
@@ -23,6 +24,7 @@ use store_reader::Store;
 use upstream::{Baked, CacheArea};
 
 use crate::compression::{self, Levels};
+use crate::stats::{BakeCounters, BakeStats};
 
 /// Jobs that may wait for a worker; beyond this, requests to bake are dropped.
 const QUEUE: usize = 4096;
@@ -77,6 +79,7 @@ pub struct Baker {
     cache: CacheArea,
     tx: mpsc::SyncSender<Job>,
     pending: Arc<Pending>,
+    counters: Arc<BakeCounters>,
 }
 
 /// The NARs queued or being baked, and a signal for whoever waits for the queue to shrink.
@@ -111,8 +114,10 @@ impl Baker {
         let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         let pending = Arc::new(Pending::default());
+        let counters = Arc::new(BakeCounters::default());
         for n in 0..config.workers.max(1) {
             let (rx, pending, cache, levels) = (Arc::clone(&rx), Arc::clone(&pending), cache.clone(), config.levels);
+            let counters = Arc::clone(&counters);
             std::thread::Builder::new().name(format!("bake-{n}")).spawn(move || {
                 lower_priority();
                 loop {
@@ -121,21 +126,30 @@ impl Baker {
                         Err(_) => return,
                     };
                     let key = (job.nar_hash, job.compression);
-                    match bake(&cache, &job, levels) {
-                        Ok(baked) => tracing::info!(
-                            path = %job.root.display(), compression = %job.compression,
-                            nar_size = job.nar_size, file_size = baked.file_size, "baked"
-                        ),
-                        Err(e) => tracing::warn!(
-                            path = %job.root.display(), compression = %job.compression, error = %e,
-                            "baking failed; the path is still served on the fly"
-                        ),
-                    }
+                    let result = bake(&cache, &job, levels);
+                    // No longer pending before it counts as done: a reader of the stats that
+                    // sees it done never sees it pending too.
                     pending.done(&key);
+                    match result {
+                        Ok(baked) => {
+                            tracing::info!(
+                                path = %job.root.display(), compression = %job.compression,
+                                nar_size = job.nar_size, file_size = baked.file_size, "baked"
+                            );
+                            counters.completed_total.fetch_add(1, Ordering::Release);
+                        }
+                        Err(e) => {
+                            tracing::warn!(
+                                path = %job.root.display(), compression = %job.compression, error = %e,
+                                "baking failed; the path is still served on the fly"
+                            );
+                            counters.failed_total.fetch_add(1, Ordering::Release);
+                        }
+                    }
                 }
             })?;
         }
-        Ok(Arc::new(Self { config, cache, tx, pending }))
+        Ok(Arc::new(Self { config, cache, tx, pending, counters }))
     }
 
     /// The compressions baked.
@@ -146,6 +160,24 @@ impl Baker {
     /// Whether a NAR of this size is worth baking.
     pub fn wants(&self, nar_size: u64) -> bool {
         nar_size >= self.config.min_size
+    }
+
+    /// [`Baker::wants`] for a narinfo request of a local NAR: counts the ones too small to
+    /// bake (`skipped_total` of [`Baker::stats`]).
+    pub fn considers(&self, nar_size: u64) -> bool {
+        let wanted = self.wants(nar_size);
+        if !wanted {
+            self.counters.skipped_total.fetch_add(1, Ordering::Relaxed);
+        }
+        wanted
+    }
+
+    /// Bakes pending, queued, skipped, done and failed so far.
+    pub fn stats(&self) -> BakeStats {
+        // Counters first: a bake leaves `pending` before it is counted done or failed.
+        let mut stats = self.counters.snapshot();
+        stats.pending = self.pending_len();
+        stats
     }
 
     /// The baked file of a NAR in the cache area, if it is ready. Blocking (one indexed SQLite
@@ -183,10 +215,15 @@ impl Baker {
         if !self.pending.lock().insert(key) {
             return;
         }
-        if let Err(e) = self.tx.try_send(job) {
-            self.pending.done(&key);
-            if let mpsc::TrySendError::Full(job) = e {
-                tracing::debug!(path = %job.root.display(), "bake queue full; will ask again on a later request");
+        match self.tx.try_send(job) {
+            Ok(()) => {
+                self.counters.queued_total.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.pending.done(&key);
+                if let mpsc::TrySendError::Full(job) = e {
+                    tracing::debug!(path = %job.root.display(), "bake queue full; will ask again on a later request");
+                }
             }
         }
     }

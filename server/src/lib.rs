@@ -18,6 +18,7 @@ mod routes;
 pub mod settings;
 pub mod startup;
 pub mod state;
+pub mod stats;
 pub mod status_page;
 mod stream;
 pub mod tls;
@@ -29,6 +30,7 @@ pub use conn::{ClientAddr, ConnLimits, Listener};
 pub use error::AppError;
 pub use routes::{router, router_with, ListingCache};
 pub use state::AppState;
+pub use stats::Stats;
 
 /// Serves `stores` on `listeners` (over TLS on TCP when `tls` is given) until `shutdown`
 /// resolves, then lets in-flight responses finish for up to the shutdown timeout of `limits`

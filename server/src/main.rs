@@ -64,6 +64,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(async move {
         let listeners = listeners(&settings.listen).await?;
+        // Before anyone learns we are up (the "serving" line, READY): a signal sent from then
+        // on must find its handler, not the default action that ends the process.
+        let signals = Signals::install();
         for listener in &listeners {
             tracing::info!(
                 listen = %listener.describe(),
@@ -86,8 +89,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let (routers, router) = tokio::sync::watch::channel(subserve::router_with(&stores, &metrics));
         let stores = std::sync::Mutex::new(stores);
         let reloader = Reloader { args, env, settings, stores, routers, metrics, tls: tls.clone() };
-        let signals = shutdown_signal(reloader);
-        subserve::run_reloadable(listeners, router, limits, tls, signals).await.context("server failed")
+        subserve::run_reloadable(listeners, router, limits, tls, shutdown_signal(signals, reloader))
+            .await
+            .context("server failed")
     });
     // Producers of streams cut at the deadline stop at their next write; don't wait on them.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
@@ -318,13 +322,30 @@ impl Reloader {
     }
 }
 
+/// The signals the server handles, listened to from the moment they are installed.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Replaces the default actions of SIGTERM, SIGINT and SIGHUP (ending the process); must
+    /// run inside the runtime.
+    fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        Self {
+            term: signal(SignalKind::terminate()).expect("can install a SIGTERM handler"),
+            int: signal(SignalKind::interrupt()).expect("can install a SIGINT handler"),
+            hup: signal(SignalKind::hangup()).expect("can install a SIGHUP handler"),
+        }
+    }
+}
+
 /// Resolves on the first SIGTERM or SIGINT, starting a graceful shutdown; a second one ends
 /// the process at once. SIGHUP reloads (see [`Reloader::reload`]) and never stops the server.
-async fn shutdown_signal(reloader: Reloader) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("can install a SIGINT handler");
-    let mut hup = signal(SignalKind::hangup()).expect("can install a SIGHUP handler");
+async fn shutdown_signal(signals: Signals, reloader: Reloader) {
+    let Signals { mut term, mut int, mut hup } = signals;
     loop {
         tokio::select! {
             _ = term.recv() => break,

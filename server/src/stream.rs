@@ -191,10 +191,12 @@ where
     let err_tx = tx.clone();
     let producer_permit = Arc::clone(&permit);
     tokio::task::spawn_blocking(move || {
-        let _permit = producer_permit;
+        let permit = producer_permit;
         if let Err(e) = produce(ChannelWriter::new(tx)).and_then(ChannelWriter::finish) {
+            // A broken pipe is the client gone, not a body we cut.
             if e.kind() != io::ErrorKind::BrokenPipe {
                 tracing::warn!(%what, error = %e, "aborting response stream");
+                permit.count_abort();
             }
             let _ = err_tx.blocking_send(Err(e));
         }

@@ -1,7 +1,6 @@
-//! The baked cache: large local NARs compressed once in the background into the cache dir,
-//! then served as files. The real Nix client substitutes from baked files; nothing ever
-//! answers "baking"; old URLs stay valid; a baked file evicted while it is being downloaded
-//! still completes.
+//! The baked cache with the real binary: the real Nix client substitutes from baked files,
+//! and a baked file evicted while it is being downloaded still completes. How baking is
+//! queued, counted and served over HTTP is tested in process (server/tests/it/bake.rs).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -10,14 +9,13 @@ use std::time::{Duration, Instant};
 
 use formats::{NarHash, NarInfo};
 
+use test_support::hash_part;
+use test_support::http::{get, request};
+use test_support::keys::keygen;
+
 use crate::fixture::{self, Fixture};
 use crate::harness::{scratch, Server};
-use crate::http::{get, request};
-use crate::substitute::{keygen, substitute_fixture_closure};
-
-fn hash_part(path: &str) -> &str {
-    &path["/nix/store/".len()..][..32]
-}
+use crate::node::substitute_fixture_closure;
 
 fn narinfo(srv: &Server, path: &str) -> NarInfo {
     let reply = get(srv.addr, &format!("/{}.narinfo", hash_part(path)));
@@ -80,29 +78,13 @@ fn nix_substitutes_from_baked_files() {
             assert_eq!(NarHash::digest(&reply.body), old.nar_hash);
         }
     }
-    let log = srv.log.lock().unwrap().clone();
-    assert_eq!(log.lines().filter(|l| l.contains(": baked ")).count(), fx.closure.len(), "{log}");
+    // That each path is baked exactly once is counted in process (server/tests/it/bake.rs).
 
     // The real client substitutes the closure from the baked files, signatures required.
     substitute_fixture_closure(fx, &dir, &srv.url(), &public);
     // Nothing was baked twice, and the client got .nar.zst files.
     let log = srv.log.lock().unwrap().clone();
     assert!(log.lines().filter(|l| l.contains("request") && l.contains(".nar.zst")).count() >= fx.closure.len());
-}
-
-/// Small paths are below the threshold and never baked; nothing waits for a bake.
-#[test]
-fn small_paths_stay_on_the_fly() {
-    let fx = fixture::get();
-    let dir = scratch("bake-threshold");
-    let (secret, _) = keygen(&dir, "bake-2");
-    let srv = serve(fx, &dir, &secret, &["--bake", "zstd", "--bake-min-size", "1G"]);
-    for path in &fx.closure {
-        let info = narinfo(&srv, path);
-        assert_eq!((info.compression.as_str(), info.file_hash), ("none", Some(info.nar_hash)), "{path}");
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(!srv.log.lock().unwrap().contains("baked"));
 }
 
 /// A baked file evicted while a client downloads it: the download completes with the right

@@ -4,9 +4,10 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::process::Command;
 
+use test_support::http::get;
+
 use crate::fixture;
 use crate::harness::{scratch, Server, SUBSERVE};
-use crate::http::get;
 
 #[test]
 fn keygen_writes_private_key_and_prints_client_config() {

@@ -10,9 +10,10 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use test_support::http::get;
+
 use crate::fixture;
 use crate::harness::{check, scratch, Server, SUBSERVE};
-use crate::http::get;
 
 /// Where the units expect the binary (`cargo install … --root /usr/local`).
 const INSTALLED_BINARY: &str = "/usr/local/bin/subserve";

@@ -105,8 +105,6 @@ pub struct GuixFixture {
     pub closure: Vec<String>,
     /// A flat fixed-output file added with `nix-store --add-fixed sha256`.
     pub fixed_file: String,
-    /// Its contents.
-    pub fixed_contents: Vec<u8>,
     /// A Nix environment for querying it.
     pub env: NixEnv,
 }
@@ -173,6 +171,6 @@ pub fn guix() -> &'static GuixFixture {
         let mut closure: Vec<String> =
             env.run("nix-store", &["--store", &uri, "-qR", &get("odd")]).lines().map(str::to_owned).collect();
         closure.sort();
-        GuixFixture { root, odd: get("odd"), closure, fixed_file: get("fixed"), fixed_contents, env }
+        GuixFixture { root, odd: get("odd"), closure, fixed_file: get("fixed"), env }
     })
 }

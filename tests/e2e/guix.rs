@@ -1,23 +1,22 @@
 //! Serving a Guix-layout store (`/gnu/store`, made by real Nix in a chroot) to Guix clients:
-//! the Guix narinfo dialect and its traps, every offered NAR URL, pipelined narinfo requests,
-//! `/file/…`, gzip-encoded logs, and the same answers from a schema-7 (Guix) database.
+//! the Guix narinfo dialect and its traps checked against `nix-store`, every offered NAR URL,
+//! the same answers from a schema-7 (Guix) database, and libgcrypt accepting every narinfo.
+//! HEAD, `/file/…`, pipelining and log encodings are tested in process (`server/tests/it`).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::process::Output;
 use std::time::Duration;
 
 use formats::guix::GuixNarInfo;
 use formats::nar::Node;
-use formats::NarHash;
+use formats::{Compression, NarHash};
+use test_support::compression::decompress;
+use test_support::gcrypt::gcrypt;
+use test_support::hash_part;
+use test_support::http::get;
 
 use crate::fixture;
 use crate::harness::{scratch, Server};
-use crate::http::{get, request};
-
-pub(crate) fn hash_part(path: &str) -> &str {
-    &path["/gnu/store/".len()..][..32]
-}
+use crate::node::assert_libgcrypt_accepts_all;
 
 fn serve(name: &str, extra: &[&str]) -> Server {
     let fx = fixture::guix();
@@ -67,22 +66,6 @@ fn narinfos_follow_the_guix_dialect_and_avoid_its_traps() {
     assert_eq!(miss.header("content-length").unwrap().parse::<usize>().unwrap(), miss.body.len());
 }
 
-fn decompress(compression: &str, data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    match compression {
-        "none" => out.extend_from_slice(data),
-        "zstd" => out = zstd::decode_all(data).unwrap(),
-        "gzip" => {
-            flate2::read::MultiGzDecoder::new(data).read_to_end(&mut out).unwrap();
-        }
-        "xz" => {
-            liblzma::read::XzDecoder::new(data).read_to_end(&mut out).unwrap();
-        }
-        other => panic!("{other}"),
-    }
-    out
-}
-
 /// Guix clients never check NarSize and never re-serialise, but the daemon records what it is
 /// given: every URL must yield exactly the canonical NAR.
 #[test]
@@ -97,7 +80,7 @@ fn every_offered_url_yields_the_canonical_nar() {
             let reply = get(srv.addr, &format!("/{}", url.url));
             assert_eq!(reply.status, 200, "{}", url.url);
             assert_eq!(reply.header("content-encoding"), None);
-            let nar = decompress(&url.compression, &reply.body);
+            let nar = decompress(url.compression.parse().unwrap(), &reply.body);
             assert_eq!(nar.len() as u64, narinfo.nar_size, "{}", url.url);
             assert_eq!(NarHash::digest(&nar), narinfo.nar_hash, "{}", url.url);
             assert_eq!(Node::parse(&nar[..]).unwrap().to_nar(), nar, "{}: not canonical", url.url);
@@ -112,90 +95,6 @@ fn every_offered_url_yields_the_canonical_nar() {
 
 /// `guix substitute` writes up to 1000 narinfo GETs back to back on one connection and reads
 /// the answers in order.
-#[test]
-fn a_thousand_pipelined_narinfo_requests_are_answered_in_order() {
-    let fx = fixture::guix();
-    let srv = serve("guix-pipelining", &[]);
-    let hits: Vec<&str> = fx.closure.iter().map(|p| hash_part(p)).collect();
-    let mut expected = Vec::new();
-    let mut requests = String::new();
-    for i in 0..1000 {
-        let (hash, status) =
-            if i % 3 == 0 { (format!("{:032}", i), 404) } else { (hits[i % hits.len()].to_owned(), 200) };
-        requests.push_str(&format!("GET /{hash}.narinfo HTTP/1.1\r\nHost: localhost\r\nUser-Agent: GNU Guile\r\n\r\n"));
-        expected.push((hash, status));
-    }
-    let stream = TcpStream::connect(srv.addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let writer = {
-        let mut w = stream.try_clone().unwrap();
-        std::thread::spawn(move || w.write_all(requests.as_bytes()).unwrap())
-    };
-    let mut reader = BufReader::new(stream);
-    for (i, (hash, status)) in expected.iter().enumerate() {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        let got: u16 = line.split(' ').nth(1).unwrap_or_else(|| panic!("response {i}: {line:?}")).parse().unwrap();
-        assert_eq!(got, *status, "response {i} for {hash}");
-        let mut length = None;
-        loop {
-            let mut header = String::new();
-            reader.read_line(&mut header).unwrap();
-            if header == "\r\n" {
-                break;
-            }
-            if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = Some(v.trim().parse::<usize>().unwrap());
-            }
-        }
-        let mut body = vec![0u8; length.expect("every answer has a Content-Length")];
-        reader.read_exact(&mut body).unwrap();
-        if *status == 200 {
-            assert!(String::from_utf8(body).unwrap().contains(hash.as_str()), "response {i} is for another path");
-        }
-    }
-    writer.join().unwrap();
-}
-
-#[test]
-fn file_route_serves_fixed_output_contents() {
-    let fx = fixture::guix();
-    let srv = serve("guix-file", &[]);
-    let hash = NarHash::digest(&fx.fixed_contents).to_nix32();
-    let name = &fx.fixed_file["/gnu/store/".len() + 33..];
-    let reply = get(srv.addr, &format!("/file/{name}/sha256/{hash}"));
-    assert_eq!(reply.status, 200);
-    assert_eq!(reply.body, fx.fixed_contents);
-    assert_eq!(reply.header("content-length"), Some(fx.fixed_contents.len().to_string().as_str()));
-    assert_eq!(get(srv.addr, &format!("/file/other-name/sha256/{hash}")).status, 404);
-    assert_eq!(get(srv.addr, &format!("/file/{name}/sha256/{}", "0".repeat(52))).status, 404);
-    assert_eq!(get(srv.addr, &format!("/file/{name}/sha256/nothex")).status, 400);
-    assert_eq!(get(srv.addr, &format!("/file/{name}/sha1/{hash}")).status, 404);
-}
-
-#[test]
-fn gzip_logs_are_sent_as_they_are_with_content_encoding() {
-    let fx = fixture::guix();
-    let drv = fx.env.run("nix-store", &["--store", &fx.store_uri(), "-qd", &fx.odd]);
-    let base = drv.trim().trim_start_matches("/gnu/store/").to_owned();
-    // Nix wrote a .bz2 log; a Guix daemon writes .gz: put one beside it under another name.
-    let fake = "7h6zklgbgjmqnkxpa7v7pqkvhwqjpjvs-guix-style.drv";
-    let dir = fx.root.join("var/log/guix/drvs").join(&fake[..2]);
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(b"building guix-style...\n").unwrap();
-    let gz = gz.finish().unwrap();
-    std::fs::write(dir.join(format!("{}.gz", &fake[2..])), &gz).unwrap();
-    let srv = serve("guix-logs", &[]);
-    let reply = get(srv.addr, &format!("/log/{fake}"));
-    assert_eq!(reply.status, 200);
-    assert_eq!(reply.header("content-encoding"), Some("gzip"));
-    assert_eq!(reply.body, gz);
-    let nix_log = get(srv.addr, &format!("/log/{base}"));
-    assert_eq!(nix_log.status, 200);
-    assert!(String::from_utf8_lossy(&nix_log.body).contains("subserve-fixture-log: building odd"));
-}
-
 /// The same store behind Guix's own schema 7 (no `ultimate`, `sigs`, `ca`) gives the same
 /// narinfos.
 #[test]
@@ -233,52 +132,6 @@ fn a_schema_7_database_serves_the_same_narinfos() {
 }
 
 #[test]
-fn head_answers_like_get() {
-    let fx = fixture::guix();
-    let srv = serve("guix-head", &[]);
-    let url = format!("/{}.narinfo", hash_part(&fx.odd));
-    let (g, h) = (get(srv.addr, &url), request(srv.addr, "HEAD", url.as_bytes(), ""));
-    assert_eq!((g.status, g.header("content-length")), (h.status, h.header("content-length")));
-}
-
-/// Runs the libgcrypt checker (guile-gcrypt) of the signing crate's tests.
-pub(crate) fn gcrypt(args: &[&std::path::Path]) -> String {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../signing/tests/guile/gcrypt-check.scm");
-    let out = std::process::Command::new("guile")
-        .arg("--no-auto-compile")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("guile is needed to check Guix signatures: apt-get install guile-3.0 guile-gcrypt");
-    assert!(out.status.success(), "gcrypt-check.scm failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// libgcrypt, as `guix substitute` uses it, accepts every narinfo subserve serves, with the key
-/// from `/signing-key.pub` in the ACL; `prefix` is where the store is served (`""` or `/guix`).
-pub(crate) fn assert_libgcrypt_accepts_all(
-    srv: &Server,
-    prefix: &str,
-    dir: &std::path::Path,
-    public: &std::path::Path,
-) {
-    let fx = fixture::guix();
-    let mut files = Vec::new();
-    for (i, path) in fx.closure.iter().enumerate() {
-        let reply = get(srv.addr, &format!("{prefix}/{}.narinfo", hash_part(path)));
-        assert_eq!(reply.status, 200);
-        let file = dir.join(format!("{i}.narinfo"));
-        std::fs::write(&file, &reply.body).unwrap();
-        files.push(file);
-    }
-    let mut args = vec![std::path::Path::new("verify"), public];
-    args.extend(files.iter().map(|f| f.as_path()));
-    let verdicts = gcrypt(&args);
-    assert_eq!(verdicts.lines().count(), files.len());
-    assert!(verdicts.lines().all(|l| l == "valid"), "libgcrypt said:\n{verdicts}");
-}
-
-#[test]
 fn libgcrypt_accepts_the_narinfos_signed_with_a_generated_key() {
     let dir = scratch("guix-libgcrypt-generated");
     let srv = serve("guix-libgcrypt-generated-server", &[]);
@@ -310,7 +163,7 @@ fn a_key_made_by_libgcrypt_signs_for_subserve() {
 fn a_nix_key_cannot_sign_a_guix_store() {
     let fx = fixture::guix();
     let dir = scratch("guix-wrong-key");
-    let (secret, _) = crate::substitute::keygen(&dir, "nix-1");
+    let (secret, _) = test_support::keys::keygen(&dir, "nix-1");
     let out = std::process::Command::new(crate::harness::SUBSERVE)
         .args(["serve", "--listen", "127.0.0.1:0", "--upstream", "none", "--store-dir", "/gnu/store", "--store-root"])
         .arg(&fx.root)
@@ -324,7 +177,7 @@ fn a_nix_key_cannot_sign_a_guix_store() {
 
 /// Runs `subserve keygen --format guix` into `dir/<name>.sec` and `.pub`; returns the two
 /// files and the command's output.
-pub(crate) fn guix_keygen(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf, Output) {
+fn keygen_cli(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf, Output) {
     let (secret, public) = (dir.join(format!("{name}.sec")), dir.join(format!("{name}.pub")));
     let out = std::process::Command::new(crate::harness::SUBSERVE)
         .args(["keygen", "--format", "guix", "--secret-out"])
@@ -340,7 +193,7 @@ pub(crate) fn guix_keygen(dir: &std::path::Path, name: &str) -> (std::path::Path
 #[test]
 fn keygen_writes_guix_keys() {
     let dir = scratch("guix-keygen");
-    let (secret, public, out) = guix_keygen(&dir, "k");
+    let (secret, public, out) = keygen_cli(&dir, "k");
     assert_eq!(String::from_utf8(out.stdout).unwrap(), std::fs::read_to_string(&public).unwrap());
     assert!(String::from_utf8_lossy(&out.stderr).contains("guix archive --authorize"));
     let key = signing::read_guix_secret_key_file(&secret).unwrap();
@@ -376,7 +229,7 @@ fn baked_nars_are_offered_to_guix_with_their_sizes() {
         let baked = get(srv.addr, &format!("/{}", narinfo.urls[0].url));
         assert_eq!(baked.status, 200);
         assert_eq!(baked.header("content-length").map(|l| l.parse::<u64>().unwrap()), narinfo.urls[0].file_size);
-        let nar = decompress("zstd", &baked.body);
+        let nar = decompress(Compression::Zstd, &baked.body);
         assert_eq!((NarHash::digest(&nar), nar.len() as u64), (narinfo.nar_hash, narinfo.nar_size), "{path}");
         assert_eq!(Node::parse(&nar[..]).unwrap().to_nar(), nar, "{path}: not canonical");
     }

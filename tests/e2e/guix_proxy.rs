@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 
 use formats::nar::Node;
 use formats::NarHash;
+use test_support::gcrypt::gcrypt;
+use test_support::hash_part;
+use test_support::http::get;
+use test_support::keys::guix_keygen;
 
 use crate::fixture;
-use crate::guix::{gcrypt, guix_keygen, hash_part};
-use crate::harness::{scratch, Server};
-use crate::http::get;
-use crate::proxy::StaticServer;
+use crate::harness::{scratch, Server, StaticServer};
 
 /// One path of the farm: what subserve must reproduce.
 struct FarmPath {
@@ -106,7 +107,7 @@ fn guix_farm_paths_are_verified_re_signed_and_cached() {
     let seed = dir.join("seed.txt");
     std::fs::write(&seed, "a path of the local store\n").unwrap();
     fx.env.run("nix-store", &["--store", &local_uri, "--add", seed.to_str().unwrap()]);
-    let (our_sec, our_pub, _) = guix_keygen(&dir, "subserve");
+    let (our_sec, our_pub) = guix_keygen(&dir, "subserve");
     let farm_key = std::fs::read_to_string(&farm_pub).unwrap();
     let cache = dir.join("cache");
     let srv = Server::start(&[

@@ -1,5 +1,6 @@
-//! Running the tools: the `subserve` binary as a child process, and Nix commands with an
-//! isolated configuration (own `NIX_CONF_DIR`, own `XDG_CACHE_HOME`).
+//! Running the tools: the `subserve` binary as a child process, Nix commands with an
+//! isolated configuration (own `NIX_CONF_DIR`, own `XDG_CACHE_HOME`), and a static file
+//! server for upstream caches.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -251,4 +252,75 @@ fn listen_addr(line: &str) -> Option<SocketAddr> {
     }
     let rest = &line[line.find("listen=")? + "listen=".len()..];
     rest.split_whitespace().next()?.parse().ok()
+}
+
+/// `python3 -m http.server` on a directory: a static server no one here wrote. Its request log
+/// tells how often each file was fetched.
+pub struct StaticServer {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl StaticServer {
+    /// Serves `dir`.
+    pub fn start(dir: &Path) -> Self {
+        Self::start_on(dir, 0)
+    }
+
+    /// Serves `dir` on `port` (0: any free port), e.g. again on the port of a stopped one.
+    pub fn start_on(dir: &Path, port: u16) -> Self {
+        let mut child = Command::new("python3")
+            .args(["-u", "-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3 is needed for the proxy tests: apt-get install python3");
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        // "Serving HTTP on 127.0.0.1 port 40123 (http://127.0.0.1:40123/) ..."
+        let port: u16 =
+            first.split(" port ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().parse().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (stderr, log2) = (child.stderr.take().unwrap(), Arc::clone(&log));
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                log2.lock().unwrap().push(line);
+            }
+        });
+        Self { child, url: format!("http://127.0.0.1:{port}"), log }
+    }
+
+    /// How many GETs asked for `path`.
+    pub fn gets(&self, path: &str) -> usize {
+        let needle = format!("\"GET {path} ");
+        self.log.lock().unwrap().iter().filter(|l| l.contains(&needle)).count()
+    }
+
+    /// The `/nar/...` paths asked for, in order.
+    pub fn nar_gets(&self) -> Vec<String> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| {
+                l.split("\"GET ").nth(1)?.split(' ').next().filter(|p| p.starts_with("/nar/")).map(str::to_owned)
+            })
+            .collect()
+    }
+
+    /// Kills the server.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for StaticServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

@@ -1,7 +1,8 @@
-//! Clients that misbehave, against the real binary: readers that stop reading, crowds of log
-//! and listing requests, and more connections than the descriptor limit allows. Each test
-//! checks that a well-behaved node is still served, and that the server's threads, memory and
-//! answers stay within bounds.
+//! Clients that misbehave, against the real binary, measured on its process: crowds of
+//! stalled log readers and of listing requests, and more connections than the descriptor limit
+//! allows. Each test checks that a well-behaved node is still served, and that the server's
+//! threads, memory and answers stay within bounds. (Nodes that stop reading their NAR
+//! downloads are tested in process: `server/tests/it/hostile.rs`.)
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -9,17 +10,14 @@ use std::time::{Duration, Instant};
 
 use formats::NarInfo;
 use sha2::{Digest, Sha256};
+use test_support::hash_part;
+use test_support::http::get;
 
 use crate::fixture;
 use crate::harness::{scratch, Server};
-use crate::http::get;
 
 /// Liveness bound: far above what any of these takes on a loaded machine.
 const DEADLINE: Duration = Duration::from_secs(60);
-
-fn hash_part(path: &str) -> &str {
-    &path["/nix/store/".len()..][..32]
-}
 
 /// Connects from `source` (any 127.0.0.0/8 address: each one is another node to the server).
 fn connect_from(source: [u8; 4], addr: SocketAddr) -> TcpStream {
@@ -63,26 +61,9 @@ fn narinfo(addr: SocketAddr, path: &str) -> NarInfo {
     NarInfo::parse(std::str::from_utf8(&reply.body).unwrap()).unwrap()
 }
 
-/// Downloads the bare NAR of `path` from `source` and checks its hash.
-fn fetch_nar_from(source: [u8; 4], addr: SocketAddr, path: &str, info: &NarInfo) {
-    let url = format!("/nar/{}-{}.nar", hash_part(path), info.nar_hash.to_nix32());
-    let (status, mut body) = open_from(source, addr, &url);
-    assert_eq!(status, 200, "{url}");
-    let mut hasher = Sha256::new();
-    let n = std::io::copy(&mut body, &mut hasher).unwrap();
-    assert_eq!((formats::NarHash(hasher.finalize().into()), n), (info.nar_hash, info.nar_size), "{url}");
-}
-
 /// A server on the fixture store with `extra` flags, its state in the scratch dir `name`.
 fn fixture_server(name: &str, extra: &[&str]) -> Server {
     Server::on_fixture(&scratch(name), extra)
-}
-
-/// The bare NAR URL of the fixture's 256 MiB path.
-fn big_nar_url(srv: &Server) -> String {
-    let fx = fixture::get();
-    let big = narinfo(srv.addr, &fx.big);
-    format!("/nar/{}-{}.nar", hash_part(&fx.big), big.nar_hash.to_nix32())
 }
 
 fn waits_until(what: &str, mut done: impl FnMut() -> bool) {
@@ -91,45 +72,6 @@ fn waits_until(what: &str, mut done: impl FnMut() -> bool) {
         assert!(start.elapsed() < DEADLINE, "timed out waiting until {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-#[test]
-fn one_node_that_stops_reading_cannot_starve_the_others() {
-    let fx = fixture::get();
-    // The write timeout is long here: the per-client share alone must do it.
-    let srv = fixture_server(
-        "hostile-share",
-        &["--max-streams", "32", "--max-streams-per-client", "8", "--write-timeout", "600"],
-    );
-    let big_url = big_nar_url(&srv);
-    // 64 stalled downloads of the 256 MiB NAR from one node: 8 hold slots, 56 wait.
-    let stalled: Vec<TcpStream> = (0..64).map(|_| request_and_stall([127, 0, 0, 1], srv.addr, &big_url)).collect();
-    waits_until("the stalled node queues", || srv.log.lock().unwrap().contains("requests are queueing"));
-    // Another node's NARs are served at once, in full.
-    let started = Instant::now();
-    for path in fx.closure.iter().filter(|p| **p != fx.big).take(10) {
-        fetch_nar_from([127, 0, 0, 2], srv.addr, path, &narinfo(srv.addr, path));
-    }
-    assert!(started.elapsed() < DEADLINE);
-    drop(stalled);
-}
-
-#[test]
-fn the_write_timeout_frees_the_slots_of_nodes_that_stopped_reading() {
-    let fx = fixture::get();
-    let srv = fixture_server("hostile-write-timeout", &["--max-streams", "32", "--write-timeout", "2"]);
-    let big_url = big_nar_url(&srv);
-    // 64 nodes each stall one download: every slot is held, 32 wait behind them.
-    let stalled: Vec<TcpStream> =
-        (0..64u8).map(|n| request_and_stall([127, 0, 1, n + 1], srv.addr, &big_url)).collect();
-    waits_until("every slot is held", || srv.log.lock().unwrap().contains("requests are queueing"));
-    // A healthy node waits for slots that the write timeout frees, well before its queue
-    // timeout (60 s), and gets its NAR in full.
-    let path = fx.closure.iter().find(|p| **p != fx.big).unwrap();
-    fetch_nar_from([127, 0, 0, 2], srv.addr, path, &narinfo(srv.addr, path));
-    drop(stalled);
-    let log = srv.log.lock().unwrap();
-    assert!(!log.contains("answering 503"), "{log}");
 }
 
 #[test]

@@ -7,7 +7,6 @@
 // Items are `pub` for the modules of this test binary; nothing is exported.
 #![allow(unreachable_pub)]
 
-mod admission;
 mod bake;
 mod cli;
 mod deploy;
@@ -18,6 +17,7 @@ mod harness;
 mod hostile;
 mod http;
 mod nar_equality;
+mod node;
 mod proxy;
 mod readme;
 mod readonly;

@@ -2,54 +2,15 @@
 //! writes, and its sha256 and length are the NarHash and NarSize in the store DB and in our
 //! signed narinfo.
 
-use std::io::Write;
 use std::process::Stdio;
 
-use formats::{NarHash, NarInfo};
-use sha2::{Digest, Sha256};
+use formats::{Compression, NarHash, NarInfo};
 
 use crate::fixture;
 use crate::harness::{scratch, Server};
-use crate::http::get;
-
-/// A `Write` that only hashes and counts.
-#[derive(Default)]
-struct HashWriter {
-    hasher: Sha256,
-    len: u64,
-}
-
-impl Write for HashWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.hasher.update(data);
-        self.len += data.len() as u64;
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl HashWriter {
-    fn done(self) -> (NarHash, u64) {
-        (NarHash(self.hasher.finalize().into()), self.len)
-    }
-}
-
-fn decompress(compression: &str, data: &[u8]) -> (NarHash, u64) {
-    let mut out = HashWriter::default();
-    match compression {
-        "none" => out.write_all(data).unwrap(),
-        "zstd" => {
-            zstd::stream::copy_decode(data, &mut out).unwrap();
-        }
-        "xz" => {
-            std::io::copy(&mut liblzma::read::XzDecoder::new(data), &mut out).unwrap();
-        }
-        other => panic!("{other}"),
-    }
-    out.done()
-}
+use test_support::compression::nar_hash_of;
+use test_support::hash_part;
+use test_support::http::get;
 
 #[test]
 fn every_served_nar_equals_nix_store_dump() {
@@ -61,15 +22,13 @@ fn every_served_nar_equals_nix_store_dump() {
         // `nix-store --store ROOT --dump` (2.8) dumps the host path: dump the physical one.
         let physical = fx.root.join(path.trim_start_matches('/'));
         let mut dump = fx.env.cmd("nix-store").arg("--dump").arg(&physical).stdout(Stdio::piped()).spawn().unwrap();
-        let mut hw = HashWriter::default();
-        std::io::copy(dump.stdout.as_mut().unwrap(), &mut hw).unwrap();
+        let (dump_hash, dump_len) = nar_hash_of(Compression::None, dump.stdout.take().unwrap());
         assert!(dump.wait().unwrap().success());
-        let (dump_hash, dump_len) = hw.done();
         let query = |q: &str| fx.env.run("nix-store", &["--store", &fx.store_arg(), "-q", q, path]).trim().to_owned();
         assert_eq!(NarHash::parse(&query("--hash")).unwrap(), dump_hash, "{path}: DB NarHash");
         assert_eq!(query("--size").parse::<u64>().unwrap(), dump_len, "{path}: DB NarSize");
 
-        let reply = get(srv.addr, &format!("/{}.narinfo", &path["/nix/store/".len()..][..32]));
+        let reply = get(srv.addr, &format!("/{}.narinfo", hash_part(path)));
         assert_eq!(reply.status, 200, "{path}");
         let text = String::from_utf8(reply.body).unwrap();
         let info = NarInfo::parse(&text).unwrap();
@@ -88,7 +47,11 @@ fn every_served_nar_equals_nix_store_dump() {
             if compression == "none" {
                 assert_eq!(reply.header("content-length"), Some(dump_len.to_string().as_str()));
             }
-            assert_eq!(decompress(compression, &reply.body), (dump_hash, dump_len), "{path} {compression}");
+            assert_eq!(
+                nar_hash_of(compression.parse().unwrap(), &reply.body[..]),
+                (dump_hash, dump_len),
+                "{path} {compression}"
+            );
         }
     }
 }

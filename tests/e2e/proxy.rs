@@ -3,87 +3,19 @@
 //! 127.0.0.1, and the real Nix client substituting through subserve — then again with the
 //! upstreams gone.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use test_support::http::get;
+use test_support::keys::keygen;
+use test_support::relay::Relay;
+
 use crate::fixture;
-use crate::harness::{scratch, NixEnv, Server};
-use crate::http::get;
-use crate::substitute::{client, keygen, Relay};
-
-/// `python3 -m http.server` on a directory: a static server no one here wrote. Its request log
-/// tells how often each file was fetched.
-pub struct StaticServer {
-    child: Child,
-    /// `http://127.0.0.1:PORT`.
-    pub url: String,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl StaticServer {
-    /// Serves `dir`.
-    pub fn start(dir: &Path) -> Self {
-        Self::start_on(dir, 0)
-    }
-
-    /// Serves `dir` on `port` (0: any free port), e.g. again on the port of a stopped one.
-    pub fn start_on(dir: &Path, port: u16) -> Self {
-        let mut child = Command::new("python3")
-            .args(["-u", "-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("python3 is needed for the proxy tests: apt-get install python3");
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
-        // "Serving HTTP on 127.0.0.1 port 40123 (http://127.0.0.1:40123/) ..."
-        let port: u16 =
-            first.split(" port ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().parse().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (stderr, log2) = (child.stderr.take().unwrap(), Arc::clone(&log));
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                log2.lock().unwrap().push(line);
-            }
-        });
-        Self { child, url: format!("http://127.0.0.1:{port}"), log }
-    }
-
-    /// How many GETs asked for `path`.
-    pub fn gets(&self, path: &str) -> usize {
-        let needle = format!("\"GET {path} ");
-        self.log.lock().unwrap().iter().filter(|l| l.contains(&needle)).count()
-    }
-
-    fn nar_gets(&self) -> Vec<String> {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|l| {
-                l.split("\"GET ").nth(1)?.split(' ').next().filter(|p| p.starts_with("/nar/")).map(str::to_owned)
-            })
-            .collect()
-    }
-
-    /// Kills the server.
-    pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for StaticServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+use crate::harness::{scratch, NixEnv, Server, StaticServer};
+use crate::node::client;
 
 fn closure_of(env: &NixEnv, root: &Path, path: &str) -> Vec<String> {
     let mut v: Vec<String> =
@@ -313,10 +245,10 @@ fn fifty_concurrent_clients_cause_one_upstream_download() {
     let upstream_path = up.nar_gets();
     assert_eq!(upstream_path.len(), 1, "upstream NAR requests: {upstream_path:?}");
     // Now it is a cached file: Content-Length and Range work.
-    let head = crate::http::request(srv.addr, "HEAD", nar_url.as_bytes(), "");
+    let head = test_support::http::request(srv.addr, "HEAD", nar_url.as_bytes(), "");
     assert_eq!(head.header("accept-ranges"), Some("bytes"));
     let size: u64 = head.header("content-length").unwrap().parse().unwrap();
-    let tail = crate::http::request(srv.addr, "GET", nar_url.as_bytes(), "Range: bytes=-100\r\n");
+    let tail = test_support::http::request(srv.addr, "GET", nar_url.as_bytes(), "Range: bytes=-100\r\n");
     assert_eq!(tail.status, 206);
     assert_eq!(tail.header("content-range"), Some(format!("bytes {}-{}/{size}", size - 100, size - 1).as_str()));
     assert_eq!(tail.body.len(), 100);

@@ -6,8 +6,10 @@
 use std::os::unix::fs::chown;
 use std::path::Path;
 
+use test_support::keys::keygen;
+
 use crate::harness::{scratch, NixEnv, Server};
-use crate::substitute::{client, keygen};
+use crate::node::client;
 
 /// `nobody`'s user and group ids on Debian.
 const NOBODY: u32 = 65534;

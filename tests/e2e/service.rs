@@ -6,9 +6,11 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 
+use test_support::keys::keygen;
+
 use crate::fixture;
 use crate::harness::{scratch, Server, SUBSERVE};
-use crate::substitute::{client, keygen};
+use crate::node::client;
 
 /// Runs `subserve serve` on the fixture store with `extra` flags, expecting it to fail;
 /// returns its stderr.
@@ -319,10 +321,10 @@ fn sighup_reloads_the_config_file_without_dropping_a_download() {
     };
     write("priority = 7\ncompression = \"none\"\n");
     let srv = Server::start(&["--config", config.to_str().unwrap()]);
-    let info = |srv: &Server| String::from_utf8(crate::http::get(srv.addr, "/nix-cache-info").body).unwrap();
+    let info = |srv: &Server| String::from_utf8(test_support::http::get(srv.addr, "/nix-cache-info").body).unwrap();
     let narinfo = |srv: &Server| {
         let hash = &fx.big["/nix/store/".len()..][..32];
-        String::from_utf8(crate::http::get(srv.addr, &format!("/{hash}.narinfo")).body).unwrap()
+        String::from_utf8(test_support::http::get(srv.addr, &format!("/{hash}.narinfo")).body).unwrap()
     };
     assert!(info(&srv).contains("Priority: 7"));
     assert!(narinfo(&srv).contains("Compression: none"));

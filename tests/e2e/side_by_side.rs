@@ -6,18 +6,20 @@
 use formats::guix::GuixNarInfo;
 use formats::NarHash;
 
+use test_support::hash_part;
+use test_support::http::get;
+use test_support::keys::{guix_keygen, keygen};
+
 use crate::fixture;
-use crate::guix::{assert_libgcrypt_accepts_all, guix_keygen, hash_part};
 use crate::harness::{scratch, Server, SUBSERVE};
-use crate::http::get;
-use crate::substitute::{keygen, substitute_fixture_closure};
+use crate::node::{assert_libgcrypt_accepts_all, substitute_fixture_closure};
 
 #[test]
 fn nix_and_guix_stores_are_served_side_by_side() {
     let (nix, guix) = (fixture::get(), fixture::guix());
     let dir = scratch("side-by-side");
     let (nix_secret, nix_public) = keygen(&dir, "side-1");
-    let (guix_secret, guix_public, _) = guix_keygen(&dir, "guix");
+    let (guix_secret, guix_public) = guix_keygen(&dir, "guix");
     let guix_secret = guix_secret.display().to_string();
     let config = dir.join("subserve.toml");
     std::fs::write(

@@ -1,52 +1,16 @@
 //! The acceptance test of a compute node: the real Nix client substitutes the fixture closure
 //! from subserve into a fresh chroot store, with signatures required, once per compression.
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use test_support::keys::keygen;
+use test_support::relay::Relay;
+
 use crate::fixture::{self, Fixture};
-use crate::harness::{scratch, NixEnv, Server, SUBSERVE};
-
-/// Generates a key pair with `subserve keygen`; returns (secret file, public key).
-pub(crate) fn keygen(dir: &Path, name: &str) -> (String, String) {
-    let secret = dir.join(format!("{name}.sec"));
-    let public = dir.join(format!("{name}.pub"));
-    let out = std::process::Command::new(SUBSERVE)
-        .args(["keygen", "--name", name, "--secret-out"])
-        .arg(&secret)
-        .arg("--public-out")
-        .arg(&public)
-        .output()
-        .unwrap();
-    crate::harness::check("subserve keygen", &[], &out);
-    let public = std::fs::read_to_string(&public).unwrap().trim().to_owned();
-    (secret.display().to_string(), public)
-}
-
-pub(crate) fn client(dir: &Path, url: &str, trusted: &str) -> NixEnv {
-    NixEnv::new(
-        dir,
-        &format!("substituters = {url}\ntrusted-public-keys = {trusted}\nrequire-sigs = true\nfallback = false"),
-    )
-}
-
-/// A fresh node trusting only `public` substitutes the fixture's closure from `url` into
-/// `dir/dst` with signatures required, verifies every path's contents, and must end up with
-/// exactly the fixture's closure.
-pub(crate) fn substitute_fixture_closure(fx: &Fixture, dir: &Path, url: &str, public: &str) {
-    let env = client(dir, url, public);
-    let dst = dir.join("dst").display().to_string();
-    env.run("nix-store", &["--store", &dst, "--realise", &fx.top]);
-    env.run("nix-store", &["--store", &dst, "--verify", "--check-contents"]);
-    let mut got: Vec<String> =
-        env.run("nix-store", &["--store", &dst, "-qR", &fx.top]).lines().map(str::to_owned).collect();
-    got.sort();
-    assert_eq!(got, fx.closure);
-}
+use crate::harness::{scratch, Server};
+use crate::node::client;
 
 /// Substitutes the closure of `top` through `url` into a fresh store and checks the result
 /// path by path against the fixture; prints the figures.
@@ -184,81 +148,4 @@ fn nix_commands_against_the_cache() {
 
     let log = env.run("nix", &["log", "--store", &store, &fx.top]);
     assert!(log.contains("subserve-fixture-log: building top"), "{log}");
-}
-
-/// A TCP relay between Nix and subserve (or subserve and its upstream) that breaks the first
-/// response longer than `cut_after` bytes, and notes whether a `Range` request and a `206`
-/// went through afterwards.
-pub(crate) struct Relay {
-    addr: SocketAddr,
-    /// Whether it broke a response.
-    pub(crate) cut: Arc<AtomicBool>,
-    saw_range: Arc<AtomicBool>,
-    saw_206: Arc<AtomicBool>,
-}
-
-impl Relay {
-    /// Relays to `upstream` from a new port on 127.0.0.1.
-    pub(crate) fn start(upstream: SocketAddr, cut_after: u64) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let cut = Arc::new(AtomicBool::new(false));
-        let saw_range = Arc::new(AtomicBool::new(false));
-        let saw_206 = Arc::new(AtomicBool::new(false));
-        let (c, r, s) = (Arc::clone(&cut), Arc::clone(&saw_range), Arc::clone(&saw_206));
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { break };
-                let Ok(server) = TcpStream::connect(upstream) else { break };
-                let (c, r, s) = (Arc::clone(&c), Arc::clone(&r), Arc::clone(&s));
-                let (client2, server2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                // Requests: client -> server, watching for Range headers.
-                std::thread::spawn(move || {
-                    pump(client2, server2, |data| {
-                        if contains(data, b"\r\nRange: bytes=") || contains(data, b"\r\nrange: bytes=") {
-                            r.store(true, Ordering::SeqCst);
-                        }
-                        true
-                    })
-                });
-                // Responses: server -> client, broken once mid-body.
-                let sent = AtomicU64::new(0);
-                std::thread::spawn(move || {
-                    pump(server, client, |data| {
-                        if contains(data, b"HTTP/1.1 206") {
-                            s.store(true, Ordering::SeqCst);
-                        }
-                        let total = sent.fetch_add(data.len() as u64, Ordering::SeqCst) + data.len() as u64;
-                        total <= cut_after || c.swap(true, Ordering::SeqCst)
-                    })
-                });
-            }
-        });
-        Self { addr, cut, saw_range, saw_206 }
-    }
-
-    /// `http://127.0.0.1:PORT`.
-    pub(crate) fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-/// Copies `from` to `to` while `inspect` returns true; then shuts both sockets down.
-fn pump(mut from: TcpStream, mut to: TcpStream, mut inspect: impl FnMut(&[u8]) -> bool) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if !inspect(&buf[..n]) || to.write_all(&buf[..n]).is_err() {
-            break;
-        }
-    }
-    let _ = from.shutdown(Shutdown::Both);
-    let _ = to.shutdown(Shutdown::Both);
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }

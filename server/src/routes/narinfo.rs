@@ -165,7 +165,7 @@ async fn render_guix_local(state: &Arc<AppState>, info: &PathInfo) -> Result<Str
 /// missing ones for baking (never waiting for them). Empty when baking is off or the path is
 /// below the threshold.
 pub(super) async fn baked_offers(state: &Arc<AppState>, info: &PathInfo) -> Vec<(Compression, upstream::Baked)> {
-    let Some(baker) = state.baker.clone().filter(|b| b.wants(info.nar_size)) else { return Vec::new() };
+    let Some(baker) = state.baker.clone().filter(|b| b.considers(info.nar_size)) else { return Vec::new() };
     let (nar_hash, nar_size, root) = (info.nar_hash, info.nar_size, state.store.real_path(&info.path));
     let offers = state
         .admission

@@ -7,40 +7,13 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use signing::{read_guix_public_key_file, read_guix_secret_key_file, write_guix_key_pair, Error, GuixSecretKey};
 
+use test_support::gcrypt::gcrypt;
+
 use crate::guix::vector_key;
 use crate::{verify_narinfo, Refusal};
-
-const INSTALL_HINT: &str = "the libgcrypt cross-check needs Guile with guile-gcrypt: run \
-     `apt-get install guile-3.0 guile-gcrypt` (Debian 12 or later)";
-
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/guile/gcrypt-check.scm")
-}
-
-/// Runs the Guile script with `args` and returns its standard output, failing (never
-/// skipping) with the install command if Guile or guile-gcrypt is missing.
-fn gcrypt(args: &[&Path]) -> String {
-    let probe = Command::new("guile").args(["--no-auto-compile", "-c", "(use-modules (gcrypt pk-crypto))"]).output();
-    match probe {
-        Ok(output) if output.status.success() => {}
-        Ok(output) => {
-            panic!("{INSTALL_HINT}\n(gcrypt pk-crypto) did not load: {}", String::from_utf8_lossy(&output.stderr))
-        }
-        Err(error) => panic!("{INSTALL_HINT}\n(cannot run guile: {error})"),
-    }
-    let output = Command::new("guile").arg("--no-auto-compile").arg(script()).args(args).output().unwrap();
-    assert!(
-        output.status.success(),
-        "gcrypt-check.scm {args:?} failed: {}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
 
 /// libgcrypt's verdict, one line per narinfo.
 fn libgcrypt_verdicts(public_key: &Path, narinfos: &[PathBuf]) -> Vec<String> {

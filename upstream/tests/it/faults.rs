@@ -8,13 +8,14 @@ use formats::{Compression, NarHash, NarInfo};
 use signing::SecretKey;
 use upstream::{Lookup, NarSource};
 
-use crate::fake::{make_item, nar_bytes, read_all, Behaviour, Fake, Item};
+use test_support::compression::noise;
+use test_support::fake_upstream::{make_item, read_all, Behaviour, Fake, Item};
 
 const H: &str = "0rhbmkw0ia6kxc0s9zsvv7fb8w5zcggb";
 
 async fn one(len: usize, c: Compression) -> Fake {
     let key = SecretKey::generate("upstream-1").unwrap();
-    let item = make_item(&key, H, "thing", nar_bytes(7, len), c);
+    let item = make_item(&key, H, "thing", noise(7, len), c);
     Fake::start(vec![item], key).await
 }
 
@@ -94,19 +95,19 @@ async fn untrusted_oversized_and_mislabelled_narinfos_are_absent() {
     let key = SecretKey::generate("upstream-1").unwrap();
     let other = SecretKey::generate("upstream-1").unwrap();
     // Signed by a key with the right name but the wrong secret.
-    let untrusted = make_item(&other, H, "untrusted", nar_bytes(1, 100), Compression::Xz);
+    let untrusted = make_item(&other, H, "untrusted", noise(1, 100), Compression::Xz);
     // A narinfo far beyond any real one.
-    let mut huge = make_item(&key, "1b8m03r63zqhnjf7l5wnldhh7c134ap5", "huge", nar_bytes(2, 100), Compression::Xz);
+    let mut huge = make_item(&key, "1b8m03r63zqhnjf7l5wnldhh7c134ap5", "huge", noise(2, 100), Compression::Xz);
     huge.narinfo.push_str(&format!("Junk: {}\n", "x".repeat(1 << 20)));
     // A narinfo answering for another path than the one asked.
-    let mut other_path = make_item(&key, "i9pmrzmpshapij2kin22pff6fc2adavx", "p", nar_bytes(3, 100), Compression::Xz);
+    let mut other_path = make_item(&key, "i9pmrzmpshapij2kin22pff6fc2adavx", "p", noise(3, 100), Compression::Xz);
     other_path.narinfo =
-        make_item(&key, "7h6zklgbgjmqnkxpa7v7pqkvhwqjpjvs", "q", nar_bytes(3, 100), Compression::Xz).narinfo;
+        make_item(&key, "7h6zklgbgjmqnkxpa7v7pqkvhwqjpjvs", "q", noise(3, 100), Compression::Xz).narinfo;
     // Garbage.
-    let mut garbage = make_item(&key, "2b8m03r63zqhnjf7l5wnldhh7c134ap5", "g", nar_bytes(4, 100), Compression::Xz);
+    let mut garbage = make_item(&key, "2b8m03r63zqhnjf7l5wnldhh7c134ap5", "g", noise(4, 100), Compression::Xz);
     garbage.narinfo = "<html>Bad Gateway</html>".into();
     // A compression we could not verify.
-    let mut brotli = make_item(&key, "3b8m03r63zqhnjf7l5wnldhh7c134ap5", "b", nar_bytes(5, 100), Compression::Xz);
+    let mut brotli = make_item(&key, "3b8m03r63zqhnjf7l5wnldhh7c134ap5", "b", noise(5, 100), Compression::Xz);
     brotli.narinfo = brotli.narinfo.replace("Compression: xz", "Compression: br");
     let items = vec![untrusted, huge, other_path, garbage, brotli];
     let fake = Fake::start(items.clone(), key).await;
@@ -122,7 +123,7 @@ async fn untrusted_oversized_and_mislabelled_narinfos_are_absent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_addressed_narinfos_need_no_signature() {
     let key = SecretKey::generate("upstream-1").unwrap();
-    let mut item = make_item(&key, H, "source.tar", nar_bytes(1, 100), Compression::Xz);
+    let mut item = make_item(&key, H, "source.tar", noise(1, 100), Compression::Xz);
     let mut info = NarInfo::parse(&item.narinfo).unwrap();
     info.sigs.clear();
     info.references.clear();
@@ -175,7 +176,7 @@ async fn nar_faults_abort_the_transfer_cache_nothing_and_recover() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_decompression_bomb_is_refused() {
     let key = SecretKey::generate("upstream-1").unwrap();
-    let small = nar_bytes(1, 1000);
+    let small = noise(1, 1000);
     let mut item = make_item(&key, H, "bomb", small.clone(), Compression::Zstd);
     // Keep the narinfo (NarSize 1000, signed) but serve 256 MiB of zeros, zstd-compressed.
     let bomb = zstd::encode_all(&vec![0u8; 256 << 20][..], 19).unwrap();

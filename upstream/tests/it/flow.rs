@@ -7,7 +7,8 @@ use formats::{Compression, NarHash, StorePathHash};
 use signing::SecretKey;
 use upstream::NarSource;
 
-use crate::fake::{make_item, nar_bytes, proxy_for, read_all, Behaviour, Fake};
+use test_support::compression::noise;
+use test_support::fake_upstream::{make_item, proxy_for, read_all, Behaviour, Fake};
 
 const H1: &str = "0rhbmkw0ia6kxc0s9zsvv7fb8w5zcggb";
 const H2: &str = "1b8m03r63zqhnjf7l5wnldhh7c134ap5";
@@ -18,12 +19,12 @@ async fn fake_with(items: &[(&str, usize, Compression)]) -> Fake {
     let items = items
         .iter()
         .enumerate()
-        .map(|(i, (h, len, c))| make_item(&key, h, &format!("p{i}"), nar_bytes(i as u64 + 1, *len), *c))
+        .map(|(i, (h, len, c))| make_item(&key, h, &format!("p{i}"), noise(i as u64 + 1, *len), *c))
         .collect();
     Fake::start(items, key).await
 }
 
-fn nar_hash(item: &crate::fake::Item) -> NarHash {
+fn nar_hash(item: &test_support::fake_upstream::Item) -> NarHash {
     NarHash::digest(&item.nar)
 }
 
@@ -74,7 +75,12 @@ async fn fifty_clients_one_download_first_bytes_before_the_end() {
     fake.set_nar(&item, Behaviour::Gated);
     let dir = tempfile::tempdir().unwrap();
     // The fake holds the body back until all 50 clients have their first bytes.
-    let proxy = crate::fake::proxy_with_stall(&[&fake], dir.path(), 1 << 30, std::time::Duration::from_secs(120));
+    let proxy = test_support::fake_upstream::proxy_with_stall(
+        &[&fake],
+        dir.path(),
+        1 << 30,
+        std::time::Duration::from_secs(120),
+    );
     let info = proxy.narinfo(&item.hash, None).await.found().unwrap();
     assert_eq!(info.compression, "zstd");
     let mut streams = Vec::new();
@@ -196,7 +202,7 @@ async fn eviction_keeps_the_cache_under_its_limit_and_narinfos_leave_with_their_
 }
 
 /// A stream that ended cleanly means the entry is committed: the next request is the file.
-async fn assert_cached(proxy: &upstream::Proxy, item: &crate::fake::Item) {
+async fn assert_cached(proxy: &upstream::Proxy, item: &test_support::fake_upstream::Item) {
     let source = proxy.nar(&item.hash, &nar_hash(item), Compression::None, None).await;
     assert!(matches!(source, Some(NarSource::File { .. })), "{} is not a cached file after its download", item.hash);
 }
@@ -266,7 +272,8 @@ async fn a_nar_whose_narinfo_entry_is_gone_is_fetched_again() {
 async fn a_proxy_shares_the_cache_area_it_is_given() {
     let fake = fake_with(&[(H1, 1000, Compression::None)]).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = upstream::ProxyConfig { max_size: 1500, ..crate::fake::config_for(&[&fake], dir.path()) };
+    let config =
+        upstream::ProxyConfig { max_size: 1500, ..test_support::fake_upstream::config_for(&[&fake], dir.path()) };
     let guix = upstream::CacheConfig { flavour: upstream::Flavour::Guix, ..config.cache() };
     let err = upstream::Proxy::with_cache(config.clone(), upstream::CacheArea::open(guix).unwrap()).unwrap_err();
     assert!(matches!(err, upstream::Error::AreaMismatch { .. }), "{err}");

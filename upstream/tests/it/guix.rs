@@ -12,8 +12,9 @@ use formats::{Compression, NarHash, StorePathHash};
 use signing::{GuixSecretKey, SecretKey};
 use upstream::{NarSource, Proxy};
 
-use crate::fake::{
-    compress, make_item, nar_bytes, proxy_config, proxy_for, proxy_with_stall, read_all, Behaviour, Fake, Item,
+use test_support::compression::{compress, noise};
+use test_support::fake_upstream::{
+    make_item, proxy_config, proxy_for, proxy_with_stall, read_all, Behaviour, Fake, Item,
 };
 
 const STORE: &str = "/gnu/store";
@@ -80,7 +81,7 @@ fn compression_of(item: &Item) -> Compression {
 
 async fn one(len: usize, group: &str) -> Fake<GuixSecretKey> {
     let key = GuixSecretKey::generate().unwrap();
-    let item = guix_item(&key, H1, "thing", nar_bytes(7, len), &[group]);
+    let item = guix_item(&key, H1, "thing", noise(7, len), &[group]);
     Fake::start(vec![item], key).await
 }
 
@@ -113,11 +114,11 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 async fn fetches_verifies_caches_and_serves_from_cache() {
     let key = GuixSecretKey::generate().unwrap();
     let items = vec![
-        guix_item(&key, H1, "zstd-only", nar_bytes(1, 300_000), &["zstd"]),
-        guix_item(&key, H2, "gzip-only", nar_bytes(2, 200_000), &["gzip"]),
-        guix_item(&key, H3, "bare", nar_bytes(3, 1000), &["none"]),
+        guix_item(&key, H1, "zstd-only", noise(1, 300_000), &["zstd"]),
+        guix_item(&key, H2, "gzip-only", noise(2, 200_000), &["gzip"]),
+        guix_item(&key, H3, "bare", noise(3, 1000), &["none"]),
         // guix publish's order is the order of its -C options: zstd is still preferred.
-        guix_item(&key, &hash(4), "both", nar_bytes(4, 100_000), &["gzip", "zstd"]),
+        guix_item(&key, &hash(4), "both", noise(4, 100_000), &["gzip", "zstd"]),
     ];
     let fake = Fake::start(items, key).await;
     let dir = tempfile::tempdir().unwrap();
@@ -179,7 +180,7 @@ async fn fetches_verifies_caches_and_serves_from_cache() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_signed_text_is_kept_byte_for_byte_whatever_it_holds() {
     let key = GuixSecretKey::generate().unwrap();
-    let nar = nar_bytes(5, 50_000);
+    let nar = noise(5, 50_000);
     let signed = format!(
         "NarHash: {}\nSystem: x86_64-linux\n# built on a Tuesday\nNarSize: {}\nStorePath: {STORE}/{H1}-odd-1.0\n\
          X-Extra:   spaced  value \nReferences: {H1}-odd-1.0\n+ {H2}-dep-2.0\nDeriver: {H3}-odd-1.0.drv\n",
@@ -217,9 +218,9 @@ async fn the_signed_text_is_kept_byte_for_byte_whatever_it_holds() {
 async fn lzip_only_is_absent_and_lzip_beside_zstd_offers_zstd() {
     let key = GuixSecretKey::generate().unwrap();
     let items = vec![
-        guix_item(&key, H1, "lzip-only", nar_bytes(1, 10_000), &["lzip"]),
-        guix_item(&key, H2, "unknown", nar_bytes(2, 10_000), &["lzip", "br", "lz4"]),
-        guix_item(&key, H3, "both", nar_bytes(3, 10_000), &["lzip", "zstd"]),
+        guix_item(&key, H1, "lzip-only", noise(1, 10_000), &["lzip"]),
+        guix_item(&key, H2, "unknown", noise(2, 10_000), &["lzip", "br", "lz4"]),
+        guix_item(&key, H3, "both", noise(3, 10_000), &["lzip", "zstd"]),
     ];
     let fake = Fake::start(items, key).await;
     let dir = tempfile::tempdir().unwrap();
@@ -246,8 +247,7 @@ async fn lzip_only_is_absent_and_lzip_beside_zstd_offers_zstd() {
 async fn untrusted_mislabelled_and_garbage_narinfos_are_absent() {
     let key = GuixSecretKey::generate().unwrap();
     let stranger = GuixSecretKey::generate().unwrap();
-    let item =
-        |i: usize, signer: &GuixSecretKey| guix_item(signer, &hash(i), "p", nar_bytes(i as u64, 1000), &["zstd"]);
+    let item = |i: usize, signer: &GuixSecretKey| guix_item(signer, &hash(i), "p", noise(i as u64, 1000), &["zstd"]);
     // Signed by a key this upstream is not trusted for.
     let untrusted = item(1, &stranger);
     // Signed, but the signed text was changed afterwards.
@@ -274,7 +274,7 @@ async fn untrusted_mislabelled_and_garbage_narinfos_are_absent() {
     html.narinfo = "<html>Bad Gateway</html>\n".into();
     // A Nix narinfo, signed for Nix.
     let mut nix = item(9, &key);
-    nix.narinfo = make_item(&SecretKey::generate("k-1").unwrap(), &hash(9), "p", nar_bytes(9, 10), Compression::Zstd)
+    nix.narinfo = make_item(&SecretKey::generate("k-1").unwrap(), &hash(9), "p", noise(9, 10), Compression::Zstd)
         .narinfo
         .replace("/nix/store", STORE);
     let items = vec![untrusted, tampered, unsigned, other_path, nix_store, late_refs, html, nix];
@@ -354,7 +354,7 @@ async fn nar_faults_abort_the_transfer_cache_nothing_and_recover() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_file_size_aborts_the_download() {
     let key = GuixSecretKey::generate().unwrap();
-    let mut item = guix_item(&key, H1, "sized", nar_bytes(1, 100_000), &["zstd"]);
+    let mut item = guix_item(&key, H1, "sized", noise(1, 100_000), &["zstd"]);
     let size = item.file.len();
     item.narinfo = item.narinfo.replacen(&format!("FileSize: {size}"), &format!("FileSize: {}", size - 1), 1);
     let fake = Fake::start(vec![item.clone()], key).await;
@@ -370,7 +370,7 @@ async fn a_wrong_file_size_aborts_the_download() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_decompression_bomb_is_refused() {
     let key = GuixSecretKey::generate().unwrap();
-    let mut item = guix_item(&key, H1, "bomb", nar_bytes(1, 1000), &["zstd"]);
+    let mut item = guix_item(&key, H1, "bomb", noise(1, 1000), &["zstd"]);
     // Keep the signed narinfo (NarSize 1000) without FileSize; serve 64 MiB of zeros.
     item.narinfo = item.narinfo.lines().filter(|l| !l.starts_with("FileSize:")).map(|l| format!("{l}\n")).collect();
     item.file = zstd::encode_all(&vec![0u8; 64 << 20][..], 19).unwrap().into();
@@ -386,7 +386,7 @@ async fn a_decompression_bomb_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_clients_share_one_narinfo_request_and_one_download() {
     let key = GuixSecretKey::generate().unwrap();
-    let item = guix_item(&key, H1, "big", nar_bytes(1, 1 << 20), &["zstd"]);
+    let item = guix_item(&key, H1, "big", noise(1, 1 << 20), &["zstd"]);
     let fake = Fake::start(vec![item.clone()], key).await;
     fake.set_nar(&item, Behaviour::Gated);
     let dir = tempfile::tempdir().unwrap();
@@ -421,7 +421,7 @@ async fn many_clients_share_one_narinfo_request_and_one_download() {
 async fn eviction_and_restart_after_a_crash() {
     let key = GuixSecretKey::generate().unwrap();
     let items: Vec<Item> =
-        (0..6).map(|i| guix_item(&key, &hash(i), "p", nar_bytes(i as u64 + 1, 100_000), &["none"])).collect();
+        (0..6).map(|i| guix_item(&key, &hash(i), "p", noise(i as u64 + 1, 100_000), &["none"])).collect();
     let fake = Fake::start(items, key).await;
     let dir = tempfile::tempdir().unwrap();
     let limit = 250_000;
@@ -468,7 +468,7 @@ async fn eviction_and_restart_after_a_crash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_stores_cache_directory_is_refused_and_left_alone() {
     let nix_key = SecretKey::generate("upstream-1").unwrap();
-    let nix_item = make_item(&nix_key, H1, "nix-thing", nar_bytes(1, 10_000), Compression::Zstd);
+    let nix_item = make_item(&nix_key, H1, "nix-thing", noise(1, 10_000), Compression::Zstd);
     let nix_fake = Fake::start(vec![nix_item.clone()], nix_key).await;
     let dir = tempfile::tempdir().unwrap();
     let nar_hash = NarHash::digest(&nix_item.nar);
@@ -479,7 +479,7 @@ async fn another_stores_cache_directory_is_refused_and_left_alone() {
         info
     };
     let key = GuixSecretKey::generate().unwrap();
-    let item = guix_item(&key, H1, "guix-thing", nar_bytes(2, 10_000), &["zstd"]);
+    let item = guix_item(&key, H1, "guix-thing", noise(2, 10_000), &["zstd"]);
     let fake = Fake::start(vec![item.clone()], key).await;
     // The Nix proxy's last background task may still hold the directory for a moment.
     let config = proxy_config(&[&fake], dir.path(), 1 << 30, Duration::from_secs(60));

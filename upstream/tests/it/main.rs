@@ -1,11 +1,9 @@
-//! The proxy against an in-process fake upstream on 127.0.0.1 that can misbehave in every way
-//! the fault matrix asks for. The fake serves real narinfo text, signed with a real key; its
-//! "NARs" are arbitrary bytes, which is all the proxy's verification looks at.
+//! The proxy against an in-process fake upstream on 127.0.0.1 (`test_support::fake_upstream`)
+//! that can misbehave in every way the fault matrix asks for.
 
 // Items are `pub` for the modules of this test binary; nothing is exported.
 #![allow(unreachable_pub)]
 
-mod fake;
 mod faults;
 mod flow;
 mod guix;

@@ -12,13 +12,14 @@ use futures_util::StreamExt as _;
 use signing::SecretKey;
 use upstream::{ByteStream, Lookup, NarSource, NarStream, Proxy, ProxyConfig};
 
-use crate::fake::{config_for, make_item, nar_bytes, proxy_for, Behaviour, Fake};
+use test_support::compression::noise;
+use test_support::fake_upstream::{config_for, make_item, proxy_for, Behaviour, Fake};
 
 const H: &str = "0rhbmkw0ia6kxc0s9zsvv7fb8w5zcggb";
 
 async fn one(len: usize, c: Compression) -> Fake {
     let key = SecretKey::generate("upstream-1").unwrap();
-    let item = make_item(&key, H, "thing", nar_bytes(7, len), c);
+    let item = make_item(&key, H, "thing", noise(7, len), c);
     Fake::start(vec![item], key).await
 }
 
@@ -179,7 +180,7 @@ async fn the_global_cap_bounds_upstream_narinfo_fetches() {
     }
 }
 
-async fn download(proxy: &Proxy, item: &crate::fake::Item, c: Compression) -> NarStream {
+async fn download(proxy: &Proxy, item: &test_support::fake_upstream::Item, c: Compression) -> NarStream {
     proxy.narinfo(&item.hash, None).await.found().expect("narinfo");
     match proxy.nar(&item.hash, &NarHash::digest(&item.nar), c, None).await {
         Some(NarSource::Stream(download)) => download,
@@ -206,7 +207,7 @@ async fn a_range_of_a_download_in_progress_is_served_as_it_arrives() {
     assert!(len > 200_000, "zstd made the NAR too small for this test: {len}");
     fake.set_nar(&item, Behaviour::Gated);
     let dir = tempfile::tempdir().unwrap();
-    let proxy = crate::fake::proxy_with_stall(&[&fake], dir.path(), 1 << 30, Duration::from_secs(120));
+    let proxy = test_support::fake_upstream::proxy_with_stall(&[&fake], dir.path(), 1 << 30, Duration::from_secs(120));
     let written = download(&proxy, &item, Compression::Zstd).await;
     assert_eq!(written.size(), Some(len), "the narinfo's FileSize");
     // The upstream has sent its first 64 KiB and holds back the rest.

@@ -1,8 +1,10 @@
-//! A fake upstream binary cache: an axum router whose answers each test shapes, counting
-//! every request it gets (and how many narinfo requests it is answering at once).
+//! A fake upstream binary cache, in process on 127.0.0.1: an axum router whose answers each
+//! test shapes (the fault matrix: down, 500, slow, stalled, truncated, a flipped byte),
+//! counting every request it gets (and how many narinfo requests it is answering at once).
+//! It serves real narinfo text signed with a real key; its "NARs" are arbitrary bytes, which
+//! is all a proxy's verification looks at.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,20 +44,33 @@ pub enum Behaviour {
 /// One path the fake serves.
 #[derive(Clone)]
 pub struct Item {
+    /// Its hash part.
     pub hash: StorePathHash,
+    /// Its narinfo, as served.
     pub narinfo: String,
+    /// The narinfo's `URL` (`nar/...`).
     pub nar_url: String,
+    /// The file at that URL (the NAR, compressed).
     pub file: Bytes,
+    /// The NAR.
     pub nar: Bytes,
 }
 
+/// The fake's state, shared by its handlers and the test.
 pub struct Shared {
+    /// Narinfo text by `<hash>.narinfo`.
     pub narinfos: HashMap<String, String>,
+    /// NAR files by their path under `nar/`.
     pub files: HashMap<String, Bytes>,
+    /// How each narinfo is answered (default [`Behaviour::Normal`]).
     pub narinfo_behaviour: Mutex<HashMap<String, Behaviour>>,
+    /// How each NAR file is answered (default [`Behaviour::Normal`]).
     pub nar_behaviour: Mutex<HashMap<String, Behaviour>>,
+    /// Requests so far by path (`<hash>.narinfo`, `nar/<file>`).
     pub requests: Mutex<HashMap<String, usize>>,
+    /// Opened by [`Fake::release`]: gated bodies and held narinfos wait for it.
     pub gate: tokio::sync::watch::Sender<bool>,
+    /// Requests so far.
     pub total: AtomicUsize,
     /// Every request so far, for tests that wait for the proxy to have asked.
     pub received: tokio::sync::watch::Sender<usize>,
@@ -63,59 +78,29 @@ pub struct Shared {
     pub all_narinfos: Mutex<Option<Behaviour>>,
     /// When set, every narinfo answer waits for [`Fake::release`].
     pub hold_narinfos: std::sync::atomic::AtomicBool,
-    /// narinfo requests being answered now, and the most at once so far.
+    /// narinfo requests being answered now.
     pub narinfos_in_flight: AtomicUsize,
+    /// The most narinfo requests answered at once so far.
     pub max_narinfos_in_flight: AtomicUsize,
 }
 
 /// A running fake upstream; `K` is the key its narinfos are signed with (Nix by default,
 /// `signing::GuixSecretKey` for a Guix farm, see `guix.rs`).
 pub struct Fake<K = SecretKey> {
+    /// Where it listens.
     pub addr: SocketAddr,
+    /// Its state.
     pub shared: Arc<Shared>,
+    /// The key its narinfos are signed with.
     pub key: K,
+    /// What it serves.
     pub items: Vec<Item>,
     _server: tokio::task::JoinHandle<()>,
 }
 
-/// Bytes of a pseudo-random "NAR" of `len` bytes (incompressible enough to be realistic).
-pub fn nar_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
-pub fn compress(c: Compression, data: &[u8]) -> Vec<u8> {
-    match c {
-        Compression::None => data.to_vec(),
-        Compression::Zstd => zstd::encode_all(data, 1).unwrap(),
-        Compression::Xz => {
-            let mut w = liblzma::write::XzEncoder::new(Vec::new(), 0);
-            w.write_all(data).unwrap();
-            w.finish().unwrap()
-        }
-        Compression::Bzip2 => {
-            let mut w = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
-            w.write_all(data).unwrap();
-            w.finish().unwrap()
-        }
-        Compression::Gzip => {
-            let mut w = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            w.write_all(data).unwrap();
-            w.finish().unwrap()
-        }
-    }
-}
-
 /// A signed narinfo for a path `<hash>-<name>` whose NAR is `nar`, stored as `file`.
 pub fn make_item(key: &SecretKey, hash: &str, name: &str, nar: Vec<u8>, compression: Compression) -> Item {
-    let file = compress(compression, &nar);
+    let file = crate::compression::compress(compression, &nar);
     let nar_url = format!("nar/{}.nar{}", NarHash::digest(&file).to_nix32(), compression.extension());
     let mut info = NarInfo {
         store_path: format!("/nix/store/{hash}-{name}"),
@@ -141,6 +126,7 @@ pub fn make_item(key: &SecretKey, hash: &str, name: &str, nar: Vec<u8>, compress
 }
 
 impl<K> Fake<K> {
+    /// Serves `items` on 127.0.0.1 from the current tokio runtime.
     pub async fn start(items: Vec<Item>, key: K) -> Self {
         let mut shared = Shared {
             narinfos: HashMap::new(),
@@ -175,14 +161,17 @@ impl<K> Fake<K> {
         Self { addr, shared, key, items, _server: server }
     }
 
+    /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
+    /// Answers `item`'s narinfo with `b` from now on.
     pub fn set_narinfo(&self, item: &Item, b: Behaviour) {
         self.shared.narinfo_behaviour.lock().unwrap().insert(format!("{}.narinfo", item.hash), b);
     }
 
+    /// Answers `item`'s NAR file with `b` from now on.
     pub fn set_nar(&self, item: &Item, b: Behaviour) {
         self.shared.nar_behaviour.lock().unwrap().insert(item.nar_url.trim_start_matches("nar/").to_owned(), b);
     }
@@ -192,10 +181,12 @@ impl<K> Fake<K> {
         self.shared.requests.lock().unwrap().get(path).copied().unwrap_or(0)
     }
 
+    /// How many requests the fake got for `item`'s narinfo.
     pub fn narinfo_requests(&self, item: &Item) -> usize {
         self.requests(&format!("{}.narinfo", item.hash))
     }
 
+    /// How many requests the fake got for `item`'s NAR file.
     pub fn nar_requests(&self, item: &Item) -> usize {
         self.requests(&item.nar_url)
     }
@@ -238,6 +229,8 @@ impl Fake {
     }
 }
 
+/// A proxy in front of `fakes` (in that order of priority), caching in `dir` up to
+/// `max_size` bytes, with the timings of [`config_for`].
 pub fn proxy_for<K: UpstreamKey>(fakes: &[&Fake<K>], dir: &std::path::Path, max_size: u64) -> Proxy {
     proxy_with_stall(fakes, dir, max_size, Duration::from_secs(2))
 }
