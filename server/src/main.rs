@@ -278,9 +278,9 @@ struct Reloader {
 
 impl Reloader {
     /// SIGHUP: re-reads the config file and applies what can change without a restart (each
-    /// store's keys, compressions, TTLs, levels, priority, log dir) to the next requests on
-    /// every connection; re-reads the TLS certificate and key. Anything wrong keeps what is in
-    /// force, with one error line.
+    /// store's keys, compressions, TTLs, levels, priority, log dir, upstreams) to the next
+    /// requests on every connection; re-reads the TLS certificate and key. Anything wrong keeps
+    /// what is in force, with one error line.
     fn reload(&self) {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
         match self.tls.as_ref().map(subserve::tls::Tls::reload) {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use signing::{AnySecretKey, GuixSecretKey, SecretKey};
 use store_reader::Store;
+use upstream::ProxyConfig;
 
 use crate::admission::Admission;
 use crate::bake::Baker;
@@ -109,12 +110,14 @@ pub fn build_state(
 }
 
 /// The stores of a running server rebuilt for reloaded `settings` (SIGHUP): the serving
-/// policy (keys, compressions, TTLs, levels, priority, log dir) is taken from `settings`;
-/// the cache area, its proxy and baker, and the admission limiters are kept as they are.
+/// policy (keys, compressions, TTLs, levels, priority, log dir) is taken from `settings`, and
+/// changed upstreams (their URLs, keys, priorities, timeouts) get a new proxy over the same
+/// cache area, which forgets its remembered misses; the cache area, the baker and the
+/// admission limiters are kept as they are.
 ///
 /// Returns the new states and what changed, one phrase per store and setting. A change only a
-/// restart can apply (the stores and where they are, dialects, upstreams, the cache, baking)
-/// is an error naming it, and the caller keeps the old states.
+/// restart can apply (the stores and where they are, dialects, the cache, baking) is an error
+/// naming it, and the caller keeps the old states.
 pub fn reload_states(old: &[Arc<AppState>], settings: &Settings) -> anyhow::Result<(Vec<AppState>, Vec<String>)> {
     if old.len() != settings.stores.len()
         || old.iter().zip(&settings.stores).any(|(o, n)| o.settings.prefix != n.prefix)
@@ -129,7 +132,7 @@ pub fn reload_states(old: &[Arc<AppState>], settings: &Settings) -> anyhow::Resu
         let restart_only = [
             (was.store != new.store, "the store's location"),
             (was.dialect != new.dialect, "the dialect"),
-            (was.proxy != new.proxy, "the upstreams or the cache"),
+            (was.proxy.as_ref().map(ProxyConfig::cache) != new.proxy.as_ref().map(ProxyConfig::cache), "the cache"),
             (was.bake != new.bake, "baking"),
         ];
         if let Some((_, what)) = restart_only.iter().find(|(changed, _)| *changed) {
@@ -143,11 +146,24 @@ pub fn reload_states(old: &[Arc<AppState>], settings: &Settings) -> anyhow::Resu
             (was.levels != new.levels, "compression levels"),
             (was.priority != new.priority, "priority"),
             (was.log_dir != new.log_dir, "log-dir"),
+            (was.proxy != new.proxy, "upstreams"),
         ];
         changes.extend(reloadable.iter().filter(|(c, _)| *c).map(|(_, what)| format!("{what} of the store at {at}")));
         let mut store = Store::open(new.store.clone()).context("cannot open the store")?;
         store.set_busy_timeout(settings.db_busy_timeout);
         let (keys, _) = load_keys(new, &settings.state_dir)?;
+        let proxy = match (&old.cache, &new.proxy) {
+            // New upstreams (or their keys, timings, caps) over the same cache area; a download
+            // in flight finishes on the proxy it began on.
+            (Some(cache), Some(config)) if was.proxy != new.proxy => {
+                cache.forget_misses().context("cannot clear the cache's remembered misses")?;
+                match config.upstreams.is_empty() {
+                    true => None,
+                    false => Some(upstream::Proxy::with_cache(config.clone(), cache.clone())?),
+                }
+            }
+            _ => old.proxy.clone(),
+        };
         states.push(AppState {
             settings: new.clone(),
             store: Arc::new(store),
@@ -155,7 +171,7 @@ pub fn reload_states(old: &[Arc<AppState>], settings: &Settings) -> anyhow::Resu
             guix_keys: keys.guix,
             host: old.host.clone(),
             cache: old.cache.clone(),
-            proxy: old.proxy.clone(),
+            proxy,
             baker: old.baker.clone(),
             admission: Arc::clone(&old.admission),
             narinfo_cache: NarinfoCache::with_defaults(new.negative_ttl),

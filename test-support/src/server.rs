@@ -36,6 +36,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// The served stores' states.
     pub stores: Vec<Arc<AppState>>,
+    routers: tokio::sync::watch::Sender<axum::Router>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     runtime: Option<tokio::runtime::Runtime>,
@@ -51,8 +52,7 @@ pub fn spawn_server(config: &str) -> TestServer {
 pub fn spawn_server_with(config: &str, options: Options) -> TestServer {
     assert!(config.contains("state-dir"), "a test server needs its own state-dir:\n{config}");
     assert!(config.contains("upstream"), "a test server names its upstreams (`upstream = []` for none):\n{config}");
-    let file = FileConfig::parse(config, "subserve.toml").unwrap_or_else(|e| panic!("{e}\n{config}"));
-    let settings = resolve(&Flags::default(), &Env::default(), &file).unwrap_or_else(|e| panic!("{e}\n{config}"));
+    let settings = settings(config).unwrap_or_else(|e| panic!("{e}\n{config}"));
     // As `startup::build_states`, with the test's queue timeout.
     let admission = Arc::new(Admission::with_shares(
         (settings.max_streams, settings.max_streams_per_client),
@@ -86,17 +86,37 @@ pub fn spawn_server_with(config: &str, options: Options) -> TestServer {
     let addr = listener.local_addr().expect("bound address");
     let limits = settings.conn.limits(1024, 256);
     let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
-    let task = runtime.spawn(subserve::run(vec![Listener::Tcp(listener)], stores.clone(), limits, None, async move {
-        let _ = stop.await;
-    }));
+    let (routers, router) = tokio::sync::watch::channel(subserve::router(&stores));
+    let task =
+        runtime.spawn(subserve::run_reloadable(vec![Listener::Tcp(listener)], router, limits, None, async move {
+            let _ = stop.await;
+        }));
     drop(_entered);
-    TestServer { addr, stores, shutdown: Some(shutdown), task: Some(task), runtime: Some(runtime) }
+    TestServer { addr, stores, routers, shutdown: Some(shutdown), task: Some(task), runtime: Some(runtime) }
+}
+
+/// A config file's text resolved as the binary resolves it, without flags or variables.
+fn settings(config: &str) -> Result<subserve::settings::Settings, subserve::settings::SettingsError> {
+    let file = FileConfig::parse(config, "subserve.toml")?;
+    resolve(&Flags::default(), &Env::default(), &file)
 }
 
 impl TestServer {
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Applies `config` as SIGHUP does (`subserve::startup::reload_states`): the next requests
+    /// on every connection see it. Returns what changed, or why the configuration in force
+    /// stays.
+    pub fn reload(&mut self, config: &str) -> Result<Vec<String>, String> {
+        let settings = settings(config).map_err(|e| e.to_string())?;
+        let (states, changes) =
+            subserve::startup::reload_states(&self.stores, &settings).map_err(|e| format!("{e:#}"))?;
+        self.stores = states.into_iter().map(Arc::new).collect();
+        drop(self.routers.send_replace(subserve::router(&self.stores)));
+        Ok(changes)
     }
 
     /// The server's counters now.

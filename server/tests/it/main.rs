@@ -14,5 +14,6 @@ mod doc_references;
 mod guix;
 mod hostile;
 mod http;
+mod reload;
 mod routing;
 mod store;

@@ -194,6 +194,11 @@ impl Index {
         .map(drop)
     }
 
+    /// Drops every negative entry of this flavour.
+    pub(crate) fn clear_negative(&self) -> Result<(), Error> {
+        self.with(|c| c.execute("DELETE FROM negative WHERE flavour = ?1", [self.flavour])).map(drop)
+    }
+
     /// Drops expired negative entries.
     pub(crate) fn prune_negative(&self, now: i64) -> Result<(), Error> {
         self.with(|c| c.execute("DELETE FROM negative WHERE expires <= ?1", [now])).map(drop)

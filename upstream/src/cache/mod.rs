@@ -226,6 +226,12 @@ impl CacheArea {
         self.inner.index.put_negative(hash, unix_now() + ttl.as_secs() as i64)
     }
 
+    /// Forgets every remembered miss: for new upstreams, which may have what the old ones
+    /// lacked.
+    pub fn forget_misses(&self) -> Result<(), Error> {
+        self.inner.index.clear_negative()
+    }
+
     /// Records a verified narinfo whose NAR is not fetched yet (its `text` as it will be
     /// written beside the NAR, the NAR's file name under `nar/`, where it is downloaded
     /// from) and clears a miss; once an hour also forgets narinfo-only entries unused for
