@@ -5,6 +5,7 @@
 //! archive framing ([`nar`]).
 
 pub mod compression;
+pub mod dialect;
 pub mod error;
 pub mod guix;
 pub mod hash;
@@ -15,6 +16,7 @@ pub mod nixbase32;
 pub mod store_path;
 
 pub use compression::Compression;
+pub use dialect::Dialect;
 pub use error::Error;
 pub use hash::NarHash;
 pub use nar_file::NarFile;

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 use crate::settings::Options;
 
@@ -39,16 +39,6 @@ pub struct ServeArgs {
     pub options: Options,
 }
 
-/// Key file formats `keygen` can write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum KeyFormat {
-    /// `name:base64` Ed25519 keys, as `nix key generate-secret` writes them.
-    #[default]
-    Nix,
-    /// libgcrypt sexps (ECDSA on Ed25519), as `guix archive --generate-key` writes them.
-    Guix,
-}
-
 /// Flags of `subserve keygen`.
 #[derive(Debug, Clone, Args)]
 pub struct KeygenArgs {
@@ -62,9 +52,10 @@ pub struct KeygenArgs {
     /// Where to write the public key.
     #[arg(long, value_name = "FILE")]
     pub public_out: PathBuf,
-    /// Key format.
-    #[arg(long, value_enum, default_value = "nix")]
-    pub format: KeyFormat,
+    /// Key format: nix (`name:base64` Ed25519, as `nix key generate-secret` writes) or guix
+    /// (a libgcrypt sexp, as `guix archive --generate-key` writes).
+    #[arg(long, value_name = "nix|guix", default_value = "nix")]
+    pub format: formats::Dialect,
     /// The URL clients will use, for the printed nix.conf lines [default: http://HOSTNAME:5000].
     #[arg(long, value_name = "URL")]
     pub url: Option<String>,

@@ -3,6 +3,7 @@
 //! as a `Content-Encoding` (docs/protocol.md §3.5).
 
 use std::io::{self, Write};
+use std::str::FromStr;
 use std::sync::{Mutex, PoisonError};
 
 pub use formats::Compression;
@@ -132,6 +133,18 @@ fn encode_other<W: Write>(
             enc.finish()
         }
         Compression::Bzip2 => Err(io::Error::new(io::ErrorKind::Unsupported, "bzip2 is not produced on the fly")),
+    }
+}
+
+/// A comma-separated list of compressions, as `--compression zstd,gzip,none` takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompressionList(pub Vec<Compression>);
+
+impl FromStr for CompressionList {
+    type Err = formats::compression::UnknownCompression;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.split(',').map(|c| c.trim().parse()).collect::<Result<Vec<_>, _>>().map(CompressionList)
     }
 }
 

@@ -9,7 +9,6 @@ pub mod bake;
 pub mod cli;
 pub mod compression;
 pub mod conn;
-pub mod dialect;
 pub mod error;
 pub mod metrics;
 pub mod narinfo_cache;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use subserve::cli::{Cli, Command, KeyFormat, KeygenArgs, ServeArgs};
+use subserve::cli::{Cli, Command, KeygenArgs, ServeArgs};
 use subserve::settings::{self, Env, FileConfig, ListenAddr};
 use subserve::startup::{self, KeySource};
 
@@ -172,15 +172,15 @@ fn print_client_config(stores: &[Arc<subserve::AppState>], url: &str) {
     for state in stores {
         let store_url = format!("{url}{}", state.settings.prefix);
         match state.settings.dialect {
-            subserve::dialect::Dialect::Nix => {
-                let keys: Vec<String> = state.keys.iter().map(|k| k.to_public().to_string()).collect();
+            formats::Dialect::Nix => {
+                let keys: Vec<String> = state.signer.nix_keys().iter().map(|k| k.to_public().to_string()).collect();
                 println!("# {} clients: add to /etc/nix/nix.conf on each node", state.store.store_dir());
                 println!("substituters = {store_url}");
                 println!("trusted-public-keys = {}", keys.join(" "));
             }
-            subserve::dialect::Dialect::Guix => {
+            formats::Dialect::Guix => {
                 println!("# {} clients: on each node, authorize the key and use the URL", state.store.store_dir());
-                if let Some(key) = state.guix_keys.first() {
+                if let Some(key) = state.signer.guix_key() {
                     println!("guix archive --authorize <<'EOF'\n{}EOF", key.public_sexp());
                 }
                 println!("guix-daemon --substitute-urls={store_url}");
@@ -218,10 +218,10 @@ fn log_store(state: &subserve::AppState, keys: &KeySource) {
         }
         KeySource::Configured => {}
     }
-    for key in &state.keys {
+    for key in state.signer.nix_keys() {
         tracing::info!(prefix = %url_prefix, public_key = %key.to_public(), "signing narinfos");
     }
-    for key in &state.guix_keys {
+    for key in state.signer.guix_keys() {
         let q: String = key.to_public().q().iter().map(|b| format!("{b:02X}")).collect();
         tracing::info!(
             prefix = %url_prefix, public_key_q = %q, host = %state.host,
@@ -366,7 +366,7 @@ async fn shutdown_signal(signals: Signals, reloader: Reloader) {
 }
 
 fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
-    if args.format == KeyFormat::Guix {
+    if args.format == formats::Dialect::Guix {
         let key = signing::GuixSecretKey::generate().context("cannot generate a key")?;
         signing::write_guix_key_pair(&key, &args.secret_out, &args.public_out)?;
         let url = args.url.unwrap_or_else(|| format!("http://{}:5000", startup::hostname()));

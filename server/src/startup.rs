@@ -12,10 +12,10 @@ use upstream::ProxyConfig;
 
 use crate::admission::Admission;
 use crate::bake::Baker;
-use crate::dialect::Dialect;
 use crate::narinfo_cache::NarinfoCache;
 use crate::settings::{Settings, StoreSettings};
-use crate::state::AppState;
+use crate::state::{AppState, Signer};
+use formats::Dialect;
 
 /// File name of the Nix key generated in the state directory.
 pub const DEFAULT_KEY_FILE: &str = "signing-key.sec";
@@ -70,7 +70,7 @@ pub fn build_state(
     store.set_busy_timeout(server.db_busy_timeout);
     let (keys, source) = load_keys(settings, &server.state_dir)?;
     let host = hostname();
-    if let Some(key) = keys.guix.first() {
+    if let Some(key) = keys.guix_key() {
         // Fail now, not on every request, if the host name cannot go into a Signature line.
         key.sign_narinfo(&host, "").with_context(|| format!("cannot sign Guix narinfos as host {host:?}"))?;
     }
@@ -96,8 +96,7 @@ pub fn build_state(
     let state = AppState {
         settings: settings.clone(),
         store: Arc::new(store),
-        keys: keys.nix,
-        guix_keys: keys.guix,
+        signer: keys,
         host,
         cache,
         proxy,
@@ -167,8 +166,7 @@ pub fn reload_states(old: &[Arc<AppState>], settings: &Settings) -> anyhow::Resu
         states.push(AppState {
             settings: new.clone(),
             store: Arc::new(store),
-            keys: keys.nix,
-            guix_keys: keys.guix,
+            signer: keys,
             host: old.host.clone(),
             cache: old.cache.clone(),
             proxy,
@@ -181,21 +179,15 @@ pub fn reload_states(old: &[Arc<AppState>], settings: &Settings) -> anyhow::Resu
     Ok((states, changes))
 }
 
-/// The keys a server signs with: Nix keys for a Nix store, Guix keys for a Guix store.
-#[derive(Debug, Default)]
-struct Keys {
-    nix: Vec<SecretKey>,
-    guix: Vec<GuixSecretKey>,
-}
-
-fn load_keys(settings: &StoreSettings, state_dir: &Path) -> anyhow::Result<(Keys, KeySource)> {
+/// The store's keys: the configured ones, else the state dir's, else a new pair written there.
+fn load_keys(settings: &StoreSettings, state_dir: &Path) -> anyhow::Result<(Signer, KeySource)> {
     let dialect = settings.dialect;
     if !settings.sign_key_files.is_empty() {
-        let mut keys = Keys::default();
+        let mut keys = Signer::empty(dialect);
         for path in &settings.sign_key_files {
             let key = signing::read_any_secret_key_file(path)
                 .with_context(|| format!("cannot load signing key {}", path.display()))?;
-            add_key(&mut keys, key, dialect, path)?;
+            add_key(&mut keys, key, path)?;
         }
         return Ok((keys, KeySource::Configured));
     }
@@ -204,11 +196,11 @@ fn load_keys(settings: &StoreSettings, state_dir: &Path) -> anyhow::Result<(Keys
         Dialect::Guix => (DEFAULT_GUIX_KEY_FILE, "guix-signing-key.pub"),
     };
     let secret = state_dir.join(secret_name);
-    let mut keys = Keys::default();
+    let mut keys = Signer::empty(dialect);
     if secret.exists() {
         let key = signing::read_any_secret_key_file(&secret)
             .with_context(|| format!("cannot load signing key {}", secret.display()))?;
-        add_key(&mut keys, key, dialect, &secret)?;
+        add_key(&mut keys, key, &secret)?;
         return Ok((keys, KeySource::StateDir(secret)));
     }
     let public = state_dir.join(public_name);
@@ -217,13 +209,13 @@ fn load_keys(settings: &StoreSettings, state_dir: &Path) -> anyhow::Result<(Keys
         Dialect::Nix => {
             let key = SecretKey::generate(&format!("{}-1", hostname())).context("cannot generate a signing key")?;
             let written = signing::write_key_pair(&key, &secret, &public);
-            keys.nix.push(key);
+            keys = Signer::Nix(vec![key]);
             written
         }
         Dialect::Guix => {
             let key = GuixSecretKey::generate().context("cannot generate a Guix signing key")?;
             let written = signing::write_guix_key_pair(&key, &secret, &public);
-            keys.guix.push(key);
+            keys = Signer::Guix(vec![key]);
             written
         }
     };
@@ -233,15 +225,15 @@ fn load_keys(settings: &StoreSettings, state_dir: &Path) -> anyhow::Result<(Keys
 
 /// Adds a loaded key, refusing one of the other ecosystem's format: it could sign nothing
 /// this store's clients would accept.
-fn add_key(keys: &mut Keys, key: AnySecretKey, dialect: Dialect, path: &Path) -> anyhow::Result<()> {
-    match (key, dialect) {
-        (AnySecretKey::Nix(k), Dialect::Nix) => keys.nix.push(k),
-        (AnySecretKey::Guix(k), Dialect::Guix) => keys.guix.push(k),
-        (AnySecretKey::Nix(_), Dialect::Guix) => anyhow::bail!(
+fn add_key(keys: &mut Signer, key: AnySecretKey, path: &Path) -> anyhow::Result<()> {
+    match (key, keys) {
+        (AnySecretKey::Nix(k), Signer::Nix(keys)) => keys.push(k),
+        (AnySecretKey::Guix(k), Signer::Guix(keys)) => keys.push(k),
+        (AnySecretKey::Nix(_), Signer::Guix(_)) => anyhow::bail!(
             "{} is a Nix key (name:base64); a Guix store needs a Guix key (signing-key.sec sexp)",
             path.display()
         ),
-        (AnySecretKey::Guix(_), Dialect::Nix) => anyhow::bail!(
+        (AnySecretKey::Guix(_), Signer::Nix(_)) => anyhow::bail!(
             "{} is a Guix key; a Nix store needs a Nix key (name:base64, from subserve keygen)",
             path.display()
         ),

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use formats::Dialect;
 use signing::{GuixSecretKey, SecretKey};
 use store_reader::Store;
 
@@ -19,10 +20,8 @@ pub struct AppState {
     pub settings: StoreSettings,
     /// The store being served (shared with the baking of its roots).
     pub store: Arc<Store>,
-    /// Keys that sign every Nix narinfo, added to the signatures the DB already has.
-    pub keys: Vec<SecretKey>,
-    /// Keys for Guix narinfos; the first signs (a Guix narinfo carries one signature).
-    pub guix_keys: Vec<GuixSecretKey>,
+    /// The keys narinfos are signed with, of the store's dialect.
+    pub signer: Signer,
     /// This host's name, written into Guix `Signature:` lines.
     pub host: String,
     /// The cache area, where baked NARs and proxied ones are kept: present when baking or
@@ -40,6 +39,50 @@ pub struct AppState {
     pub narinfo_cache: NarinfoCache,
     /// Recent `.ls` listings (see `routes::listing`).
     pub listings: crate::routes::ListingCache,
+}
+
+/// The keys a store signs its narinfos with; their kind is the store's dialect, so a Nix
+/// store with a Guix key cannot be written.
+#[derive(Debug)]
+pub enum Signer {
+    /// Nix keys: each adds a `Sig:` line to every narinfo, beside the ones the DB has.
+    Nix(Vec<SecretKey>),
+    /// Guix keys: the first signs (a Guix narinfo carries one `Signature:`).
+    Guix(Vec<GuixSecretKey>),
+}
+
+impl Signer {
+    /// No key yet, for a store of `dialect`.
+    pub fn empty(dialect: Dialect) -> Self {
+        match dialect {
+            Dialect::Nix => Signer::Nix(Vec::new()),
+            Dialect::Guix => Signer::Guix(Vec::new()),
+        }
+    }
+
+    /// The keys of a Nix store; none for a Guix one.
+    pub fn nix_keys(&self) -> &[SecretKey] {
+        match self {
+            Signer::Nix(keys) => keys,
+            Signer::Guix(_) => &[],
+        }
+    }
+
+    /// The key that signs a Guix store's narinfos; none for a Nix store.
+    pub fn guix_key(&self) -> Option<&GuixSecretKey> {
+        match self {
+            Signer::Guix(keys) => keys.first(),
+            Signer::Nix(_) => None,
+        }
+    }
+
+    /// The Guix keys, all of them (the first signs).
+    pub fn guix_keys(&self) -> &[GuixSecretKey] {
+        match self {
+            Signer::Guix(keys) => keys,
+            Signer::Nix(_) => &[],
+        }
+    }
 }
 
 impl AppState {

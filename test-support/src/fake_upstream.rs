@@ -16,9 +16,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use bytes::Bytes;
+use formats::Dialect;
 use formats::{Compression, NarHash, NarInfo, StorePathHash};
 use signing::SecretKey;
-use upstream::{Flavour, NarSource, Proxy, ProxyConfig, UpstreamConfig};
+use upstream::{NarSource, Proxy, ProxyConfig, Trust, UpstreamConfig};
 
 /// How the fake answers a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,18 +241,15 @@ pub fn proxy_for<K: UpstreamKey>(fakes: &[&Fake<K>], dir: &std::path::Path, max_
 /// 200 ms breaker cool-down.
 pub fn config_for<K: UpstreamKey>(fakes: &[&Fake<K>], dir: &std::path::Path) -> ProxyConfig {
     ProxyConfig {
-        flavour: K::FLAVOUR,
+        dialect: K::DIALECT,
         upstreams: fakes
             .iter()
             .enumerate()
-            .map(|(i, f)| {
-                f.key.trusted_by(UpstreamConfig {
-                    url: f.url(),
-                    keys: vec![],
-                    guix_keys: vec![],
-                    priority: i as i32,
-                    timeout: Duration::from_secs(2),
-                })
+            .map(|(i, f)| UpstreamConfig {
+                url: f.url(),
+                trust: f.key.trust(),
+                priority: i as i32,
+                timeout: Duration::from_secs(2),
             })
             .collect(),
         cache_dir: dir.to_path_buf(),
@@ -267,29 +265,29 @@ pub fn config_for<K: UpstreamKey>(fakes: &[&Fake<K>], dir: &std::path::Path) -> 
     }
 }
 
-/// A fake upstream's signing key: what the proxy must trust it with, and for which flavour.
+/// A fake upstream's signing key: what the proxy must trust it with, and for which dialect.
 pub trait UpstreamKey {
-    /// The proxy flavour this key's narinfos are for.
-    const FLAVOUR: Flavour;
+    /// The dialect this key's narinfos are for.
+    const DIALECT: Dialect;
     /// The store dir those narinfos name.
     const STORE_DIR: &'static str;
-    /// `up` trusting this key.
-    fn trusted_by(&self, up: UpstreamConfig) -> UpstreamConfig;
+    /// The trust of an upstream that signs with this key.
+    fn trust(&self) -> Trust;
 }
 
 impl UpstreamKey for SecretKey {
-    const FLAVOUR: Flavour = Flavour::Nix;
+    const DIALECT: Dialect = Dialect::Nix;
     const STORE_DIR: &'static str = "/nix/store";
-    fn trusted_by(&self, up: UpstreamConfig) -> UpstreamConfig {
-        UpstreamConfig { keys: vec![self.to_public()], ..up }
+    fn trust(&self) -> Trust {
+        Trust::Nix(vec![self.to_public()])
     }
 }
 
 impl UpstreamKey for signing::GuixSecretKey {
-    const FLAVOUR: Flavour = Flavour::Guix;
+    const DIALECT: Dialect = Dialect::Guix;
     const STORE_DIR: &'static str = "/gnu/store";
-    fn trusted_by(&self, up: UpstreamConfig) -> UpstreamConfig {
-        UpstreamConfig { guix_keys: vec![self.to_public()], ..up }
+    fn trust(&self) -> Trust {
+        Trust::Guix(vec![self.to_public()])
     }
 }
 

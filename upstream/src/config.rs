@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use formats::Dialect;
 use signing::{GuixPublicKey, PublicKey};
 
 use crate::CacheConfig;
@@ -24,26 +25,32 @@ pub const GUIX_BORDEAUX: &str = "https://bordeaux.guix.gnu.org";
 pub const GUIX_BORDEAUX_KEY: &str =
     "(public-key (ecc (curve Ed25519) (q #7D602902D3A2DBB83F8A0FB98602A754C5493B0B778C8D1DD4E0F41DE14DE34F#)))";
 
-/// Which kind of binary cache the proxy fronts; one proxy (and one cache directory) serves one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Flavour {
-    /// Nix caches: narinfos in Nix's format, trusted by `Sig:` lines (`UpstreamConfig::keys`)
-    /// or a `CA` field; answered by [`Proxy::narinfo`](crate::Proxy::narinfo) and
-    /// [`Proxy::nar`](crate::Proxy::nar).
-    #[default]
-    Nix,
-    /// Guix build farms (`guix publish`): narinfos trusted by their `Signature:` line
-    /// (`UpstreamConfig::guix_keys`); answered by [`Proxy::guix_narinfo`](crate::Proxy::guix_narinfo)
-    /// and [`Proxy::guix_nar`](crate::Proxy::guix_nar).
-    Guix,
+/// The keys an upstream's narinfos are trusted under. An upstream's dialect is its keys'
+/// kind, so a Nix upstream with Guix keys cannot be written; a proxy refuses upstreams of
+/// the other dialect when it opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    /// Nix keys: a narinfo is trusted when one of its `Sig:` lines verifies under one (or it
+    /// has a `CA` field).
+    Nix(Vec<PublicKey>),
+    /// Guix ACL keys: a narinfo is trusted when its one `Signature:` verifies under one.
+    Guix(Vec<GuixPublicKey>),
 }
 
-impl Flavour {
-    /// The name stored in the cache index.
-    pub(crate) fn name(self) -> &'static str {
+impl Trust {
+    /// The dialect of these keys, and so of the upstream.
+    pub fn dialect(&self) -> Dialect {
         match self {
-            Flavour::Nix => "nix",
-            Flavour::Guix => "guix",
+            Trust::Nix(_) => Dialect::Nix,
+            Trust::Guix(_) => Dialect::Guix,
+        }
+    }
+
+    /// Whether there is no key at all.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Trust::Nix(keys) => keys.is_empty(),
+            Trust::Guix(keys) => keys.is_empty(),
         }
     }
 }
@@ -53,10 +60,8 @@ impl Flavour {
 pub struct UpstreamConfig {
     /// Base URL, without a trailing slash.
     pub url: String,
-    /// Nix keys whose `Sig:` signatures make its narinfos trusted (the Nix flavour).
-    pub keys: Vec<PublicKey>,
-    /// Guix ACL keys whose `Signature:` makes its narinfos trusted (the Guix flavour).
-    pub guix_keys: Vec<GuixPublicKey>,
+    /// The keys whose signatures make its narinfos trusted; their kind is its dialect.
+    pub trust: Trust,
     /// Lower is asked first.
     pub priority: i32,
     /// Deadline for connecting and receiving response headers (and a whole narinfo).
@@ -72,7 +77,7 @@ impl UpstreamConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyConfig {
     /// Nix or Guix: the narinfo format, how trust is decided, the NAR URL layout.
-    pub flavour: Flavour,
+    pub dialect: Dialect,
     /// The upstreams, in any order (sorted by priority on open).
     pub upstreams: Vec<UpstreamConfig>,
     /// The cache area's directory ([`CacheConfig::dir`]).
@@ -108,12 +113,12 @@ pub struct ProxyConfig {
 }
 
 impl ProxyConfig {
-    /// A proxy of `flavour` for the store at `store_dir`, caching in `cache_dir`, without
+    /// A proxy of `dialect` for the store at `store_dir`, caching in `cache_dir`, without
     /// upstreams, and every size, timing and cap at its default: the caller sets what it
     /// configures, the defaults live here.
-    pub fn new(flavour: Flavour, store_dir: impl Into<String>, cache_dir: PathBuf) -> Self {
+    pub fn new(dialect: Dialect, store_dir: impl Into<String>, cache_dir: PathBuf) -> Self {
         ProxyConfig {
-            flavour,
+            dialect,
             upstreams: Vec::new(),
             cache_dir,
             max_size: Self::DEFAULT_MAX_SIZE,
@@ -154,7 +159,7 @@ impl ProxyConfig {
             dir: self.cache_dir.clone(),
             max_size: self.max_size,
             store_dir: self.store_dir.clone(),
-            flavour: self.flavour,
+            dialect: self.dialect,
         }
     }
 }

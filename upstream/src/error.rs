@@ -56,7 +56,17 @@ pub enum Error {
         /// Ours.
         expected: String,
     },
-    /// A proxy was given a cache area opened for another store dir or flavour.
+    /// An upstream's keys are of the other dialect than the proxy's.
+    #[error("upstream {url} is given {keys} keys, but this proxy fronts {proxy} caches")]
+    TrustMismatch {
+        /// The upstream.
+        url: String,
+        /// The proxy's dialect.
+        proxy: formats::Dialect,
+        /// The keys' dialect.
+        keys: formats::Dialect,
+    },
+    /// A proxy was given a cache area opened for another store dir or dialect.
     #[error("cache directory {} holds {area}, not this proxy's {proxy}", dir.display())]
     AreaMismatch {
         /// The cache directory.

@@ -18,7 +18,7 @@ use tokio::sync::OnceCell;
 use crate::cache::Entry;
 use crate::lookup::Accepted;
 use crate::verify::Expected;
-use crate::{blocking, guix, Flavour, GuixProxied, Inner, Lookup, Proxy};
+use crate::{blocking, guix, Dialect, GuixProxied, Inner, Lookup, Proxy};
 
 /// A narinfo the proxy holds, in the proxy's flavour.
 #[derive(Clone)]
@@ -28,11 +28,11 @@ pub(crate) enum Proxied {
 }
 
 impl Proxied {
-    /// Reads an index entry's text as a `flavour` proxy wrote it; `None` if it does not read.
-    pub(crate) fn read(entry: &Entry, flavour: Flavour, store_dir: &str) -> Option<Self> {
-        match flavour {
-            Flavour::Nix => NarInfo::parse(&entry.narinfo).ok().map(|info| Proxied::Nix(Box::new(info))),
-            Flavour::Guix => {
+    /// Reads an index entry's text as a `dialect` proxy wrote it; `None` if it does not read.
+    pub(crate) fn read(entry: &Entry, dialect: Dialect, store_dir: &str) -> Option<Self> {
+        match dialect {
+            Dialect::Nix => NarInfo::parse(&entry.narinfo).ok().map(|info| Proxied::Nix(Box::new(info))),
+            Dialect::Guix => {
                 guix::from_stored(&entry.narinfo, store_dir).ok().map(|proxied| Proxied::Guix(Box::new(proxied)))
             }
         }
@@ -118,7 +118,7 @@ impl Inner {
     fn cached_blocking(&self, hash: &str) -> Cached {
         match self.cache.entry(hash) {
             Ok(Some(entry)) => {
-                if let Some(proxied) = Proxied::read(&entry, self.config.flavour, &self.config.store_dir) {
+                if let Some(proxied) = Proxied::read(&entry, self.config.dialect, &self.config.store_dir) {
                     let _ = self.cache.touch(hash);
                     self.stats.narinfo_hits.fetch_add(1, Ordering::Relaxed);
                     return Cached::Hit(proxied);

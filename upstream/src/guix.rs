@@ -13,7 +13,7 @@ use formats::{Compression, NarHash, StorePath, StorePathHash};
 
 use crate::error::FetchError;
 use crate::verify::Expected;
-use crate::UpstreamConfig;
+use crate::{Trust, UpstreamConfig};
 
 /// A verified Guix narinfo from an upstream, ready for the server to sign and serve.
 ///
@@ -105,7 +105,11 @@ pub(crate) fn accept(
         return Err(FetchError::Garbage(asked));
     }
     let signed = format::signed(text).map_err(|_| FetchError::Untrusted)?;
-    if signing::guix::verify(&signed.signature, signed.text, &up.guix_keys).is_err() {
+    let keys = match &up.trust {
+        Trust::Guix(keys) => keys.as_slice(),
+        Trust::Nix(_) => &[],
+    };
+    if signing::guix::verify(&signed.signature, signed.text, keys).is_err() {
         return Err(FetchError::Untrusted);
     }
     if parsed.signed_has_urls {

@@ -8,7 +8,7 @@
 //! build. Trouble is retried within the request first (see `lookup.rs`), since Nix remembers a
 //! 404 for an hour. This crate is the only one in subserve that makes outbound connections.
 //!
-//! A proxy has one [`Flavour`]. A Nix proxy fronts Nix caches: [`Proxy::narinfo`] gives a
+//! A proxy has one [`Dialect`]. A Nix proxy fronts Nix caches: [`Proxy::narinfo`] gives a
 //! [`NarInfo`] trusted by the upstream's `Sig:` (or a `CA` field), whose `URL` names
 //! [`Proxy::nar`]. A Guix proxy fronts Guix build farms: [`Proxy::guix_narinfo`] gives a
 //! [`GuixProxied`], the upstream's signed text byte for byte (trusted by its `Signature:`)
@@ -45,11 +45,11 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use formats::{Compression, NarHash, NarInfo, StorePathHash};
+use formats::{Compression, Dialect, NarHash, NarInfo, StorePathHash};
 
 pub use cache::{Baked, CacheArea, CacheConfig};
 pub use config::{
-    Flavour, ProxyConfig, UpstreamConfig, CACHE_NIXOS_ORG, CACHE_NIXOS_ORG_KEY, GUIX_BORDEAUX, GUIX_BORDEAUX_KEY,
+    ProxyConfig, Trust, UpstreamConfig, CACHE_NIXOS_ORG, CACHE_NIXOS_ORG_KEY, GUIX_BORDEAUX, GUIX_BORDEAUX_KEY,
     GUIX_CI, GUIX_CI_KEY,
 };
 pub use download::{ByteStream, NarStream};
@@ -124,7 +124,7 @@ impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let urls: Vec<&str> = self.inner.upstreams.iter().map(|u| u.config.url.as_str()).collect();
         f.debug_struct("Proxy")
-            .field("flavour", &self.inner.config.flavour)
+            .field("flavour", &self.inner.config.dialect)
             .field("upstreams", &urls)
             .field("cache_dir", &self.inner.config.cache_dir)
             .finish()
@@ -143,14 +143,21 @@ impl Proxy {
     /// and flavour (and shared, say, with a baker). Contacts no upstream.
     pub fn with_cache(mut config: ProxyConfig, cache: CacheArea) -> Result<Self, Error> {
         let area = cache.config();
-        if (area.flavour, area.store_dir.as_str()) != (config.flavour, config.store_dir.as_str()) {
+        if (area.dialect, area.store_dir.as_str()) != (config.dialect, config.store_dir.as_str()) {
             return Err(Error::AreaMismatch {
                 dir: area.dir.clone(),
-                area: format!("{:?} paths of {}", area.flavour, area.store_dir),
-                proxy: format!("{:?} paths of {}", config.flavour, config.store_dir),
+                area: format!("{:?} paths of {}", area.dialect, area.store_dir),
+                proxy: format!("{:?} paths of {}", config.dialect, config.store_dir),
             });
         }
         for up in &mut config.upstreams {
+            if up.trust.dialect() != config.dialect {
+                return Err(Error::TrustMismatch {
+                    url: up.url.clone(),
+                    proxy: config.dialect,
+                    keys: up.trust.dialect(),
+                });
+            }
             up.url = up.url.trim_end_matches('/').to_owned();
             if !(up.url.starts_with("http://") || up.url.starts_with("https://")) {
                 return Err(Error::Url { url: up.url.clone() });
@@ -196,8 +203,8 @@ impl Proxy {
     }
 
     /// The flavour this proxy was opened with.
-    pub fn flavour(&self) -> Flavour {
-        self.inner.config.flavour
+    pub fn dialect(&self) -> Dialect {
+        self.inner.config.dialect
     }
     /// The narinfo of `hash` from the cache or an upstream, verified, with its `URL` pointing
     /// into subserve's `nar/` and only upstream signatures. [`Lookup::Absent`] when no
@@ -206,7 +213,7 @@ impl Proxy {
     /// (the requester's address, for the per-client cap) stayed over a cap. Concurrent calls
     /// for one hash share one upstream request.
     pub async fn narinfo(&self, hash: &StorePathHash, client: Option<IpAddr>) -> Lookup<NarInfo> {
-        if self.flavour() != Flavour::Nix {
+        if self.dialect() != Dialect::Nix {
             return Lookup::Absent;
         }
         self.lookup(hash, client).await.and_then(|proxied| match proxied {
@@ -222,7 +229,7 @@ impl Proxy {
     /// say), or when this is not a Guix proxy; [`Lookup::Unavailable`] as for
     /// [`Proxy::narinfo`]. Concurrent calls for one hash share one upstream request.
     pub async fn guix_narinfo(&self, hash: &StorePathHash, client: Option<IpAddr>) -> Lookup<GuixProxied> {
-        if self.flavour() != Flavour::Guix {
+        if self.dialect() != Dialect::Guix {
             return Lookup::Absent;
         }
         self.lookup(hash, client).await.and_then(|proxied| match proxied {
@@ -243,7 +250,7 @@ impl Proxy {
         compression: Compression,
         client: Option<IpAddr>,
     ) -> Option<NarSource> {
-        if self.flavour() != Flavour::Nix {
+        if self.dialect() != Dialect::Nix {
             return None;
         }
         self.nar_of(hash, client, |e| e.nar_hash == *nar_hash && e.compression == compression).await
@@ -261,7 +268,7 @@ impl Proxy {
         compression: Compression,
         client: Option<IpAddr>,
     ) -> Option<NarSource> {
-        if self.flavour() != Flavour::Guix {
+        if self.dialect() != Dialect::Guix {
             return None;
         }
         self.nar_of(hash, client, |e| e.compression == compression).await
@@ -289,7 +296,7 @@ impl Proxy {
             }
         };
         let config = &self.inner.config;
-        let expected = Proxied::read(&entry, config.flavour, &config.store_dir)?.expected()?;
+        let expected = Proxied::read(&entry, config.dialect, &config.store_dir)?.expected()?;
         if !matches(&expected) {
             return None;
         }

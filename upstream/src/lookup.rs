@@ -20,7 +20,7 @@ use crate::breaker::Gate;
 use crate::error::FetchError;
 use crate::fetch::{self, Upstream};
 use crate::flight::Proxied;
-use crate::{guix, nix, Flavour, Inner};
+use crate::{guix, nix, Dialect, Inner};
 
 /// What the proxy can say about a path's narinfo.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,13 +197,13 @@ impl Inner {
     /// Checks an upstream narinfo in the proxy's flavour and moves its NAR URL into ours.
     fn accept(&self, up: &Upstream, hash: &StorePathHash, text: &str) -> Result<Accepted, FetchError> {
         let store_dir = &self.config.store_dir;
-        match self.config.flavour {
-            Flavour::Nix => {
+        match self.config.dialect {
+            Dialect::Nix => {
                 let (info, upstream_url) = nix::accept(&up.config, store_dir, hash, text)?;
                 let nar_file = info.url.trim_start_matches("nar/").to_owned();
                 Ok(Accepted { text: info.render(), nar_file, upstream_url, proxied: Proxied::Nix(Box::new(info)) })
             }
-            Flavour::Guix => {
+            Dialect::Guix => {
                 let (proxied, upstream_url) = guix::accept(&up.config, store_dir, hash, text)?;
                 let nar_file = proxied.nar_file().unwrap_or_default().to_owned();
                 let text = proxied.render(&proxied.upstream_signature);

@@ -11,7 +11,7 @@ use formats::compression::{nar_file_name, UnknownCompression};
 use formats::{Compression, NarInfo, StorePath, StorePathHash};
 
 use crate::error::FetchError;
-use crate::UpstreamConfig;
+use crate::{Trust, UpstreamConfig};
 
 /// Checks an upstream's narinfo `text` for `hash`: it parses, names the path asked for and
 /// valid references, is trusted (see the module doc) and in a compression subserve can
@@ -33,7 +33,11 @@ pub(crate) fn accept(
         StorePath::from_basename(r).map_err(|e| garbage(&e))?;
     }
     let fingerprint = info.fingerprint(store_dir);
-    if !signing::verify_any(&up.keys, &fingerprint, &info.sigs) && info.ca.is_none() {
+    let keys = match &up.trust {
+        Trust::Nix(keys) => keys.as_slice(),
+        Trust::Guix(_) => &[],
+    };
+    if !signing::verify_any(keys, &fingerprint, &info.sigs) && info.ca.is_none() {
         return Err(FetchError::Untrusted);
     }
     let compression: Compression = info.compression.parse().map_err(|e: UnknownCompression| garbage(&e))?;

@@ -13,9 +13,9 @@ use upstream::NarSource;
 
 use super::Slots;
 use crate::compression::Compression;
-use crate::dialect::Dialect;
 use crate::error::AppError;
 use crate::state::AppState;
+use formats::Dialect;
 
 /// `/nar/<basename>`: the bare NAR, with `Content-Length` and `Range`.
 pub(super) async fn get_bare(

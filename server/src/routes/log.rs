@@ -18,10 +18,10 @@ use formats::StorePath;
 
 use super::Slots;
 use crate::compression::Compression;
-use crate::dialect::Dialect;
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::stream::admitted_body_from_writer;
+use formats::Dialect;
 
 /// How a log file is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -30,10 +30,10 @@ pub use listing::ListingCache;
 use crate::admission::{Admission, Permit};
 use crate::compression::Compression;
 use crate::conn::ClientAddr;
-use crate::dialect::Dialect;
 use crate::error::{AppError, Failure};
 use crate::metrics::{Metrics, Outcome, RouteKind};
 use crate::state::AppState;
+use formats::Dialect;
 
 /// Builds the router over the served stores: a single unprefixed store at the root, or each
 /// store under its prefix (`/nix/…`, `/guix/…`) with a short index at `/`. GET routes answer

@@ -21,11 +21,11 @@ use upstream::{NarSource, NarStream};
 
 use super::Slots;
 use crate::compression::{self, Compression, Levels};
-use crate::dialect::Dialect;
 use crate::error::AppError;
 use crate::range::{self, ByteRange};
 use crate::state::AppState;
 use crate::stream::{admitted_body_from_writer, file_body};
+use formats::Dialect;
 
 /// MIME type of NAR bodies, compressed or not (the narinfo says which).
 pub(crate) const MIME_NAR: &str = "application/x-nix-nar";

@@ -20,9 +20,9 @@ use store_reader::PathInfo;
 use upstream::Lookup;
 
 use crate::compression::Compression;
-use crate::dialect::Dialect;
 use crate::error::AppError;
 use crate::state::AppState;
+use formats::Dialect;
 
 /// `max-age` of a narinfo 404 that reflects upstream trouble rather than a real miss, so that
 /// Guix clients ask again soon. (Nix 2.8 keeps every 404 for its own
@@ -81,7 +81,7 @@ async fn nix_body(state: &Arc<AppState>, hash: &str, client: Option<IpAddr>) -> 
     let hash = StorePathHash::parse(hash).map_err(|_| AppError::BadRequest("invalid store path hash"))?;
     let mut info = proxied(proxy.narinfo(&hash, client).await)?;
     let fingerprint = info.fingerprint(state.store.store_dir());
-    info.sigs.extend(state.keys.iter().map(|k| k.sign(&fingerprint)));
+    info.sigs.extend(state.signer.nix_keys().iter().map(|k| k.sign(&fingerprint)));
     Ok(info.render().into())
 }
 
@@ -95,7 +95,7 @@ async fn guix_body(state: &Arc<AppState>, hash: &str, client: Option<IpAddr>) ->
     let proxy = state.proxy.as_ref().ok_or(AppError::NotFound)?;
     let hash = StorePathHash::parse(hash).map_err(|_| AppError::BadRequest("invalid store path hash"))?;
     let proxied = proxied(proxy.guix_narinfo(&hash, client).await)?;
-    let key = state.guix_keys.first();
+    let key = state.signer.guix_key();
     let signature = match key {
         Some(k) => k.sign_narinfo(&state.host, &proxied.signed)?,
         None => proxied.upstream_signature.clone(),
@@ -138,18 +138,18 @@ async fn render_nix_local(state: &Arc<AppState>, info: &PathInfo) -> String {
         // A baked file, once ready, is what the narinfo names: with its size and hash.
         Some((compression, baked)) => render_with(
             state.store.store_dir(),
-            &state.keys,
+            state.signer.nix_keys(),
             compression,
             info,
             Some((baked.file_hash, baked.file_size)),
         ),
-        None => render(state.store.store_dir(), &state.keys, state.nix_compression(), info),
+        None => render(state.store.store_dir(), state.signer.nix_keys(), state.nix_compression(), info),
     }
 }
 
 /// A Guix narinfo of a local path, signed with our first Guix key (if any).
 async fn render_guix_local(state: &Arc<AppState>, info: &PathInfo) -> Result<String, AppError> {
-    let key = state.guix_keys.first();
+    let key = state.signer.guix_key();
     let sign = |text: &str| key.map(|k| k.sign_narinfo(&state.host, text)).transpose();
     let baked = baked_offers(state, info).await;
     if baked.is_empty() {

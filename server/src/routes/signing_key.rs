@@ -11,6 +11,6 @@ use crate::error::AppError;
 use crate::state::AppState;
 
 pub(super) async fn get(State(state): State<Arc<AppState>>) -> Result<Response, AppError> {
-    let key = state.guix_keys.first().ok_or(AppError::NotFound)?;
+    let key = state.signer.guix_key().ok_or(AppError::NotFound)?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], key.public_sexp()).into_response())
 }

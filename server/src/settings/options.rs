@@ -17,7 +17,8 @@ use serde::{Deserialize, Deserializer};
 
 use super::file::UpstreamTable;
 use super::{Env, ListenAddr, SettingsError};
-use crate::dialect::{CompressionList, Dialect};
+use crate::compression::CompressionList;
+use formats::Dialect;
 
 /// What [`Layers`] needs to know of an options struct without naming its fields; implemented
 /// by the `option_set!` declarations below.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use signing::{GuixPublicKey, PublicKey};
 use store_reader::StoreConfig;
-use upstream::{Flavour, ProxyConfig, UpstreamConfig};
+use upstream::{ProxyConfig, Trust, UpstreamConfig};
 
 use super::file::{FileConfig, StoreTable};
 use super::options::{get, Layers, Options, Source, Sourced, StoreOptions};
@@ -19,7 +19,7 @@ use super::{ConnSettings, Settings, SettingsError, StoreSettings};
 use crate::admission;
 use crate::bake::{self, BakeConfig};
 use crate::compression::{Compression, Levels};
-use crate::dialect::Dialect;
+use formats::Dialect;
 
 /// Default listen address: loopback only, so a fresh install exposes nothing.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
@@ -349,11 +349,7 @@ fn resolve_proxy(
         Some(size) => size.parse(|v| parse_size(v).ok_or_else(|| format!("{v:?} is not a size like 50G")))?,
         None => ProxyConfig::DEFAULT_MAX_SIZE,
     };
-    let flavour = match dialect {
-        Dialect::Nix => Flavour::Nix,
-        Dialect::Guix => Flavour::Guix,
-    };
-    Ok(ProxyConfig { upstreams, max_size, negative_ttl, ..ProxyConfig::new(flavour, store_dir, cache_dir) })
+    Ok(ProxyConfig { upstreams, max_size, negative_ttl, ..ProxyConfig::new(dialect, store_dir, cache_dir) })
 }
 
 /// Validates one upstream: an http(s) URL and at least one trusted key, in the dialect's
@@ -378,17 +374,24 @@ fn upstream_config(
     if texts.is_empty() {
         return Err(keys.invalid(format!("no trusted key for upstream {}", url.value)));
     }
-    let (mut nix_keys, mut guix_keys) = (Vec::new(), Vec::new());
-    for k in texts {
-        match dialect {
-            Dialect::Nix => nix_keys.push(PublicKey::parse(k).map_err(|e| keys.invalid(format!("{k:?}: {e}")))?),
-            Dialect::Guix => guix_keys.push(
-                GuixPublicKey::parse(k)
-                    .map_err(|e| keys.invalid(format!("{k:?}: {e} (a Guix upstream key is a (public-key …) sexp)")))?,
-            ),
-        }
-    }
-    Ok(UpstreamConfig { url: url.value, keys: nix_keys, guix_keys, priority, timeout })
+    let trust = match dialect {
+        Dialect::Nix => Trust::Nix(
+            texts
+                .into_iter()
+                .map(|k| PublicKey::parse(k).map_err(|e| keys.invalid(format!("{k:?}: {e}"))))
+                .collect::<Result<_, _>>()?,
+        ),
+        Dialect::Guix => Trust::Guix(
+            texts
+                .into_iter()
+                .map(|k| {
+                    GuixPublicKey::parse(k)
+                        .map_err(|e| keys.invalid(format!("{k:?}: {e} (a Guix upstream key is a (public-key …) sexp)")))
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+    };
+    Ok(UpstreamConfig { url: url.value, trust, priority, timeout })
 }
 
 /// A URL prefix: `/` followed by one or more `/`-separated segments of letters, digits, `.`,

@@ -13,7 +13,7 @@ use upstream::ProxyConfig;
 
 use crate::bake::BakeConfig;
 use crate::compression::{Compression, Levels};
-use crate::dialect::Dialect;
+use formats::Dialect;
 
 /// Where the server listens: a TCP address and port, or `unix:PATH` (behind a reverse proxy
 /// on the same host).

@@ -8,7 +8,7 @@ use upstream::ProxyConfig;
 use super::*;
 use crate::bake;
 use crate::compression::Compression;
-use crate::dialect::Dialect;
+use formats::Dialect;
 
 /// The one store of settings without `[[store]]` tables.
 fn resolve1(args: &Options, env: &Env, file: &FileConfig) -> Result<StoreSettings, SettingsError> {
@@ -137,7 +137,7 @@ fn upstreams_default_to_cache_nixos_org_and_can_be_turned_off() {
     let proxy = s.proxy.unwrap();
     assert_eq!(proxy.upstreams.len(), 1);
     assert_eq!(proxy.upstreams[0].url, upstream::CACHE_NIXOS_ORG);
-    assert_eq!(proxy.upstreams[0].keys[0].to_string(), upstream::CACHE_NIXOS_ORG_KEY);
+    assert_eq!(nix_keys(&proxy.upstreams[0])[0].to_string(), upstream::CACHE_NIXOS_ORG_KEY);
     assert_eq!(proxy.cache_dir, PathBuf::from("/var/lib/subserve/cache"));
     assert_eq!(proxy.max_size, ProxyConfig::DEFAULT_MAX_SIZE);
     let off = flags(StoreOptions { upstreams: Some(vec!["none".into()]), ..Default::default() });
@@ -163,7 +163,7 @@ fn flag_upstreams_take_flag_keys_and_need_one() {
     });
     let proxy = resolve1(&args, &env(&[]), &FileConfig::default()).unwrap().proxy.unwrap();
     assert_eq!(proxy.upstreams.len(), 2);
-    assert!(proxy.upstreams.iter().all(|u| u.keys[0].to_string() == key));
+    assert!(proxy.upstreams.iter().all(|u| nix_keys(u)[0].to_string() == key));
     assert_eq!((proxy.upstreams[0].priority, proxy.upstreams[1].priority), (0, 1));
     assert_eq!(proxy.max_size, 1 << 30);
     let no_key = flags(StoreOptions { upstreams: Some(vec!["http://127.0.0.1:1".into()]), ..Default::default() });
@@ -348,14 +348,14 @@ fn baking_defaults_and_limits() {
 fn a_guix_store_proxies_the_guix_build_farms() {
     let args = flags(StoreOptions { store_dir: Some("/gnu/store".into()), ..Default::default() });
     let proxy = resolve1(&args, &env(&[]), &FileConfig::default()).unwrap().proxy.unwrap();
-    assert_eq!(proxy.flavour, upstream::Flavour::Guix);
+    assert_eq!(proxy.dialect, formats::Dialect::Guix);
     let urls: Vec<&str> = proxy.upstreams.iter().map(|u| u.url.as_str()).collect();
     assert_eq!(urls, [upstream::GUIX_BORDEAUX, upstream::GUIX_CI]);
-    assert!(proxy.upstreams.iter().all(|u| u.keys.is_empty() && u.guix_keys.len() == 1));
+    assert!(proxy.upstreams.iter().all(|u| guix_keys(u).len() == 1));
     // A named farm implies its key; another upstream needs a sexp key.
     let farm = flags(StoreOptions { upstreams: Some(vec![format!("{}/", upstream::GUIX_CI)]), ..args.store.clone() });
     let up = &resolve1(&farm, &env(&[]), &FileConfig::default()).unwrap().proxy.unwrap().upstreams[0];
-    assert_eq!(up.guix_keys[0], signing::GuixPublicKey::parse(upstream::GUIX_CI_KEY).unwrap());
+    assert_eq!(guix_keys(up)[0], signing::GuixPublicKey::parse(upstream::GUIX_CI_KEY).unwrap());
     let nix_key = flags(StoreOptions {
         upstreams: Some(vec!["http://127.0.0.1:1".into()]),
         upstream_keys: Some(vec!["test-cache-1:gsudXaK4y8xy+ayOZ1frBxOQCDoQJ3kPKP1MMBKdb0g=".into()]),
@@ -369,7 +369,7 @@ fn a_guix_store_proxies_the_guix_build_farms() {
         ..args.store
     });
     let up = &resolve1(&sexp, &env(&[]), &FileConfig::default()).unwrap().proxy.unwrap().upstreams[0];
-    assert_eq!(up.guix_keys.len(), 1);
+    assert_eq!(guix_keys(up).len(), 1);
 }
 
 #[test]
@@ -436,5 +436,19 @@ fn every_option_is_documented() {
         let var = format!("SUBSERVE_{}", long.to_ascii_uppercase().replace('-', "_"));
         assert!(doc.contains(&format!("`--{long}")), "--{long} is not in docs/config.md");
         assert!(doc.contains(&var), "{var} is not in docs/config.md");
+    }
+}
+
+fn nix_keys(up: &upstream::UpstreamConfig) -> &[signing::PublicKey] {
+    match &up.trust {
+        upstream::Trust::Nix(keys) => keys,
+        upstream::Trust::Guix(_) => panic!("{} has Guix keys", up.url),
+    }
+}
+
+fn guix_keys(up: &upstream::UpstreamConfig) -> &[signing::GuixPublicKey] {
+    match &up.trust {
+        upstream::Trust::Guix(keys) => keys,
+        upstream::Trust::Nix(_) => panic!("{} has Nix keys", up.url),
     }
 }

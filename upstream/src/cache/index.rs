@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::{Error, Flavour};
+use crate::{Dialect, Error};
 
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
@@ -77,7 +77,7 @@ pub(crate) struct Index {
 impl Index {
     /// Opens (or creates) the index of a `flavour` proxy, adding the `flavour` column to an
     /// index written before it existed.
-    pub(crate) fn open(path: &Path, flavour: Flavour) -> Result<Self, Error> {
+    pub(crate) fn open(path: &Path, flavour: Dialect) -> Result<Self, Error> {
         let err = |source| Error::Index { path: path.to_path_buf(), source };
         let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
@@ -320,7 +320,7 @@ mod tests {
     #[test]
     fn entries_negatives_and_lru() {
         let dir = tempfile::tempdir().unwrap();
-        let index = Index::open(&dir.path().join("index.sqlite"), Flavour::Nix).unwrap();
+        let index = Index::open(&dir.path().join("index.sqlite"), Dialect::Nix).unwrap();
         assert_eq!(index.get("a").unwrap(), None);
         index.put_negative("a", 100).unwrap();
         assert!(index.is_negative("a", 99).unwrap());
@@ -387,14 +387,14 @@ mod tests {
             )
             .unwrap();
         }
-        let nix = Index::open(&path, Flavour::Nix).unwrap();
+        let nix = Index::open(&path, Dialect::Nix).unwrap();
         assert_eq!(nix.get("a").unwrap().unwrap().narinfo, "text-a");
         assert!(nix.is_negative("n", 50).unwrap());
         assert_eq!(nix.retire_other_flavours().unwrap(), Vec::<String>::new());
         nix.put_narinfo("b", "text-b", "b.nar", "http://u/b.nar", 20).unwrap();
         drop(nix);
 
-        let guix = Index::open(&path, Flavour::Guix).unwrap();
+        let guix = Index::open(&path, Dialect::Guix).unwrap();
         assert_eq!(guix.get("a").unwrap(), None, "a Nix row is not a Guix entry");
         assert!(!guix.is_negative("n", 50).unwrap());
         let mut retired = guix.retire_other_flavours().unwrap();
@@ -405,6 +405,6 @@ mod tests {
         assert_eq!(guix.get("g").unwrap().unwrap().nar_file, "zstd/g");
         drop(guix);
         // Opened again as Nix, the Guix row is retired in turn.
-        assert_eq!(Index::open(&path, Flavour::Nix).unwrap().retire_other_flavours().unwrap(), ["g"]);
+        assert_eq!(Index::open(&path, Dialect::Nix).unwrap().retire_other_flavours().unwrap(), ["g"]);
     }
 }

@@ -50,7 +50,7 @@ use formats::{Compression, NarHash};
 pub(crate) use index::Entry;
 use index::{Index, Victim};
 
-use crate::{guix, Error, Flavour};
+use crate::{guix, Dialect, Error};
 
 /// Where the cache area is and what it may hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +65,7 @@ pub struct CacheConfig {
     pub store_dir: String,
     /// The flavour of the proxied entries it holds: entries of the other flavour are
     /// dropped on open. Baked files have no flavour.
-    pub flavour: Flavour,
+    pub dialect: Dialect,
 }
 
 /// A NAR baked into the cache area: compressed once, served as a file.
@@ -133,7 +133,7 @@ impl CacheArea {
         let owner = owner::Owner::lock(dir)?;
         owner::check_store_dir(dir, &config.store_dir)?;
         let mut subdirs = vec!["nar".to_owned(), "tmp".into(), "baked".into()];
-        if config.flavour == Flavour::Guix {
+        if config.dialect == Dialect::Guix {
             subdirs.extend(guix::nar_subdirectories().map(|c| format!("nar/{c}")));
         }
         for sub in subdirs {
@@ -143,7 +143,7 @@ impl CacheArea {
         let info = dir.join("nix-cache-info");
         std::fs::write(&info, format!("StoreDir: {}\nWantMassQuery: 1\nPriority: 50\n", config.store_dir))
             .map_err(|e| Error::io(&info, e))?;
-        let index = Index::open(&dir.join("index.sqlite"), config.flavour)?;
+        let index = Index::open(&dir.join("index.sqlite"), config.dialect)?;
         recover::recover(dir, &index)?;
         index.prune_uncached(unix_now() - UNCACHED_TTL)?;
         index.prune_negative(unix_now())?;

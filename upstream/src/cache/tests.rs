@@ -6,10 +6,10 @@ use std::path::Path;
 use formats::{Compression, NarHash};
 
 use super::{CacheArea, CacheConfig};
-use crate::{Error, Flavour};
+use crate::{Dialect, Error};
 
 fn config(dir: &Path, max_size: u64) -> CacheConfig {
-    CacheConfig { dir: dir.to_path_buf(), max_size, store_dir: "/nix/store".into(), flavour: Flavour::Nix }
+    CacheConfig { dir: dir.to_path_buf(), max_size, store_dir: "/nix/store".into(), dialect: Dialect::Nix }
 }
 
 /// Bakes `data` as if it were the compressed NAR of `nar`: a temp file, then the commit.

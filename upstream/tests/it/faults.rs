@@ -60,11 +60,10 @@ async fn a_long_dead_upstream_is_unavailable_and_then_skipped() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
     let proxy = upstream::Proxy::open(upstream::ProxyConfig {
-        flavour: upstream::Flavour::Nix,
+        dialect: formats::Dialect::Nix,
         upstreams: vec![upstream::UpstreamConfig {
             url: format!("http://127.0.0.1:{port}"),
-            keys: vec![SecretKey::generate("k-1").unwrap().to_public()],
-            guix_keys: vec![],
+            trust: upstream::Trust::Nix(vec![SecretKey::generate("k-1").unwrap().to_public()]),
             priority: 0,
             timeout: Duration::from_millis(500),
         }],

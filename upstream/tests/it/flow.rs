@@ -267,16 +267,22 @@ async fn a_nar_whose_narinfo_entry_is_gone_is_fetched_again() {
 
 /// The proxy keeps its entries in the cache area it is given, as the server shares one area
 /// between its proxy and its baker: one size limit over both, and one eviction order. An
-/// area opened for another flavour is refused.
+/// area opened for another dialect, or an upstream with keys of another, is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_shares_the_cache_area_it_is_given() {
     let fake = fake_with(&[(H1, 1000, Compression::None)]).await;
     let dir = tempfile::tempdir().unwrap();
     let config =
         upstream::ProxyConfig { max_size: 1500, ..test_support::fake_upstream::config_for(&[&fake], dir.path()) };
-    let guix = upstream::CacheConfig { flavour: upstream::Flavour::Guix, ..config.cache() };
+    let guix = upstream::CacheConfig { dialect: formats::Dialect::Guix, ..config.cache() };
     let err = upstream::Proxy::with_cache(config.clone(), upstream::CacheArea::open(guix).unwrap()).unwrap_err();
     assert!(matches!(err, upstream::Error::AreaMismatch { .. }), "{err}");
+    // Nor can a Nix proxy be given an upstream it would check with Guix keys.
+    let mut mixed = config.clone();
+    mixed.upstreams[0].trust = upstream::Trust::Guix(vec![signing::GuixSecretKey::generate().unwrap().to_public()]);
+    let err = upstream::Proxy::open(mixed).unwrap_err();
+    assert!(matches!(err, upstream::Error::TrustMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("is given guix keys, but this proxy fronts nix caches"), "{err}");
 
     let area = upstream::CacheArea::open(config.cache()).unwrap();
     let proxy = upstream::Proxy::with_cache(config, area.clone()).unwrap();

@@ -1,15 +1,17 @@
-//! Nix or Guix: which clients a store is served to. The dialect decides the narinfo format,
-//! the signature scheme, the URL layout and the store's default locations.
+//! Nix or Guix: the one seam between the two ecosystems, for the whole workspace. The dialect
+//! decides the narinfo format, the signature scheme, the URL layout, the store's default
+//! locations, and which kind of upstream cache a proxy fronts.
 
 use std::fmt;
 use std::str::FromStr;
 
-use crate::compression::Compression;
+use crate::Compression;
 
 /// The ecosystem a store belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Dialect {
     /// Nix clients: `Sig:` lines, `nar/<hash>-<narhash>.nar.<ext>`, one compression.
+    #[default]
     Nix,
     /// Guix clients: one `Signature:`, `nar/<compression>/<basename>` groups.
     Guix,
@@ -68,12 +70,19 @@ impl Dialect {
     }
 }
 
-impl fmt::Display for Dialect {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Dialect {
+    /// `nix` or `guix`, as flags, files and the cache index write it.
+    pub fn name(self) -> &'static str {
+        match self {
             Dialect::Nix => "nix",
             Dialect::Guix => "guix",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Dialect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -91,17 +100,5 @@ impl FromStr for Dialect {
             "guix" => Ok(Dialect::Guix),
             other => Err(UnknownDialect(other.to_owned())),
         }
-    }
-}
-
-/// A comma-separated list of compressions, as `--compression zstd,gzip,none` takes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CompressionList(pub Vec<Compression>);
-
-impl FromStr for CompressionList {
-    type Err = formats::compression::UnknownCompression;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        s.split(',').map(|c| c.trim().parse()).collect::<Result<Vec<_>, _>>().map(CompressionList)
     }
 }
