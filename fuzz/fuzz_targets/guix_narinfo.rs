@@ -13,7 +13,7 @@ use std::time::Duration;
 use formats::guix::{fields, signed_part, GuixNarInfo};
 use libfuzzer_sys::fuzz_target;
 use signing::GuixPublicKey;
-use upstream::{fuzzing, UpstreamConfig};
+use upstream::{fuzzing, Trust, UpstreamConfig};
 
 const STORE: &str = "/gnu/store";
 
@@ -23,11 +23,18 @@ fn upstream() -> &'static UpstreamConfig {
     static UP: OnceLock<UpstreamConfig> = OnceLock::new();
     UP.get_or_init(|| UpstreamConfig {
         url: "http://127.0.0.1:1".into(),
-        keys: Vec::new(),
-        guix_keys: vec![GuixPublicKey::parse(include_bytes!("../../signing/tests/data/guix/signing-key.pub"))
-            .expect("the golden key parses")],
+        trust: Trust::Guix(vec![key().clone()]),
         priority: 0,
         timeout: Duration::from_secs(1),
+    })
+}
+
+/// The key that signed the golden narinfo.
+fn key() -> &'static GuixPublicKey {
+    static KEY: OnceLock<GuixPublicKey> = OnceLock::new();
+    KEY.get_or_init(|| {
+        GuixPublicKey::parse(include_bytes!("../../signing/tests/data/guix/signing-key.pub"))
+            .expect("the golden key parses")
     })
 }
 
@@ -39,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(back, info, "render then parse changed the narinfo");
     }
     if let Ok(signed) = formats::guix::signed(text) {
-        let _ = signing::guix::verify(&signed.signature, signed.text, &upstream().guix_keys);
+        let _ = signing::guix::verify(&signed.signature, signed.text, std::slice::from_ref(key()));
     }
     let Ok(parsed) = fuzzing::parse_guix_narinfo(text, STORE) else { return };
     let hash = parsed.store_path.hash().clone();
