@@ -11,6 +11,7 @@ pub mod compression;
 pub mod conn;
 pub mod error;
 pub mod metrics;
+mod narinfo;
 pub mod narinfo_cache;
 pub mod range;
 mod routes;
