@@ -88,6 +88,80 @@ impl FromStr for Compression {
     }
 }
 
+/// The `Compression:` of a narinfo (Nix's one, or each Guix URL group's) as it travels: one
+/// subserve knows, or another kept as written, byte for byte, so that a narinfo read from an
+/// upstream renders back unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum NarCompression {
+    /// A compression subserve can decode.
+    Known(Compression),
+    /// Any other name (`lzip`, `br`, …): carried, never decoded.
+    Other(String),
+}
+
+impl NarCompression {
+    /// Reads a `Compression:` value as a client does: empty means bzip2, an unknown name is
+    /// kept.
+    pub fn read(text: &str) -> Self {
+        match text.parse() {
+            Ok(c) => NarCompression::Known(c),
+            Err(UnknownCompression(other)) => NarCompression::Other(other),
+        }
+    }
+
+    /// Reads a name exactly, with no default: an empty value stays empty (Guix has no
+    /// bzip2 default).
+    pub fn read_exact(text: &str) -> Self {
+        match text {
+            "" => NarCompression::Other(String::new()),
+            name => Self::read(name),
+        }
+    }
+
+    /// The compression, if subserve knows it.
+    pub fn known(&self) -> Option<Compression> {
+        match self {
+            NarCompression::Known(c) => Some(*c),
+            NarCompression::Other(_) => None,
+        }
+    }
+
+    /// [`NarCompression::known`], or the error naming the unknown one.
+    pub fn require(&self) -> Result<Compression, UnknownCompression> {
+        match self {
+            NarCompression::Known(c) => Ok(*c),
+            NarCompression::Other(name) => Err(UnknownCompression(name.clone())),
+        }
+    }
+
+    /// The name as a narinfo writes it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            NarCompression::Known(c) => c.name(),
+            NarCompression::Other(name) => name,
+        }
+    }
+}
+
+impl From<Compression> for NarCompression {
+    fn from(c: Compression) -> Self {
+        NarCompression::Known(c)
+    }
+}
+
+/// Compares by the name a narinfo writes.
+impl PartialEq<&str> for NarCompression {
+    fn eq(&self, name: &&str) -> bool {
+        self.as_str() == *name
+    }
+}
+
+impl fmt::Display for NarCompression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,5 +176,14 @@ mod tests {
         assert!("br".parse::<Compression>().is_err());
         assert_eq!(Compression::split_file_name("abc.nar.lz"), None);
         assert_eq!(Compression::split_file_name("abc.narinfo"), None);
+    }
+
+    #[test]
+    fn unknown_names_travel_unchanged() {
+        assert_eq!(NarCompression::read("zstd"), NarCompression::Known(Compression::Zstd));
+        assert_eq!(NarCompression::read("").as_str(), "bzip2");
+        let lzip = NarCompression::read("lzip");
+        assert_eq!((lzip.as_str(), lzip.known()), ("lzip", None));
+        assert_eq!(lzip.require().unwrap_err().to_string(), "unsupported compression \"lzip\"");
     }
 }

@@ -10,6 +10,7 @@
 
 use std::fmt::Write as _;
 
+use crate::compression::NarCompression;
 use crate::{Compression, Error, NarHash};
 
 /// MIME type guix publish sends narinfos with.
@@ -25,8 +26,8 @@ const SIGNATURE_MARKER: &str = "Signature:";
 pub struct GuixUrl {
     /// Relative (`nar/zstd/<basename>`) or absolute URL.
     pub url: String,
-    /// `none`, `gzip`, `zstd`, `lzip`, `xz`, `bzip2`.
-    pub compression: String,
+    /// `none`, `gzip`, `zstd`, `xz`, `bzip2`, or another name (`lzip`) kept as written.
+    pub compression: NarCompression,
     /// Size of the file at `url`, when known. Written for all groups or for none.
     pub file_size: Option<u64>,
 }
@@ -113,7 +114,7 @@ impl GuixNarInfo {
             .enumerate()
             .map(|(i, (url, compression))| GuixUrl {
                 url: url.to_owned(),
-                compression: compression.to_owned(),
+                compression: NarCompression::read_exact(compression),
                 file_size: sizes.get(i).copied(),
             })
             .collect();
@@ -252,7 +253,7 @@ mod tests {
             info.urls[3],
             GuixUrl {
                 url: format!("nar/{}", &info.store_path[11..]),
-                compression: "none".into(),
+                compression: Compression::None.into(),
                 file_size: Some(1000)
             }
         );

@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use crate::compression::NarCompression;
 use crate::{Error, NarHash};
 
 /// MIME type of a narinfo response.
@@ -15,8 +16,8 @@ pub struct NarInfo {
     pub store_path: String,
     /// Where the (possibly compressed) NAR is, relative to the cache root.
     pub url: String,
-    /// Compression of the file at `url`: `none`, `xz`, `zstd`, … (never empty: empty means bzip2).
-    pub compression: String,
+    /// Compression of the file at `url` (an absent or empty field reads as bzip2).
+    pub compression: NarCompression,
     /// Hash of the file at `url`, when known.
     pub file_hash: Option<NarHash>,
     /// Size of the file at `url`, when known.
@@ -117,7 +118,7 @@ impl NarInfo {
             store_path: store_path.ok_or(Error::NarInfo("missing StorePath"))?,
             url: url.filter(|u| !u.is_empty()).ok_or(Error::NarInfo("missing URL"))?,
             // Absent or empty means bzip2 to Nix.
-            compression: compression.filter(|c| !c.is_empty()).unwrap_or_else(|| "bzip2".to_owned()),
+            compression: NarCompression::read(compression.as_deref().unwrap_or("")),
             file_hash,
             file_size,
             nar_hash: nar_hash.ok_or(Error::NarInfo("missing NarHash"))?,
@@ -186,7 +187,7 @@ CA: fixed:r:sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw
         assert!(NarInfo::parse(&REAL.replace("References: \n", "References: \n\n")).is_err());
         assert!(NarInfo::parse(&format!("{REAL}References: x\n")).is_err());
         let no_comp = NarInfo::parse(&REAL.replace("Compression: xz\n", "")).unwrap();
-        assert_eq!(no_comp.compression, "bzip2");
+        assert_eq!(no_comp.compression, NarCompression::Known(crate::Compression::Bzip2));
     }
 
     fn basename() -> impl proptest::strategy::Strategy<Value = String> {
@@ -209,7 +210,7 @@ CA: fixed:r:sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw
             let mut info = NarInfo {
                 store_path: format!("/nix/store/{path}"),
                 url: format!("nar/{path}.nar"),
-                compression: if compressed { "zstd" } else { "none" }.to_owned(),
+                compression: if compressed { crate::Compression::Zstd } else { crate::Compression::None }.into(),
                 file_hash: (!compressed).then_some(NarHash(hash)),
                 file_size: (!compressed).then_some(size),
                 nar_hash: NarHash(hash),

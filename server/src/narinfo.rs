@@ -132,7 +132,7 @@ pub(crate) fn render_guix_groups(
             .iter()
             .map(|&(c, file_size)| GuixUrl {
                 url: formats::guix::nar_url(c, &basename),
-                compression: c.name().to_owned(),
+                compression: c.into(),
                 file_size,
             })
             .collect(),
@@ -170,7 +170,7 @@ pub(crate) fn render_with(
     NarInfo {
         store_path,
         url: nar_url(info, compression),
-        compression: compression.name().to_owned(),
+        compression: compression.into(),
         file_hash: file.map(|f| f.0),
         file_size: file.map(|f| f.1),
         nar_hash: info.nar_hash,

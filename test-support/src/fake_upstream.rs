@@ -106,7 +106,7 @@ pub fn make_item(key: &SecretKey, hash: &str, name: &str, nar: Vec<u8>, compress
     let mut info = NarInfo {
         store_path: format!("/nix/store/{hash}-{name}"),
         url: nar_url.clone(),
-        compression: compression.name().into(),
+        compression: compression.into(),
         file_hash: Some(NarHash::digest(&file)),
         file_size: Some(file.len() as u64),
         nar_hash: NarHash::digest(&nar),

@@ -42,7 +42,7 @@ impl Proxied {
     pub(crate) fn expected(&self) -> Option<Expected> {
         match self {
             Proxied::Nix(info) => Some(Expected {
-                compression: info.compression.parse().ok()?,
+                compression: info.compression.known()?,
                 nar_hash: info.nar_hash,
                 nar_size: info.nar_size,
                 file_hash: info.file_hash,

@@ -8,6 +8,7 @@
 //! `URL`/`Compression`/`FileSize` group naming subserve's own URL for the one upstream group
 //! the proxy downloads and verifies.
 
+use formats::compression::NarCompression;
 use formats::guix::{self as format, GuixUrl};
 use formats::{Compression, NarHash, StorePath, StorePathHash};
 
@@ -59,7 +60,7 @@ impl GuixProxied {
     pub(crate) fn expected(&self) -> Option<Expected> {
         let offered = self.urls.first()?;
         Some(Expected {
-            compression: verifiable(&offered.compression)?,
+            compression: offered.compression.known()?,
             nar_hash: self.nar_hash,
             nar_size: self.nar_size,
             file_hash: None,
@@ -78,12 +79,6 @@ impl GuixProxied {
 /// farms also offer, is missing: subserve has no decoder for it.
 const PREFERENCE: [Compression; 5] =
     [Compression::Zstd, Compression::Gzip, Compression::Xz, Compression::Bzip2, Compression::None];
-
-/// The compression a Guix `Compression:` value names, if subserve can verify it. Only the
-/// exact names count (an empty value is not bzip2 here, unlike Nix).
-fn verifiable(name: &str) -> Option<Compression> {
-    PREFERENCE.into_iter().find(|c| c.name() == name)
-}
 
 /// The subdirectories of the cache's `nar/` that Guix entries use.
 pub(crate) fn nar_subdirectories() -> impl Iterator<Item = &'static str> {
@@ -118,12 +113,12 @@ pub(crate) fn accept(
     }
     let (compression, group) = PREFERENCE
         .into_iter()
-        .find_map(|c| parsed.proxied.urls.iter().find(|g| g.compression == c.name()).map(|g| (c, g)))
+        .find_map(|c| parsed.proxied.urls.iter().find(|g| g.compression.known() == Some(c)).map(|g| (c, g)))
         .ok_or_else(|| FetchError::Unusable("no URL in a compression subserve can verify".into()))?;
     let upstream_url = crate::fetch::resolve(&up.url, &group.url);
     let offered = GuixUrl {
         url: format::nar_url(compression, &parsed.proxied.store_path.basename()),
-        compression: compression.name().to_owned(),
+        compression: compression.into(),
         file_size: group.file_size,
     };
     parsed.proxied.urls = vec![offered];
@@ -187,7 +182,11 @@ pub(crate) fn parse(text: &str, store_dir: &str) -> Result<Parsed, FetchError> {
     let sizes: Vec<Option<u64>> = all("FileSize").map(|s| s.parse().ok()).collect();
     let mut urls: Vec<GuixUrl> = all("URL")
         .zip(all("Compression"))
-        .map(|(url, compression)| GuixUrl { url: url.to_owned(), compression: compression.to_owned(), file_size: None })
+        .map(|(url, compression)| GuixUrl {
+            url: url.to_owned(),
+            compression: NarCompression::read_exact(compression),
+            file_size: None,
+        })
         .collect();
     if !sizes.is_empty() {
         urls.truncate(sizes.len());
@@ -232,7 +231,7 @@ mod tests {
         assert!(p.urls.iter().all(|u| u.file_size.is_none()));
         let t = text("URL: a\nCompression: gzip\nFileSize: 10\nURL: b\nCompression: zstd\n");
         let p = parse(&t, STORE).unwrap().proxied;
-        assert_eq!(p.urls, [GuixUrl { url: "a".into(), compression: "gzip".into(), file_size: Some(10) }]);
+        assert_eq!(p.urls, [GuixUrl { url: "a".into(), compression: Compression::Gzip.into(), file_size: Some(10) }]);
     }
 
     #[test]
@@ -259,8 +258,11 @@ mod tests {
     fn stored_entries_read_back() {
         let p = parse(&text("URL: nar/x\nCompression: none\n"), STORE).unwrap().proxied;
         let mut offered = p.clone();
-        offered.urls =
-            vec![GuixUrl { url: format::nar_url(Compression::Zstd, "b"), compression: "zstd".into(), file_size: None }];
+        offered.urls = vec![GuixUrl {
+            url: format::nar_url(Compression::Zstd, "b"),
+            compression: Compression::Zstd.into(),
+            file_size: None,
+        }];
         let back = from_stored(&offered.render(&offered.upstream_signature), STORE).unwrap();
         assert_eq!(back, offered);
         assert_eq!(back.nar_file(), Some("zstd/b"));

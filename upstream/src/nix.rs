@@ -7,8 +7,8 @@
 //! the fingerprint (store path, NarHash, NarSize, references), not the URL or compression,
 //! so the URL can be rewritten and the upstream's signatures still verify at the nodes.
 
-use formats::compression::{nar_file_name, UnknownCompression};
-use formats::{Compression, NarInfo, StorePath, StorePathHash};
+use formats::compression::nar_file_name;
+use formats::{NarInfo, StorePath, StorePathHash};
 
 use crate::error::FetchError;
 use crate::{Trust, UpstreamConfig};
@@ -40,9 +40,9 @@ pub(crate) fn accept(
     if !signing::verify_any(keys, &fingerprint, &info.sigs) && info.ca.is_none() {
         return Err(FetchError::Untrusted);
     }
-    let compression: Compression = info.compression.parse().map_err(|e: UnknownCompression| garbage(&e))?;
+    let compression = info.compression.require().map_err(|e| garbage(&e))?;
     let upstream_url = crate::fetch::resolve(&up.url, &info.url);
     info.url = format!("nar/{}", nar_file_name(hash, &info.nar_hash, compression));
-    info.compression = compression.name().to_owned();
+    info.compression = compression.into();
     Ok((info, upstream_url))
 }

@@ -135,7 +135,7 @@ impl BodyCheck {
     /// uncompressed body is always checked against the NAR, at no extra cost).
     pub(crate) fn new(info: &NarInfo, decode: bool) -> Result<Self, Trouble> {
         let plain = is_plain(info);
-        let decoder = if decode && !plain { Some(Decoder::new(&info.compression)?) } else { None };
+        let decoder = if decode && !plain { Some(Decoder::new(info.compression.as_str())?) } else { None };
         Ok(BodyCheck { sha: Sha256::new(), len: 0, decoder, plain })
     }
 
@@ -179,7 +179,7 @@ impl BodyCheck {
 
 /// Whether the body named by `info` is the bare NAR.
 pub(crate) fn is_plain(info: &NarInfo) -> bool {
-    info.compression == "none"
+    info.compression.known() == Some(formats::Compression::None)
 }
 
 /// A writer that hashes and counts what it is given.
@@ -248,7 +248,7 @@ mod tests {
         NarInfo {
             store_path: "/nix/store/7rjj86a15146cq1d3qy068lml7n8ykzm-x".into(),
             url: format!("nar/x.nar.{compression}"),
-            compression: compression.into(),
+            compression: formats::compression::NarCompression::read(compression),
             file_hash: None,
             file_size: None,
             nar_hash: NarHash::digest(nar),

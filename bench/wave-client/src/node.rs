@@ -149,7 +149,7 @@ async fn nar(
             tally.requests += 1;
             tally.nar_bodies += u64::from(result.is_ok());
             if result.is_ok() {
-                *tally.by_compression.entry(info.compression.clone()).or_default() += 1;
+                *tally.by_compression.entry(info.compression.to_string()).or_default() += 1;
             }
         }
         match (&result, &mut *checks.borrow_mut()) {

@@ -133,7 +133,7 @@ async fn fetches_verifies_caches_and_serves_from_cache() {
         assert_eq!(p.references, std::slice::from_ref(&p.store_path));
         let offered = GuixUrl {
             url: item.nar_url.clone(),
-            compression: compression.name().into(),
+            compression: compression.into(),
             file_size: Some(item.file.len() as u64),
         };
         assert_eq!(p.urls, [offered]);
