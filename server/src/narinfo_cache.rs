@@ -17,6 +17,7 @@ use std::fmt;
 use std::time::Duration;
 
 use bytes::Bytes;
+use formats::StorePathHash;
 use quick_cache::sync::Cache;
 use quick_cache::Weighter;
 use tokio::time::Instant;
@@ -36,7 +37,7 @@ const ENTRY_OVERHEAD: u64 = 128;
 
 /// Rendered narinfos (or the fact that the store lacks the path) by store path hash.
 pub struct NarinfoCache {
-    entries: Option<Cache<String, Entry, BodyWeighter>>,
+    entries: Option<Cache<StorePathHash, Entry, BodyWeighter>>,
     ttl: Duration,
     negative_ttl: Duration,
 }
@@ -51,9 +52,9 @@ struct Entry {
 #[derive(Clone)]
 struct BodyWeighter;
 
-impl Weighter<String, Entry> for BodyWeighter {
-    fn weight(&self, key: &String, entry: &Entry) -> u64 {
-        ENTRY_OVERHEAD + key.len() as u64 + entry.body.as_ref().map_or(0, |b| b.len() as u64)
+impl Weighter<StorePathHash, Entry> for BodyWeighter {
+    fn weight(&self, key: &StorePathHash, entry: &Entry) -> u64 {
+        ENTRY_OVERHEAD + key.as_str().len() as u64 + entry.body.as_ref().map_or(0, |b| b.len() as u64)
     }
 }
 
@@ -74,13 +75,13 @@ impl NarinfoCache {
 
     /// A fresh entry for `hash`: `Some(Some(text))` for a path the store has, `Some(None)` for
     /// one it lacks; `None` if there is no fresh entry.
-    pub fn get(&self, hash: &str) -> Option<Option<Bytes>> {
+    pub fn get(&self, hash: &StorePathHash) -> Option<Option<Bytes>> {
         let entry = self.entries.as_ref()?.get(hash)?;
         (Instant::now() < entry.expires).then_some(entry.body)
     }
 
     /// Remembers the answer for `hash`: its narinfo text, or `None` if the store lacks it.
-    pub fn insert(&self, hash: &str, body: Option<Bytes>) {
+    pub fn insert(&self, hash: &StorePathHash, body: Option<Bytes>) {
         let Some(entries) = &self.entries else {
             return;
         };
@@ -88,7 +89,7 @@ impl NarinfoCache {
         if ttl.is_zero() {
             return;
         }
-        entries.insert(hash.to_owned(), Entry { body, expires: Instant::now() + ttl });
+        entries.insert(hash.clone(), Entry { body, expires: Instant::now() + ttl });
     }
 
     /// Entries held, fresh or not.
@@ -122,25 +123,31 @@ impl fmt::Debug for NarinfoCache {
 mod tests {
     use super::*;
 
-    const H: &str = "i9pmrzmpshapij2kin22pff6fc2adavx";
+    fn hash(text: &str) -> StorePathHash {
+        StorePathHash::parse(text).unwrap()
+    }
+
+    fn h() -> StorePathHash {
+        hash("i9pmrzmpshapij2kin22pff6fc2adavx")
+    }
 
     #[tokio::test(start_paused = true)]
     async fn hits_last_the_ttl_and_misses_the_negative_ttl() {
         let cache = NarinfoCache::new(CAPACITY_BYTES, Duration::from_secs(60), Duration::from_secs(10));
-        let absent = "0rhbmkw0ia6kxc0s9zsvv7fb8w5zcggb";
-        assert_eq!(cache.get(H), None);
-        cache.insert(H, Some(Bytes::from_static(b"StorePath: x\n")));
+        let absent = &hash("0rhbmkw0ia6kxc0s9zsvv7fb8w5zcggb");
+        assert_eq!(cache.get(&h()), None);
+        cache.insert(&h(), Some(Bytes::from_static(b"StorePath: x\n")));
         cache.insert(absent, None);
-        assert_eq!(cache.get(H), Some(Some(Bytes::from_static(b"StorePath: x\n"))));
+        assert_eq!(cache.get(&h()), Some(Some(Bytes::from_static(b"StorePath: x\n"))));
         assert_eq!(cache.get(absent), Some(None));
         tokio::time::advance(Duration::from_secs(10)).await;
         assert_eq!(cache.get(absent), None, "a miss expires after the negative TTL");
-        assert!(cache.get(H).is_some());
+        assert!(cache.get(&h()).is_some());
         tokio::time::advance(Duration::from_secs(50)).await;
-        assert_eq!(cache.get(H), None, "a hit expires after the TTL");
+        assert_eq!(cache.get(&h()), None, "a hit expires after the TTL");
         // A fresh answer replaces the expired one.
-        cache.insert(H, Some(Bytes::from_static(b"StorePath: y\n")));
-        assert_eq!(cache.get(H), Some(Some(Bytes::from_static(b"StorePath: y\n"))));
+        cache.insert(&h(), Some(Bytes::from_static(b"StorePath: y\n")));
+        assert_eq!(cache.get(&h()), Some(Some(Bytes::from_static(b"StorePath: y\n"))));
     }
 
     #[test]
@@ -149,23 +156,23 @@ mod tests {
         let cache = NarinfoCache::new(capacity, TTL, NEGATIVE_TTL);
         let body = Bytes::from(vec![b'x'; 1000]);
         for i in 0..1000 {
-            cache.insert(&format!("{i:032}"), Some(body.clone()));
+            cache.insert(&hash(&format!("{i:032}")), Some(body.clone()));
         }
         assert!(cache.weight() <= capacity, "{} > {capacity}", cache.weight());
         let per_entry = ENTRY_OVERHEAD + 32 + 1000;
         assert!(cache.len() as u64 <= capacity / per_entry);
         // The most recent entry is there; the earliest ones were evicted.
-        assert!(cache.get(&format!("{:032}", 999)).is_some());
-        assert!((0..1000).filter(|i| cache.get(&format!("{i:032}")).is_none()).count() >= 900);
+        assert!(cache.get(&hash(&format!("{:032}", 999))).is_some());
+        assert!((0..1000).filter(|i| cache.get(&hash(&format!("{i:032}"))).is_none()).count() >= 900);
     }
 
     #[test]
     fn zero_ttls_turn_caching_off() {
         let cache = NarinfoCache::new(CAPACITY_BYTES, TTL, Duration::ZERO);
-        cache.insert(H, None);
-        assert_eq!(cache.get(H), None, "no negative caching with a zero negative TTL");
+        cache.insert(&h(), None);
+        assert_eq!(cache.get(&h()), None, "no negative caching with a zero negative TTL");
         let cache = NarinfoCache::new(CAPACITY_BYTES, Duration::ZERO, Duration::ZERO);
-        cache.insert(H, Some(Bytes::from_static(b"x")));
-        assert_eq!((cache.get(H), cache.len()), (None, 0));
+        cache.insert(&h(), Some(Bytes::from_static(b"x")));
+        assert_eq!((cache.get(&h()), cache.len()), (None, 0));
     }
 }

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use formats::StorePathHash;
 use futures_util::{Stream, StreamExt as _};
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 use tokio::sync::watch;
@@ -166,13 +167,13 @@ pub(crate) struct Downloads {
     /// A download with no new byte for this long is abandoned.
     stall_timeout: Duration,
     stats: Arc<Stats>,
-    in_flight: Mutex<HashMap<String, Arc<Download>>>,
+    in_flight: Mutex<HashMap<StorePathHash, Arc<Download>>>,
 }
 
 /// One download's task: which entry, from where, into which temp file.
 struct Job {
     /// The store path hash part the entry is indexed by.
-    hash: String,
+    hash: StorePathHash,
     entry: Entry,
     expected: Expected,
     temp: PathBuf,
@@ -190,7 +191,7 @@ impl Downloads {
     /// one from `upstream`. `None` when no temp file can be made.
     pub(crate) fn join_or_start(
         self: &Arc<Self>,
-        hash: &str,
+        hash: &StorePathHash,
         entry: Entry,
         expected: Expected,
         upstream: Option<Arc<Upstream>>,
@@ -208,10 +209,10 @@ impl Downloads {
         }
         let (tx, rx) = watch::channel(Progress::Running(0));
         let download = Arc::new(Download { temp: temp.clone(), progress: rx });
-        flights.insert(hash.to_owned(), Arc::clone(&download));
+        flights.insert(hash.clone(), Arc::clone(&download));
         drop(flights);
         self.stats.nar_fetches.fetch_add(1, Ordering::Relaxed);
-        let job = Job { hash: hash.to_owned(), entry, expected, temp, upstream };
+        let job = Job { hash: hash.clone(), entry, expected, temp, upstream };
         tokio::spawn(Arc::clone(self).run(job, tx));
         Some(download)
     }

@@ -54,7 +54,7 @@ impl Proxied {
 }
 
 /// The lookups in flight, by store path hash.
-pub(crate) type Flights = Mutex<HashMap<String, Arc<OnceCell<Lookup<Proxied>>>>>;
+pub(crate) type Flights = Mutex<HashMap<StorePathHash, Arc<OnceCell<Lookup<Proxied>>>>>;
 
 /// What the index says of a hash.
 enum Cached {
@@ -70,7 +70,7 @@ impl Proxy {
         if self.inner.upstreams.is_empty() {
             return Lookup::Absent;
         }
-        let key = hash.to_string();
+        let key = hash.clone();
         match self.inner.cached(&key).await {
             Some(Cached::Hit(proxied)) => return Lookup::Found(proxied),
             Some(Cached::Negative) => return Lookup::Absent,
@@ -110,12 +110,12 @@ impl Proxy {
 
 impl Inner {
     /// What the index says of `hash`, from a blocking thread; `None` if that thread failed.
-    async fn cached(self: &Arc<Self>, hash: &str) -> Option<Cached> {
-        let (this, hash) = (Arc::clone(self), hash.to_owned());
+    async fn cached(self: &Arc<Self>, hash: &StorePathHash) -> Option<Cached> {
+        let (this, hash) = (Arc::clone(self), hash.clone());
         blocking(move || this.cached_blocking(&hash)).await
     }
 
-    fn cached_blocking(&self, hash: &str) -> Cached {
+    fn cached_blocking(&self, hash: &StorePathHash) -> Cached {
         match self.cache.entry(hash) {
             Ok(Some(entry)) => {
                 if let Some(proxied) = Proxied::read(&entry, self.config.dialect, &self.config.store_dir) {
@@ -142,7 +142,7 @@ impl Inner {
     /// Records an accepted narinfo in the index (its NAR not fetched yet) and answers it.
     pub(crate) async fn remember(self: &Arc<Self>, hash: &StorePathHash, accepted: Accepted) -> Lookup<Proxied> {
         let Accepted { proxied, text, nar_file, upstream_url } = accepted;
-        let (cache, h) = (self.cache.clone(), hash.to_string());
+        let (cache, h) = (self.cache.clone(), hash.clone());
         match blocking(move || cache.put_narinfo(&h, &text, &nar_file, &upstream_url)).await {
             Some(Ok(())) | None => {}
             Some(Err(e)) => tracing::error!(error = %e, "cache index"),
@@ -152,7 +152,7 @@ impl Inner {
 
     /// Records that no upstream has `hash`, for the negative TTL.
     pub(crate) async fn remember_miss(self: &Arc<Self>, hash: &StorePathHash) {
-        let (cache, h, ttl) = (self.cache.clone(), hash.to_string(), self.config.negative_ttl);
+        let (cache, h, ttl) = (self.cache.clone(), hash.clone(), self.config.negative_ttl);
         let _ = blocking(move || cache.put_negative(&h, ttl)).await;
     }
 }

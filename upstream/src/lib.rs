@@ -281,7 +281,7 @@ impl Proxy {
         client: Option<IpAddr>,
         matches: impl FnOnce(&Expected) -> bool,
     ) -> Option<NarSource> {
-        let key = hash.to_string();
+        let key = hash.clone();
         let mut entry = self.entry(&key).await;
         if matches!(entry, Some(Ok(None))) && matches!(self.lookup(hash, client).await, Lookup::Found(_)) {
             // A URL from a narinfo whose entry was pruned (or never made here): the narinfo
@@ -323,8 +323,8 @@ impl Proxy {
     }
 
     /// The index entry of `key`, read on a blocking thread; `None` if that thread failed.
-    async fn entry(&self, key: &str) -> Option<Result<Option<cache::Entry>, Error>> {
-        let (cache, key) = (self.inner.cache.clone(), key.to_owned());
+    async fn entry(&self, key: &StorePathHash) -> Option<Result<Option<cache::Entry>, Error>> {
+        let (cache, key) = (self.inner.cache.clone(), key.clone());
         blocking(move || cache.entry(&key)).await
     }
 }

@@ -25,7 +25,7 @@ pub(super) async fn get(
     let content = NarHash::from_nix32(&hash).map_err(|_| AppError::BadRequest("invalid sha256 hash"))?;
     let path = fixed_output_path(state.store.store_dir(), &name, &content)
         .map_err(|_| AppError::BadRequest("invalid file name"))?;
-    let info = super::lookup(&state, path.hash().as_str()).await?;
+    let info = super::lookup(&state, path.hash()).await?;
     if info.path != path {
         return Err(AppError::NotFound);
     }

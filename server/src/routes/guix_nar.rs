@@ -53,7 +53,7 @@ async fn serve(
     headers: &HeaderMap,
 ) -> Result<Response, AppError> {
     let path = StorePath::from_basename(basename).map_err(|_| AppError::BadRequest("invalid store path name"))?;
-    let info = match super::lookup(&state, path.hash().as_str()).await {
+    let info = match super::lookup(&state, path.hash()).await {
         Ok(info) => info,
         Err(AppError::NotFound) => return proxied(&state, &path, compression, slots, method, headers).await,
         Err(e) => return Err(e),

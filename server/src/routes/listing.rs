@@ -53,7 +53,7 @@ impl Default for ListingCache {
 
 pub(super) async fn get(
     State(state): State<Arc<AppState>>,
-    hash: &str,
+    hash: &StorePathHash,
     slots: &Slots,
     method: &Method,
 ) -> Result<Response, AppError> {

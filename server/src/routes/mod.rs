@@ -1,6 +1,7 @@
 //! The URL space of the cache: one module per endpoint, wired together by [`router`].
 
 mod cache_info;
+mod extract;
 mod file;
 mod guix_nar;
 mod listing;
@@ -15,7 +16,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::body::HttpBody as _;
-use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, Method};
 use axum::middleware::{self, Next};
@@ -160,16 +161,13 @@ fn stores_index(stores: &[Arc<AppState>]) -> String {
 /// `/<hash>.narinfo` and `/<hash>.ls` share one path segment, so they share one route.
 async fn top_level(
     state: State<Arc<AppState>>,
-    Path(file): Path<String>,
+    file: extract::TopLevelFile,
     slots: Slots,
     method: Method,
 ) -> Result<Response, AppError> {
-    if let Some(hash) = file.strip_suffix(".narinfo") {
-        narinfo::get(state, hash, slots.client).await
-    } else if let Some(hash) = file.strip_suffix(".ls") {
-        listing::get(state, hash, &slots, &method).await
-    } else {
-        Err(AppError::NotFound)
+    match file {
+        extract::TopLevelFile::Narinfo(hash) => narinfo::get(state, hash, slots.client).await,
+        extract::TopLevelFile::Listing(hash) => listing::get(state, &hash, &slots, &method).await,
     }
 }
 
@@ -198,12 +196,12 @@ impl FromRequestParts<Arc<AppState>> for Slots {
     }
 }
 
-/// Validates a hash part taken from a URL and looks its path up, off the async runtime.
+/// Looks a path up by its hash part, off the async runtime.
 ///
 /// A path that the DB lists but whose files are missing is treated as absent: promising it
 /// in a narinfo would only make the NAR download fail.
-async fn lookup(state: &Arc<AppState>, hash: &str) -> Result<PathInfo, AppError> {
-    let hash = StorePathHash::parse(hash).map_err(|_| AppError::BadRequest("invalid store path hash"))?;
+async fn lookup(state: &Arc<AppState>, hash: &StorePathHash) -> Result<PathInfo, AppError> {
+    let hash = hash.clone();
     let admission = Arc::clone(&state.admission);
     let state = Arc::clone(state);
     admission

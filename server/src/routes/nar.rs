@@ -13,12 +13,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
-use formats::{NarHash, StorePathHash};
+use formats::{NarFile, NarHash, StorePathHash};
 use upstream::{NarSource, NarStream};
 
+use super::extract::NarFileName;
 use super::Slots;
 use crate::compression::{self, Compression, Levels};
 use crate::error::AppError;
@@ -32,13 +33,12 @@ pub(crate) const MIME_NAR: &str = "application/x-nix-nar";
 
 pub(super) async fn get(
     State(state): State<Arc<AppState>>,
-    Path(file): Path<String>,
+    NarFileName(NarFile { hash, nar_hash, compression }): NarFileName,
     slots: Slots,
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let (store_hash, nar_hash, compression) = parse_file_name(&file)?;
-    match super::lookup(&state, store_hash).await {
+    match super::lookup(&state, &hash).await {
         // A local path with the URL's NarHash, in a compression we can produce.
         Ok(info) if info.nar_hash == nar_hash && Dialect::Nix.can_offer(compression) => {
             if let Some(baked) = baked_file(&state, &info, compression).await {
@@ -49,7 +49,7 @@ pub(super) async fn get(
         }
         // Not here (any more): maybe the proxy handed out this URL.
         Ok(_) | Err(AppError::NotFound) => {
-            proxied(&state, store_hash, nar_hash, compression, &slots, &method, &headers).await
+            proxied(&state, &hash, nar_hash, compression, &slots, &method, &headers).await
         }
         Err(e) => Err(e),
     }
@@ -172,7 +172,7 @@ pub(super) async fn local(
 /// progress, streamed as it arrives.
 async fn proxied(
     state: &AppState,
-    store_hash: &str,
+    hash: &StorePathHash,
     nar_hash: NarHash,
     compression: Compression,
     slots: &Slots,
@@ -180,8 +180,7 @@ async fn proxied(
     headers: &HeaderMap,
 ) -> Result<Response, AppError> {
     let proxy = state.proxy.as_ref().ok_or(AppError::NotFound)?;
-    let hash = StorePathHash::parse(store_hash).map_err(|_| AppError::BadRequest("invalid store path hash"))?;
-    match proxy.nar(&hash, &nar_hash, compression, slots.client).await.ok_or(AppError::NotFound)? {
+    match proxy.nar(hash, &nar_hash, compression, slots.client).await.ok_or(AppError::NotFound)? {
         NarSource::Stream(download) => download_response(download, slots, method, headers).await,
         NarSource::File { path, size } => file_response(path, size, slots, method, headers).await,
     }
@@ -204,15 +203,6 @@ fn ranged(
             .header(header::CONTENT_RANGE, HeaderValue::from_str(&content_range).expect("ascii"));
     }
     Ok((response, ByteRange { start, end }))
-}
-
-/// Splits `<32-char store hash>-<52-char nar hash>.nar<ext>` into its parts.
-fn parse_file_name(file: &str) -> Result<(&str, NarHash, Compression), AppError> {
-    let bad = AppError::BadRequest("invalid NAR file name");
-    let (stem, compression) = Compression::split_file_name(file).ok_or(AppError::NotFound)?;
-    let (store_hash, nar_hash) = stem.split_once('-').ok_or(bad)?;
-    let nar_hash = NarHash::from_nix32(nar_hash).map_err(|_| AppError::BadRequest("invalid NAR hash"))?;
-    Ok((store_hash, nar_hash, compression))
 }
 
 /// Passes through exactly `remaining` bytes: more is an error at once, fewer at `finish`.
@@ -252,22 +242,6 @@ impl<W: Write> Write for ExactWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const H: &str = "i9pmrzmpshapij2kin22pff6fc2adavx";
-    const N: &str = "04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw";
-
-    #[test]
-    fn file_names() {
-        let name = format!("{H}-{N}.nar.zst");
-        let (h, n, c) = parse_file_name(&name).unwrap();
-        assert_eq!((h, n.to_nix32().as_str(), c), (H, N, Compression::Zstd));
-        assert_eq!(parse_file_name(&format!("{H}-{N}.nar.xz")).unwrap().2, Compression::Xz);
-        assert_eq!(parse_file_name(&format!("{H}-{N}.nar")).unwrap().2, Compression::None);
-        assert_eq!(parse_file_name(&format!("{H}-{N}.nar.gz")).unwrap().2, Compression::Gzip);
-        assert!(matches!(parse_file_name(&format!("{H}-{N}.nar.lz")), Err(AppError::NotFound)));
-        assert!(matches!(parse_file_name(&format!("{H}-{N}x.nar")), Err(AppError::BadRequest(_))));
-        assert!(matches!(parse_file_name(&format!("{H}{N}.nar")), Err(AppError::BadRequest(_))));
-    }
 
     #[test]
     fn exact_writer_refuses_long_and_short() {

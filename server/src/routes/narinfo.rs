@@ -30,14 +30,14 @@ const NOT_FOUND_FOR_NOW_MAX_AGE: u64 = 5;
 /// `client` is the requester's IP address, for the proxy's per-client cap.
 pub(super) async fn get(
     State(state): State<Arc<AppState>>,
-    hash: &str,
+    hash: StorePathHash,
     client: Option<IpAddr>,
 ) -> Result<Response, AppError> {
     let mime = match state.settings.dialect {
         Dialect::Nix => MIME_NARINFO,
         Dialect::Guix => MIME_GUIX_NARINFO,
     };
-    let body = body(&state, hash, client).await;
+    let body = body(&state, &hash, client).await;
     let cache_control = |hit| HeaderValue::from_str(&state.cache_control(hit)).expect("ascii");
     match body {
         Ok(body) => Ok((
@@ -72,15 +72,14 @@ pub(super) fn proxied<T>(lookup: Lookup<T>) -> Result<T, AppError> {
 
 /// The local store first; on a miss, the proxy (which answers "absent" or "absent for now"
 /// for any upstream trouble, so a narinfo is never a 5xx because of an upstream).
-async fn body(state: &Arc<AppState>, hash: &str, client: Option<IpAddr>) -> Result<Bytes, AppError> {
+async fn body(state: &Arc<AppState>, hash: &StorePathHash, client: Option<IpAddr>) -> Result<Bytes, AppError> {
     if let Some(body) = local_body(state, hash).await? {
         return Ok(body);
     }
     let proxy = state.proxy.as_ref().ok_or(AppError::NotFound)?;
-    let hash = StorePathHash::parse(hash).map_err(|_| AppError::BadRequest("invalid store path hash"))?;
     Ok(match state.settings.dialect {
-        Dialect::Nix => narinfo::proxied_nix(state, proxied(proxy.narinfo(&hash, client).await)?),
-        Dialect::Guix => narinfo::proxied_guix(state, &proxied(proxy.guix_narinfo(&hash, client).await)?)?,
+        Dialect::Nix => narinfo::proxied_nix(state, proxied(proxy.narinfo(hash, client).await)?),
+        Dialect::Guix => narinfo::proxied_guix(state, &proxied(proxy.guix_narinfo(hash, client).await)?)?,
     }
     .into())
 }
@@ -91,7 +90,7 @@ async fn body(state: &Arc<AppState>, hash: &str, client: Option<IpAddr>) -> Resu
 ///
 /// Narinfos of paths the baker wants are never cached: they change as soon as a baked file
 /// is ready or evicted, and nothing tells the cache when.
-async fn local_body(state: &Arc<AppState>, hash: &str) -> Result<Option<Bytes>, AppError> {
+async fn local_body(state: &Arc<AppState>, hash: &StorePathHash) -> Result<Option<Bytes>, AppError> {
     if let Some(cached) = state.narinfo_cache.get(hash) {
         return Ok(cached);
     }

@@ -45,7 +45,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use formats::{Compression, NarHash};
+use formats::{Compression, NarHash, StorePathHash};
 
 pub(crate) use index::Entry;
 use index::{Index, Victim};
@@ -207,23 +207,23 @@ impl CacheArea {
     }
 
     /// The proxied entry of `hash` (a store path hash part), of the area's flavour.
-    pub(crate) fn entry(&self, hash: &str) -> Result<Option<Entry>, Error> {
-        self.inner.index.get(hash)
+    pub(crate) fn entry(&self, hash: &StorePathHash) -> Result<Option<Entry>, Error> {
+        self.inner.index.get(hash.as_str())
     }
 
     /// Marks the proxied entry of `hash` used, for eviction.
-    pub(crate) fn touch(&self, hash: &str) -> Result<(), Error> {
-        self.inner.index.touch(hash, unix_now())
+    pub(crate) fn touch(&self, hash: &StorePathHash) -> Result<(), Error> {
+        self.inner.index.touch(hash.as_str(), unix_now())
     }
 
     /// Whether `hash` is a recent miss.
-    pub(crate) fn is_negative(&self, hash: &str) -> Result<bool, Error> {
-        self.inner.index.is_negative(hash, unix_now())
+    pub(crate) fn is_negative(&self, hash: &StorePathHash) -> Result<bool, Error> {
+        self.inner.index.is_negative(hash.as_str(), unix_now())
     }
 
     /// Remembers that no upstream has `hash`, for `ttl`.
-    pub(crate) fn put_negative(&self, hash: &str, ttl: Duration) -> Result<(), Error> {
-        self.inner.index.put_negative(hash, unix_now() + ttl.as_secs() as i64)
+    pub(crate) fn put_negative(&self, hash: &StorePathHash, ttl: Duration) -> Result<(), Error> {
+        self.inner.index.put_negative(hash.as_str(), unix_now() + ttl.as_secs() as i64)
     }
 
     /// Forgets every remembered miss: for new upstreams, which may have what the old ones
@@ -236,9 +236,15 @@ impl CacheArea {
     /// written beside the NAR, the NAR's file name under `nar/`, where it is downloaded
     /// from) and clears a miss; once an hour also forgets narinfo-only entries unused for
     /// 30 days.
-    pub(crate) fn put_narinfo(&self, hash: &str, text: &str, nar_file: &str, upstream_url: &str) -> Result<(), Error> {
+    pub(crate) fn put_narinfo(
+        &self,
+        hash: &StorePathHash,
+        text: &str,
+        nar_file: &str,
+        upstream_url: &str,
+    ) -> Result<(), Error> {
         let now = unix_now();
-        self.inner.index.put_narinfo(hash, text, nar_file, upstream_url, now)?;
+        self.inner.index.put_narinfo(hash.as_str(), text, nar_file, upstream_url, now)?;
         if now - self.inner.last_prune.swap(now, Ordering::Relaxed) >= PRUNE_EVERY {
             let pruned = self.inner.index.prune_uncached(now - UNCACHED_TTL)?;
             if pruned > 0 {
@@ -258,7 +264,13 @@ impl CacheArea {
     /// cached with `size` bytes, and evicts what no longer fits. Only the rename can fail
     /// the commit; a narinfo file or index row that cannot be written is logged (the file is
     /// in place, and recovery reconciles them on the next open). Blocking.
-    pub(crate) fn commit_nar(&self, hash: &str, temp: &Path, entry: &Entry, size: u64) -> std::io::Result<()> {
+    pub(crate) fn commit_nar(
+        &self,
+        hash: &StorePathHash,
+        temp: &Path,
+        entry: &Entry,
+        size: u64,
+    ) -> std::io::Result<()> {
         let final_path = self.nar_path(&entry.nar_file);
         std::fs::rename(temp, &final_path)?;
         if let Some(dir) = final_path.parent() {
@@ -268,7 +280,7 @@ impl CacheArea {
         if let Err(e) = write_atomically(&path, entry.narinfo.as_bytes()) {
             tracing::error!(path = %path.display(), error = %e, "cannot write narinfo");
         }
-        if let Err(e) = self.inner.index.set_nar_cached(hash, size, unix_now()) {
+        if let Err(e) = self.inner.index.set_nar_cached(hash.as_str(), size, unix_now()) {
             tracing::error!(error = %e, "cache index");
         }
         self.inner.evict();

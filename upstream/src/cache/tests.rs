@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use formats::{Compression, NarHash};
+use formats::{Compression, NarHash, StorePathHash};
 
 use super::{CacheArea, CacheConfig};
 use crate::{Dialect, Error};
@@ -25,7 +25,7 @@ fn bake(area: &CacheArea, nar: &[u8], data: &[u8]) -> NarHash {
 }
 
 /// Records a proxied entry for `hash` and commits `data` as its downloaded NAR.
-fn download(area: &CacheArea, hash: &str, data: &[u8]) -> std::path::PathBuf {
+fn download(area: &CacheArea, hash: &StorePathHash, data: &[u8]) -> std::path::PathBuf {
     let nar_file = format!("{hash}.nar");
     area.put_narinfo(hash, &format!("StorePath: {hash}\n"), &nar_file, "http://upstream/x.nar").unwrap();
     let entry = area.entry(hash).unwrap().unwrap();
@@ -55,7 +55,7 @@ fn a_committed_bake_is_found_by_nar_hash_and_compression_and_survives_a_reopen()
 fn a_committed_download_is_an_entry_with_its_narinfo_beside_its_nar() {
     let dir = tempfile::tempdir().unwrap();
     let area = CacheArea::open(config(dir.path(), 1 << 20)).unwrap();
-    let hash = "0rhbmkw0ia6kxc0s9zsvv7fb8w5zcggb";
+    let hash = &StorePathHash::parse("0rhbmkw0ia6kxc0s9zsvv7fb8w5zcggb").unwrap();
     let path = download(&area, hash, b"nar bytes");
     assert_eq!(path, dir.path().join(format!("nar/{hash}.nar")));
     assert_eq!(std::fs::read(&path).unwrap(), b"nar bytes");
@@ -71,12 +71,12 @@ fn eviction_takes_the_least_recently_used_first_proxied_or_baked() {
     let dir = tempfile::tempdir().unwrap();
     let area = CacheArea::open(config(dir.path(), 250)).unwrap();
     let index = &area.inner.index;
-    let proxied = "0rhbmkw0ia6kxc0s9zsvv7fb8w5zcggb";
+    let proxied = &StorePathHash::parse("0rhbmkw0ia6kxc0s9zsvv7fb8w5zcggb").unwrap();
     let proxied_nar = download(&area, proxied, &[1; 100]);
     let first = bake(&area, b"first", &[2; 100]);
     // The clocks are set by hand: the baked file last used at 1 s, the proxied one at 2 s.
     index.get_baked(&first.to_nix32(), "zstd", 1000).unwrap();
-    index.touch(proxied, 2).unwrap();
+    index.touch(proxied.as_str(), 2).unwrap();
     assert_eq!(area.evictions(), 0, "200 bytes fit in 250");
 
     // 300 bytes: the least recently used goes, and only it.
@@ -87,7 +87,7 @@ fn eviction_takes_the_least_recently_used_first_proxied_or_baked() {
     assert!(proxied_nar.is_file());
 
     // Now the proxied entry is the oldest: it goes with its narinfo.
-    index.touch(proxied, 0).unwrap();
+    index.touch(proxied.as_str(), 0).unwrap();
     bake(&area, b"third", &[4; 100]);
     assert_eq!(area.evictions(), 2);
     assert_eq!(area.entry(proxied).unwrap(), None);
@@ -102,7 +102,7 @@ fn opening_clears_what_a_crash_left() {
     let area = CacheArea::open(config(dir.path(), 1 << 20)).unwrap();
     let kept = bake(&area, b"kept", b"kept file");
     let lost = bake(&area, b"lost", b"lost file");
-    let hash = "0rhbmkw0ia6kxc0s9zsvv7fb8w5zcggb";
+    let hash = &StorePathHash::parse("0rhbmkw0ia6kxc0s9zsvv7fb8w5zcggb").unwrap();
     let nar = download(&area, hash, b"proxied");
     // A bake and a download cut by the crash, a baked file whose row was never written, a
     // baked file and a proxied NAR that vanished from under their rows.
