@@ -1,6 +1,6 @@
 //! Single-flight NAR downloads: however many clients ask for the same uncached NAR at once,
 //! one task fetches it from upstream into a temp file, verifying it as it goes, and every
-//! client streams the bytes from that file as they land.
+//! client streams the bytes from that file as they land (a `growing::Growing` file).
 //!
 //! The download task does not belong to any client, so a client hanging up does not cancel
 //! it. A client may start anywhere in the file (a resumed download asks for a range): its
@@ -14,150 +14,20 @@
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use formats::StorePathHash;
-use futures_util::{Stream, StreamExt as _};
-use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
-use tokio::sync::watch;
+use futures_util::StreamExt as _;
 
 use crate::cache::{CacheArea, Entry};
 use crate::error::FetchError;
 use crate::fetch::Upstream;
+use crate::growing::{Grower, Growing};
 use crate::verify::{Expected, Verifier};
 use crate::Stats;
-
-/// Where a download stands, as seen by the clients streaming it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Progress {
-    /// This many bytes are in the temp file.
-    Running(u64),
-    /// Verified and committed: the file now lives at its final path with this size.
-    Done(u64),
-    /// Failed; the temp file is gone or going.
-    Failed,
-}
-
-/// One NAR being fetched.
-pub(crate) struct Download {
-    temp: PathBuf,
-    progress: watch::Receiver<Progress>,
-}
-
-/// A body stream of NAR file bytes.
-pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
-
-/// Bytes read from the temp file per step.
-const READ_CHUNK: usize = 256 * 1024;
-
-/// One client's view of a download in progress: the NAR file's bytes as they land in the temp
-/// file, from any offset.
-///
-/// Whatever range is asked for, its stream ends cleanly only once the whole file is verified
-/// and committed; if the download fails, it ends with an error, even when the range's last
-/// byte had already been sent. A client never sees a clean end of a body that failed.
-pub struct NarStream {
-    size: Option<u64>,
-    source: Source,
-}
-
-enum Source {
-    /// Its own handle on the temp file, so the rename at commit does not disturb it.
-    Following { file: tokio::fs::File, progress: watch::Receiver<Progress> },
-    /// The download failed before this client could open it.
-    Failed,
-}
-
-impl NarStream {
-    /// The file's size when its narinfo promises one (`FileSize`; a Guix group's size): the
-    /// body can then be announced with `Content-Length` and served by range. A download of
-    /// another size fails verification (it is never written past that size).
-    pub fn size(&self) -> Option<u64> {
-        self.size
-    }
-
-    /// The whole file, as it arrives.
-    pub fn into_stream(self) -> ByteStream {
-        self.follow(0, None)
-    }
-
-    /// Bytes `start..end` of the file (`end` at most [`NarStream::size`]), waiting for them
-    /// as they arrive.
-    pub fn into_range(self, start: u64, end: u64) -> ByteStream {
-        self.follow(start, Some(end))
-    }
-
-    /// A stream for a client that arrived as the download failed.
-    pub(crate) fn failed(size: Option<u64>) -> Self {
-        Self { size, source: Source::Failed }
-    }
-
-    fn follow(self, start: u64, end: Option<u64>) -> ByteStream {
-        let (file, rx) = match self.source {
-            Source::Following { file, progress } => (file, progress),
-            Source::Failed => return Box::pin(futures_util::stream::once(async { Err(failure()) })),
-        };
-        let state = (file, rx, start, false);
-        let stream = futures_util::stream::unfold(state, move |(mut file, mut rx, mut pos, finished)| async move {
-            if finished {
-                return None;
-            }
-            loop {
-                let progress = rx.borrow_and_update().clone();
-                let (available, complete) = match progress {
-                    Progress::Running(n) => (n, false),
-                    Progress::Done(n) => (n, true),
-                    Progress::Failed => return Some((Err(failure()), (file, rx, pos, true))),
-                };
-                let limit = end.map_or(available, |end| available.min(end));
-                if pos < limit {
-                    let want = (limit - pos).min(READ_CHUNK as u64) as usize;
-                    let mut buf = vec![0u8; want];
-                    if let Err(e) = read_exact_at(&mut file, pos, &mut buf).await {
-                        return Some((Err(e), (file, rx, pos, true)));
-                    }
-                    pos += want as u64;
-                    return Some((Ok(Bytes::from(buf)), (file, rx, pos, false)));
-                }
-                if complete {
-                    if end.is_some_and(|end| pos < end) {
-                        let err = io::Error::new(io::ErrorKind::UnexpectedEof, "download is shorter than its FileSize");
-                        return Some((Err(err), (file, rx, pos, true)));
-                    }
-                    return None;
-                }
-                // Nothing new to send (or the range is sent): wait for more bytes, or the verdict.
-                if rx.changed().await.is_err() {
-                    let err = io::Error::other("upstream download was abandoned");
-                    return Some((Err(err), (file, rx, pos, true)));
-                }
-            }
-        });
-        Box::pin(stream)
-    }
-}
-
-fn failure() -> io::Error {
-    io::Error::other("upstream download failed verification or was cut")
-}
-
-impl Download {
-    /// A view of the download for one client; `size` is the file size the narinfo promises.
-    /// Fails if the temp file is gone (the download just ended).
-    pub(crate) async fn subscribe(&self, size: Option<u64>) -> io::Result<NarStream> {
-        let file = tokio::fs::File::open(&self.temp).await?;
-        Ok(NarStream { size, source: Source::Following { file, progress: self.progress.clone() } })
-    }
-}
-
-async fn read_exact_at(file: &mut tokio::fs::File, pos: u64, buf: &mut [u8]) -> io::Result<()> {
-    file.seek(io::SeekFrom::Start(pos)).await?;
-    file.read_exact(buf).await.map(drop)
-}
 
 /// The NAR downloads in flight, by store path hash, and what a download needs to fetch,
 /// verify and commit itself into the cache area.
@@ -167,7 +37,7 @@ pub(crate) struct Downloads {
     /// A download with no new byte for this long is abandoned.
     stall_timeout: Duration,
     stats: Arc<Stats>,
-    in_flight: Mutex<HashMap<StorePathHash, Arc<Download>>>,
+    in_flight: Mutex<HashMap<StorePathHash, Arc<Growing>>>,
 }
 
 /// One download's task: which entry, from where, into which temp file.
@@ -195,11 +65,11 @@ impl Downloads {
         entry: Entry,
         expected: Expected,
         upstream: Option<Arc<Upstream>>,
-    ) -> Option<Arc<Download>> {
+    ) -> Option<Arc<Growing>> {
         let mut flights = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         // A failed download is dropped from the table just after its clients are told; a
         // request arriving in between starts afresh rather than joining the failure.
-        if let Some(d) = flights.get(hash).filter(|d| *d.progress.borrow() != Progress::Failed) {
+        if let Some(d) = flights.get(hash).filter(|d| !d.failed()) {
             return Some(Arc::clone(d));
         }
         let temp = self.cache.temp_file(&entry.nar_file);
@@ -207,8 +77,8 @@ impl Downloads {
             tracing::error!(path = %temp.display(), error = %e, "cannot create a download file");
             return None;
         }
-        let (tx, rx) = watch::channel(Progress::Running(0));
-        let download = Arc::new(Download { temp: temp.clone(), progress: rx });
+        let (download, tx) = Growing::start(temp.clone());
+        let download = Arc::new(download);
         flights.insert(hash.clone(), Arc::clone(&download));
         drop(flights);
         self.stats.nar_fetches.fetch_add(1, Ordering::Relaxed);
@@ -220,11 +90,9 @@ impl Downloads {
     /// Runs a download: fetch, write and verify in step, commit. On failure the temp file is
     /// removed, and the failure is counted and reported before any client hears of it. Then
     /// the download leaves the table.
-    async fn run(self: Arc<Self>, job: Job, progress: watch::Sender<Progress>) {
+    async fn run(self: Arc<Self>, job: Job, progress: Grower) {
         match self.fetch_verified(&job, &progress).await {
-            Ok(size) => {
-                let _ = progress.send(Progress::Done(size));
-            }
+            Ok(size) => progress.done(size),
             Err(e) => {
                 let _ = std::fs::remove_file(&job.temp);
                 if matches!(e, FetchError::Verify(_)) {
@@ -233,12 +101,12 @@ impl Downloads {
                 if let Some(up) = &job.upstream {
                     up.failed(&self.stats, &job.entry.upstream_url, &e);
                 }
-                let _ = progress.send(Progress::Failed);
+                progress.fail();
             }
         }
         let mut flights = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         // Remove this download only: a retry may already have replaced it.
-        if flights.get(&job.hash).is_some_and(|d| d.temp == job.temp) {
+        if flights.get(&job.hash).is_some_and(|d| d.temp() == job.temp) {
             flights.remove(&job.hash);
         }
     }
@@ -246,7 +114,7 @@ impl Downloads {
     /// Fetches the NAR into the temp file, verifying it as it lands, and commits it; returns
     /// its size. The commit happens before any client's stream can end cleanly, so a client
     /// that saw a clean end finds the cache consistent.
-    async fn fetch_verified(&self, job: &Job, progress: &watch::Sender<Progress>) -> Result<u64, FetchError> {
+    async fn fetch_verified(&self, job: &Job, progress: &Grower) -> Result<u64, FetchError> {
         let timeout = job.upstream.as_ref().map_or(DEFAULT_TIMEOUT, |u| u.config.timeout);
         let response = crate::fetch::nar(&self.client, &job.entry.upstream_url, timeout).await?;
         // Writing and verifying run on one blocking thread, fed through a small channel: the
@@ -293,7 +161,7 @@ fn write_and_verify(
     temp: &Path,
     expected: Expected,
     rx: std::sync::mpsc::Receiver<Bytes>,
-    progress: &watch::Sender<Progress>,
+    progress: &Grower,
 ) -> Result<u64, FetchError> {
     let mut file = std::fs::OpenOptions::new().append(true).open(temp).map_err(|e| local("open", temp, e))?;
     let mut verifier = Verifier::new(expected).map_err(|e| local("decoder for", temp, e))?;
@@ -302,7 +170,7 @@ fn write_and_verify(
         verifier.update(&chunk).map_err(FetchError::Verify)?;
         file.write_all(&chunk).map_err(|e| local("write", temp, e))?;
         size += chunk.len() as u64;
-        progress.send_replace(Progress::Running(size));
+        progress.grew(size);
     }
     verifier.finish().map_err(FetchError::Verify)?;
     file.sync_all().map_err(|e| local("fsync", temp, e))?;

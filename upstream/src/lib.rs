@@ -18,11 +18,14 @@
 //! What the proxy fetches is kept in a [`CacheArea`], the crate's other export, which the
 //! server opens on its own to bake local NARs into and shares with the proxy: a plain binary
 //! cache (`nix-cache-info`, `<hash>.narinfo`, the NARs under `nar/` where the narinfos' URLs
-//! say), complete entries only, of one flavour.
+//! say), complete entries only, of one dialect. [`Growing`] files, read while they are
+//! written, are its third export: the proxy's downloads and the server's bakes are both
+//! streamed to clients as they land.
 //!
 //! Inside: `flight` (narinfo single flight over the index), `lookup` (the upstreams, with
-//! retries), `nix` and `guix` (each flavour's trust and URL rewriting), `download` (NAR single
-//! flight, verified and committed by the download itself), `cache` (the cache area).
+//! retries), `nix` and `guix` (each dialect's trust and URL rewriting), `download` (NAR single
+//! flight, verified and committed by the download itself), `growing`, `cache` (the cache
+//! area).
 
 mod breaker;
 mod cache;
@@ -34,6 +37,7 @@ mod fetch;
 mod flight;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+mod growing;
 mod guix;
 mod lookup;
 mod nix;
@@ -52,8 +56,8 @@ pub use config::{
     ProxyConfig, Trust, UpstreamConfig, CACHE_NIXOS_ORG, CACHE_NIXOS_ORG_KEY, GUIX_BORDEAUX, GUIX_BORDEAUX_KEY,
     GUIX_CI, GUIX_CI_KEY,
 };
-pub use download::{ByteStream, NarStream};
 pub use error::Error;
+pub use growing::{ByteStream, Grower, Growing, NarStream};
 pub use guix::GuixProxied;
 pub use lookup::Lookup;
 
