@@ -12,16 +12,16 @@
 //! NarSize, or the result is thrown away, so a file that changed behind the store's back is
 //! never frozen into the cache.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 
 use formats::{Compression, NarHash};
 use sha2::{Digest, Sha256};
 use store_reader::Store;
-use upstream::{Baked, CacheArea};
+use upstream::{Baked, CacheArea, Grower, Growing};
 
 use crate::compression::{self, Levels};
 use crate::stats::{BakeCounters, BakeStats};
@@ -41,8 +41,11 @@ pub struct BakeConfig {
     pub min_size: u64,
     /// Worker threads, i.e. NARs baked at once.
     pub workers: usize,
-    /// Levels to bake at.
+    /// Levels to bake at in the background.
     pub levels: Levels,
+    /// Levels of a bake a client waits for (its first request came before the background
+    /// bake): the on-the-fly levels, fast enough to stream.
+    pub urgent_levels: Levels,
     /// Store paths whose closures are baked at start-up.
     pub roots: Vec<String>,
 }
@@ -73,14 +76,23 @@ pub struct Job {
     pub compression: Compression,
 }
 
-/// The bake queue and its workers; shared by every request of one store.
+/// The bake queue and its workers, the bakes being written and what is known to be worth
+/// baking; shared by every request of one store.
 pub struct Baker {
     config: BakeConfig,
     cache: CacheArea,
     tx: mpsc::SyncSender<Job>,
     pending: Arc<Pending>,
     counters: Arc<BakeCounters>,
+    /// Bakes being written, by NarHash and compression: clients that ask for the file follow
+    /// it as it grows.
+    writing: Arc<Mutex<Writing>>,
+    /// Whether a NAR is worth baking, once sampled (see [`Baker::worth_baking`]).
+    verdicts: Mutex<HashMap<NarHash, bool>>,
 }
+
+/// The bakes being written, by what they bake.
+type Writing = HashMap<(NarHash, Compression), Arc<Growing>>;
 
 /// The NARs queued or being baked, and a signal for whoever waits for the queue to shrink.
 #[derive(Default)]
@@ -107,17 +119,30 @@ impl std::fmt::Debug for Baker {
     }
 }
 
+/// Bytes of a NAR's beginning compressed to judge whether baking it pays.
+const SAMPLE: usize = 1 << 20;
+/// A bake must shrink the sample below this fraction of its size to be worth it.
+const WORTH_RATIO: f64 = 0.9;
+/// Verdicts remembered; beyond this they are forgotten and sampled again when asked.
+const VERDICTS: usize = 1 << 16;
+
 impl Baker {
     /// Starts the workers, which bake into `cache`, the store's cache area (shared with its
     /// proxy, if it has one). Fails if a worker thread cannot be started.
     pub fn start(config: BakeConfig, cache: CacheArea) -> io::Result<Arc<Self>> {
         let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
-        let pending = Arc::new(Pending::default());
-        let counters = Arc::new(BakeCounters::default());
-        for n in 0..config.workers.max(1) {
-            let (rx, pending, cache, levels) = (Arc::clone(&rx), Arc::clone(&pending), cache.clone(), config.levels);
-            let counters = Arc::clone(&counters);
+        let baker = Arc::new(Self {
+            config,
+            cache,
+            tx,
+            pending: Arc::default(),
+            counters: Arc::default(),
+            writing: Arc::default(),
+            verdicts: Mutex::default(),
+        });
+        for n in 0..baker.config.workers.max(1) {
+            let (rx, baker) = (Arc::clone(&rx), Arc::downgrade(&baker));
             std::thread::Builder::new().name(format!("bake-{n}")).spawn(move || {
                 lower_priority();
                 loop {
@@ -125,31 +150,18 @@ impl Baker {
                         Ok(job) => job,
                         Err(_) => return,
                     };
+                    let Some(baker) = baker.upgrade() else { return };
                     let key = (job.nar_hash, job.compression);
-                    let result = bake(&cache, &job, levels);
-                    // No longer pending before it counts as done: a reader of the stats that
-                    // sees it done never sees it pending too.
-                    pending.done(&key);
-                    match result {
-                        Ok(baked) => {
-                            tracing::info!(
-                                path = %job.root.display(), compression = %job.compression,
-                                nar_size = job.nar_size, file_size = baked.file_size, "baked"
-                            );
-                            counters.completed_total.fetch_add(1, Ordering::Release);
-                        }
-                        Err(e) => {
-                            tracing::warn!(
-                                path = %job.root.display(), compression = %job.compression, error = %e,
-                                "baking failed; the path is still served on the fly"
-                            );
-                            counters.failed_total.fetch_add(1, Ordering::Release);
-                        }
+                    // A client may have started this bake meanwhile; it is followed, not redone.
+                    if let Some(grower) = baker.begin(&job) {
+                        let levels = baker.config.levels;
+                        baker.run(&job, levels, grower);
                     }
+                    baker.pending.done(&key);
                 }
             })?;
         }
-        Ok(Arc::new(Self { config, cache, tx, pending, counters }))
+        Ok(baker)
     }
 
     /// The compressions baked.
@@ -180,10 +192,49 @@ impl Baker {
         stats
     }
 
+    /// A number that changes whenever a baked file lands or any file leaves the cache area:
+    /// a narinfo rendered from what was baked is stale once it moves.
+    pub fn generation(&self) -> u64 {
+        let counters = &self.counters;
+        counters.completed_total.load(Ordering::Acquire)
+            + counters.failed_total.load(Ordering::Acquire)
+            + self.cache.evictions()
+    }
+
     /// The baked file of a NAR in the cache area, if it is ready. Blocking (one indexed SQLite
     /// read).
     pub fn ready(&self, nar_hash: &NarHash, compression: Compression) -> Option<Baked> {
         self.cache.baked(nar_hash, compression)
+    }
+
+    /// Whether baking the NAR at `root` pays: its first MiB, compressed fast, must shrink by a
+    /// tenth, and the whole file, at that ratio, must fit the cache area. Sampled once per
+    /// NarHash and remembered (until many others were sampled). Blocking: reads up to a MiB.
+    pub fn worth_baking(&self, root: &Path, nar_hash: &NarHash, nar_size: u64) -> bool {
+        if let Some(&verdict) = self.verdicts.lock().unwrap_or_else(|e| e.into_inner()).get(nar_hash) {
+            return verdict;
+        }
+        let verdict = match sample_ratio(root) {
+            Ok(ratio) => {
+                let fits = (nar_size as f64 * ratio) < self.cache.config().max_size as f64;
+                ratio < WORTH_RATIO && fits
+            }
+            // Unreadable now: the bake would fail too; serve it as it is, and ask again later.
+            Err(e) => {
+                tracing::debug!(path = %root.display(), error = %e, "cannot sample a NAR for baking");
+                return false;
+            }
+        };
+        if !verdict {
+            self.counters.unprofitable_total.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(path = %root.display(), "not worth baking: served as it is");
+        }
+        let mut verdicts = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
+        if verdicts.len() >= VERDICTS {
+            verdicts.clear();
+        }
+        verdicts.insert(*nar_hash, verdict);
+        verdict
     }
 
     /// Queues a NAR for baking unless it is baked, queued, too small, or the queue is full.
@@ -228,6 +279,85 @@ impl Baker {
         }
     }
 
+    /// The bake of `job`'s file being written, for a client that asks for the file before it
+    /// is baked: the one in progress, or one started now, on a thread of its own at the
+    /// on-the-fly levels (a client waits for it), whose file becomes the baked one. `None`
+    /// when the file is baked meanwhile (serve that) or no bake can be started. Blocking.
+    pub fn follow(self: &Arc<Self>, job: Job) -> Option<Arc<Growing>> {
+        let key = (job.nar_hash, job.compression);
+        if let Some(growing) = self.writing().get(&key).filter(|g| !g.failed()) {
+            return Some(Arc::clone(growing));
+        }
+        if self.cache.baked(&job.nar_hash, job.compression).is_some() {
+            return None;
+        }
+        let grower = self.begin(&job)?;
+        let growing = self.writing().get(&key).cloned();
+        self.counters.streamed_total.fetch_add(1, Ordering::Relaxed);
+        let baker = Arc::clone(self);
+        let started = std::thread::Builder::new().name("bake-now".into()).spawn(move || {
+            let levels = baker.config.urgent_levels;
+            baker.run(&job, levels, grower);
+        });
+        if let Err(e) = started {
+            tracing::warn!(error = %e, "cannot start a bake thread; serving on the fly");
+            self.writing().remove(&key);
+            return None;
+        }
+        growing
+    }
+
+    fn writing(&self) -> std::sync::MutexGuard<'_, Writing> {
+        self.writing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers the bake of `job` as being written, with its temp file created; `None` if
+    /// another is already writing it (or the temp file cannot be made).
+    fn begin(&self, job: &Job) -> Option<Grower> {
+        let key = (job.nar_hash, job.compression);
+        let mut writing = self.writing();
+        if writing.get(&key).is_some_and(|g| !g.failed()) || self.cache.baked(&job.nar_hash, job.compression).is_some()
+        {
+            return None;
+        }
+        let temp = self.cache.temp_file("bake");
+        if let Err(e) = std::fs::File::create(&temp) {
+            tracing::warn!(path = %temp.display(), error = %e, "cannot create a bake file");
+            return None;
+        }
+        let (growing, grower) = Growing::start(temp);
+        writing.insert(key, Arc::new(growing));
+        Some(grower)
+    }
+
+    /// Bakes `job` through `grower` at `levels`, commits it, and leaves the table of bakes
+    /// being written.
+    fn run(&self, job: &Job, levels: Levels, grower: Grower) {
+        let key = (job.nar_hash, job.compression);
+        let Some(temp) = self.writing().get(&key).map(|g| g.temp().to_owned()) else { return };
+        let result = bake(&self.cache, job, levels, &temp, &grower);
+        // Leaves the table before it counts as done: whoever sees it counted finds it baked.
+        self.writing().remove(&key);
+        match result {
+            Ok(baked) => {
+                tracing::info!(
+                    path = %job.root.display(), compression = %job.compression,
+                    nar_size = job.nar_size, file_size = baked.file_size, "baked"
+                );
+                grower.done(baked.file_size);
+                self.counters.completed_total.fetch_add(1, Ordering::Release);
+            }
+            Err(e) => {
+                tracing::warn!(
+                    path = %job.root.display(), compression = %job.compression, error = %e,
+                    "baking failed; the path is still served on the fly"
+                );
+                grower.fail();
+                self.counters.failed_total.fetch_add(1, Ordering::Release);
+            }
+        }
+    }
+
     /// Jobs queued or being baked.
     pub fn pending_len(&self) -> usize {
         self.pending.lock().len()
@@ -236,6 +366,45 @@ impl Baker {
     /// The roots to bake eagerly, from the settings.
     pub fn roots(&self) -> &[String] {
         &self.config.roots
+    }
+}
+
+/// How much the first [`SAMPLE`] bytes of the NAR of `root` shrink under fast zstd (the
+/// compressed size over the sample's).
+fn sample_ratio(root: &Path) -> io::Result<f64> {
+    let mut sample = Vec::with_capacity(SAMPLE);
+    let mut sink = Prefix { buf: &mut sample };
+    match store_reader::nar::dump(root, &mut sink) {
+        Ok(_) => {}
+        // The sample is full: what the dump reports is our own refusal of more bytes.
+        Err(_) if sample.len() >= SAMPLE => {}
+        Err(e) => return Err(io::Error::other(e)),
+    }
+    if sample.is_empty() {
+        return Ok(1.0);
+    }
+    let compressed = zstd::bulk::compress(&sample, 3)?;
+    Ok(compressed.len() as f64 / sample.len() as f64)
+}
+
+/// A writer that keeps the first [`SAMPLE`] bytes and then refuses more.
+struct Prefix<'a> {
+    buf: &'a mut Vec<u8>,
+}
+
+impl Write for Prefix<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = SAMPLE - self.buf.len();
+        if room == 0 {
+            return Err(io::Error::other("sample complete"));
+        }
+        let n = data.len().min(room);
+        self.buf.extend_from_slice(&data[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -258,12 +427,12 @@ enum BakeError {
     Cache(#[from] upstream::Error),
 }
 
-/// Produces the compressed NAR into a temp file of the cache, checks it, commits it.
-fn bake(cache: &CacheArea, job: &Job, levels: Levels) -> Result<Baked, BakeError> {
-    let temp = cache.temp_file("bake");
+/// Produces the compressed NAR into `temp`, announcing each write to `grower` so that clients
+/// follow it, checks it, commits it.
+fn bake(cache: &CacheArea, job: &Job, levels: Levels, temp: &Path, grower: &Grower) -> Result<Baked, BakeError> {
     let result = (|| {
-        let file = std::fs::File::create(&temp)?;
-        let out = Counting { inner: io::BufWriter::with_capacity(256 * 1024, file), hasher: Sha256::new(), bytes: 0 };
+        let file = std::fs::OpenOptions::new().write(true).truncate(true).open(temp)?;
+        let out = Counting { inner: Announcing { file, grower, written: 0 }, hasher: Sha256::new(), bytes: 0 };
         let mut nar = None;
         let out = compression::encode(job.compression, levels, out, |w| {
             let mut tee = Counting { inner: w, hasher: Sha256::new(), bytes: 0 };
@@ -271,20 +440,42 @@ fn bake(cache: &CacheArea, job: &Job, levels: Levels) -> Result<Baked, BakeError
             nar = Some((tee.bytes, tee.hasher.finalize()));
             Ok(())
         })?;
-        let (nar_size, nar_digest) = nar.expect("produce ran");
+        let Some((nar_size, nar_digest)) = nar else {
+            return Err(BakeError::Io(io::Error::other("the compressor never produced the NAR")));
+        };
         if nar_size != job.nar_size || NarHash(nar_digest.into()) != job.nar_hash {
             return Err(BakeError::Changed);
         }
         let Counting { inner, hasher, bytes } = out;
-        let file = inner.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
+        inner.file.sync_all()?;
         let file_hash = NarHash(hasher.finalize().into());
-        Ok(cache.commit_baked(&job.nar_hash, job.compression, &temp, bytes, file_hash)?)
+        Ok(cache.commit_baked(&job.nar_hash, job.compression, temp, bytes, file_hash)?)
     })();
     if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
+        let _ = std::fs::remove_file(temp);
     }
     result
+}
+
+/// Writes straight to the bake's file and announces each new length: what a client following
+/// the bake may read. (The compressor's own output buffer makes the writes large.)
+struct Announcing<'a> {
+    file: std::fs::File,
+    grower: &'a Grower,
+    written: u64,
+}
+
+impl Write for Announcing<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(data)?;
+        self.written += n as u64;
+        self.grower.grew(self.written);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// A writer that hashes and counts what passes through.

@@ -43,27 +43,26 @@ pub(crate) fn proxied_guix(state: &AppState, proxied: &GuixProxied) -> Result<St
     Ok(proxied.render(&signature))
 }
 
-/// A Nix narinfo of a local path: naming its first ready baked file, if any, else the
-/// compression produced on the fly.
+/// A Nix narinfo of a local path: naming its first ready baked file, with its size and hash;
+/// else the first compression it will be baked in (a client that asks before the bake is
+/// done follows the bake as it is written); else the compression produced on the fly.
 async fn local_nix(state: &Arc<AppState>, info: &PathInfo) -> String {
-    match baked_offers(state, info).await.into_iter().next() {
-        // A baked file, once ready, is what the narinfo names: with its size and hash.
-        Some((compression, baked)) => render_with(
-            state.store.store_dir(),
-            state.signer.nix_keys(),
-            compression,
-            info,
-            Some((baked.file_hash, baked.file_size)),
-        ),
-        None => render(state.store.store_dir(), state.signer.nix_keys(), state.nix_compression(), info),
+    let plan = bake_plan(state, info).await;
+    let keys = state.signer.nix_keys();
+    match (plan.ready.first(), plan.coming.first()) {
+        (Some((compression, baked)), _) => {
+            render_with(state.store.store_dir(), keys, *compression, info, Some((baked.file_hash, baked.file_size)))
+        }
+        (None, Some(&compression)) => render(state.store.store_dir(), keys, compression, info),
+        (None, None) => render(state.store.store_dir(), keys, state.nix_compression(), info),
     }
 }
 
-/// A Guix narinfo of a local path, signed with our first Guix key (if any).
+/// A Guix narinfo of a local path, signed with our Guix key (if any).
 async fn local_guix(state: &Arc<AppState>, info: &PathInfo) -> Result<String, AppError> {
     let key = state.signer.guix_key();
     let sign = |text: &str| key.map(|k| k.sign_narinfo(&state.host, text)).transpose();
-    let baked = baked_offers(state, info).await;
+    let baked = bake_plan(state, info).await.ready;
     if baked.is_empty() {
         return Ok(render_guix(state.store.store_dir(), &state.settings.compressions, info, &sign)?);
     }
@@ -73,26 +72,37 @@ async fn local_guix(state: &Arc<AppState>, info: &PathInfo) -> Result<String, Ap
     Ok(render_guix_groups(state.store.store_dir(), &groups, info, &sign)?)
 }
 
-/// The baked files of a local path that are ready, in the configured order; queues the
-/// missing ones for baking (never waiting for them). Empty when baking is off or the path is
-/// below the threshold.
-async fn baked_offers(state: &Arc<AppState>, info: &PathInfo) -> Vec<(Compression, upstream::Baked)> {
-    let Some(baker) = state.baker.clone().filter(|b| b.considers(info.nar_size)) else { return Vec::new() };
+/// What baking offers for a local path: the baked files ready, and the compressions that will
+/// be baked (queued now, never waited for). Both empty when baking is off, the path is below
+/// the threshold, or it is not worth baking (see `Baker::worth_baking`).
+#[derive(Default)]
+struct BakePlan {
+    ready: Vec<(Compression, upstream::Baked)>,
+    coming: Vec<Compression>,
+}
+
+async fn bake_plan(state: &Arc<AppState>, info: &PathInfo) -> BakePlan {
+    let Some(baker) = state.baker.clone().filter(|b| b.considers(info.nar_size)) else { return BakePlan::default() };
     let (nar_hash, nar_size, root) = (info.nar_hash, info.nar_size, state.store.real_path(&info.path));
-    let offers = state
+    let plan = state
         .admission
         .blocking(move || {
-            let mut ready = Vec::new();
+            let mut plan = BakePlan::default();
+            let worth = baker.worth_baking(&root, &nar_hash, nar_size);
             for &compression in baker.compressions() {
                 match baker.ready(&nar_hash, compression) {
-                    Some(baked) => ready.push((compression, baked)),
-                    None => baker.request(crate::bake::Job { root: root.clone(), nar_hash, nar_size, compression }),
+                    Some(baked) => plan.ready.push((compression, baked)),
+                    None if worth => {
+                        plan.coming.push(compression);
+                        baker.request(crate::bake::Job { root: root.clone(), nar_hash, nar_size, compression });
+                    }
+                    None => {}
                 }
             }
-            ready
+            plan
         })
         .await;
-    offers.unwrap_or_default()
+    plan.unwrap_or_default()
 }
 
 /// Signs the text a Guix signature covers; `None` leaves the narinfo unsigned.

@@ -47,6 +47,9 @@ struct Entry {
     /// The narinfo text, or `None` for a path the store does not have.
     body: Option<Bytes>,
     expires: Instant,
+    /// For a narinfo that depends on what is baked: the baker's generation it was rendered
+    /// at; it is stale once the generation moves.
+    baked_at: Option<u64>,
 }
 
 #[derive(Clone)]
@@ -74,14 +77,18 @@ impl NarinfoCache {
     }
 
     /// A fresh entry for `hash`: `Some(Some(text))` for a path the store has, `Some(None)` for
-    /// one it lacks; `None` if there is no fresh entry.
-    pub fn get(&self, hash: &StorePathHash) -> Option<Option<Bytes>> {
+    /// one it lacks; `None` if there is no fresh entry. `generation` is the baker's now (see
+    /// [`NarinfoCache::insert`]).
+    pub fn get(&self, hash: &StorePathHash, generation: u64) -> Option<Option<Bytes>> {
         let entry = self.entries.as_ref()?.get(hash)?;
-        (Instant::now() < entry.expires).then_some(entry.body)
+        let current = entry.baked_at.is_none_or(|at| at == generation);
+        (current && Instant::now() < entry.expires).then_some(entry.body)
     }
 
     /// Remembers the answer for `hash`: its narinfo text, or `None` if the store lacks it.
-    pub fn insert(&self, hash: &StorePathHash, body: Option<Bytes>) {
+    /// `baked_at` is the baker's generation for a narinfo that names (or will name) a baked
+    /// file: the entry lapses when a bake lands or a file is evicted.
+    pub fn insert(&self, hash: &StorePathHash, body: Option<Bytes>, baked_at: Option<u64>) {
         let Some(entries) = &self.entries else {
             return;
         };
@@ -89,7 +96,7 @@ impl NarinfoCache {
         if ttl.is_zero() {
             return;
         }
-        entries.insert(hash.clone(), Entry { body, expires: Instant::now() + ttl });
+        entries.insert(hash.clone(), Entry { body, expires: Instant::now() + ttl, baked_at });
     }
 
     /// Entries held, fresh or not.
@@ -135,19 +142,19 @@ mod tests {
     async fn hits_last_the_ttl_and_misses_the_negative_ttl() {
         let cache = NarinfoCache::new(CAPACITY_BYTES, Duration::from_secs(60), Duration::from_secs(10));
         let absent = &hash("0rhbmkw0ia6kxc0s9zsvv7fb8w5zcggb");
-        assert_eq!(cache.get(&h()), None);
-        cache.insert(&h(), Some(Bytes::from_static(b"StorePath: x\n")));
-        cache.insert(absent, None);
-        assert_eq!(cache.get(&h()), Some(Some(Bytes::from_static(b"StorePath: x\n"))));
-        assert_eq!(cache.get(absent), Some(None));
+        assert_eq!(cache.get(&h(), 0), None);
+        cache.insert(&h(), Some(Bytes::from_static(b"StorePath: x\n")), None);
+        cache.insert(absent, None, None);
+        assert_eq!(cache.get(&h(), 0), Some(Some(Bytes::from_static(b"StorePath: x\n"))));
+        assert_eq!(cache.get(absent, 0), Some(None));
         tokio::time::advance(Duration::from_secs(10)).await;
-        assert_eq!(cache.get(absent), None, "a miss expires after the negative TTL");
-        assert!(cache.get(&h()).is_some());
+        assert_eq!(cache.get(absent, 0), None, "a miss expires after the negative TTL");
+        assert!(cache.get(&h(), 0).is_some());
         tokio::time::advance(Duration::from_secs(50)).await;
-        assert_eq!(cache.get(&h()), None, "a hit expires after the TTL");
+        assert_eq!(cache.get(&h(), 0), None, "a hit expires after the TTL");
         // A fresh answer replaces the expired one.
-        cache.insert(&h(), Some(Bytes::from_static(b"StorePath: y\n")));
-        assert_eq!(cache.get(&h()), Some(Some(Bytes::from_static(b"StorePath: y\n"))));
+        cache.insert(&h(), Some(Bytes::from_static(b"StorePath: y\n")), None);
+        assert_eq!(cache.get(&h(), 0), Some(Some(Bytes::from_static(b"StorePath: y\n"))));
     }
 
     #[test]
@@ -156,23 +163,31 @@ mod tests {
         let cache = NarinfoCache::new(capacity, TTL, NEGATIVE_TTL);
         let body = Bytes::from(vec![b'x'; 1000]);
         for i in 0..1000 {
-            cache.insert(&hash(&format!("{i:032}")), Some(body.clone()));
+            cache.insert(&hash(&format!("{i:032}")), Some(body.clone()), None);
         }
         assert!(cache.weight() <= capacity, "{} > {capacity}", cache.weight());
         let per_entry = ENTRY_OVERHEAD + 32 + 1000;
         assert!(cache.len() as u64 <= capacity / per_entry);
         // The most recent entry is there; the earliest ones were evicted.
-        assert!(cache.get(&hash(&format!("{:032}", 999))).is_some());
-        assert!((0..1000).filter(|i| cache.get(&hash(&format!("{i:032}"))).is_none()).count() >= 900);
+        assert!(cache.get(&hash(&format!("{:032}", 999)), 0).is_some());
+        assert!((0..1000).filter(|i| cache.get(&hash(&format!("{i:032}")), 0).is_none()).count() >= 900);
     }
 
     #[test]
     fn zero_ttls_turn_caching_off() {
         let cache = NarinfoCache::new(CAPACITY_BYTES, TTL, Duration::ZERO);
-        cache.insert(&h(), None);
-        assert_eq!(cache.get(&h()), None, "no negative caching with a zero negative TTL");
+        cache.insert(&h(), None, None);
+        assert_eq!(cache.get(&h(), 0), None, "no negative caching with a zero negative TTL");
         let cache = NarinfoCache::new(CAPACITY_BYTES, Duration::ZERO, Duration::ZERO);
-        cache.insert(&h(), Some(Bytes::from_static(b"x")));
-        assert_eq!((cache.get(&h()), cache.len()), (None, 0));
+        cache.insert(&h(), Some(Bytes::from_static(b"x")), None);
+        assert_eq!((cache.get(&h(), 0), cache.len()), (None, 0));
+    }
+
+    #[test]
+    fn a_narinfo_of_what_is_baked_lapses_when_the_generation_moves() {
+        let cache = NarinfoCache::new(CAPACITY_BYTES, TTL, NEGATIVE_TTL);
+        cache.insert(&h(), Some(Bytes::from_static(b"Compression: zstd\n")), Some(7));
+        assert!(cache.get(&h(), 7).is_some());
+        assert_eq!(cache.get(&h(), 8), None, "a bake landed or a file left since");
     }
 }

@@ -93,6 +93,13 @@ pub struct BakeStats {
     /// Counter `subserve_bakes_skipped_total`: narinfo requests of local NARs below the size
     /// threshold, which are served on the fly and never baked.
     pub skipped_total: u64,
+    /// Counter `subserve_bakes_unprofitable_total`: NARs found not worth baking (a sample
+    /// shrinks by less than a tenth, or the file could not fit the cache), remembered and
+    /// served as they are.
+    pub unprofitable_total: u64,
+    /// Counter `subserve_bakes_streamed_total`: bakes started by a client asking for the file,
+    /// streamed to every client that asks while it is written.
+    pub streamed_total: u64,
     /// Counter `subserve_bakes_completed_total`: baked files committed to the cache area.
     pub completed_total: u64,
     /// Counter `subserve_bakes_failed_total`: bakes abandoned (I/O trouble, files that no
@@ -105,6 +112,8 @@ impl std::ops::AddAssign for BakeStats {
         self.pending += other.pending;
         self.queued_total += other.queued_total;
         self.skipped_total += other.skipped_total;
+        self.unprofitable_total += other.unprofitable_total;
+        self.streamed_total += other.streamed_total;
         self.completed_total += other.completed_total;
         self.failed_total += other.failed_total;
     }
@@ -115,6 +124,8 @@ impl std::ops::AddAssign for BakeStats {
 pub(crate) struct BakeCounters {
     pub(crate) queued_total: AtomicU64,
     pub(crate) skipped_total: AtomicU64,
+    pub(crate) unprofitable_total: AtomicU64,
+    pub(crate) streamed_total: AtomicU64,
     pub(crate) completed_total: AtomicU64,
     pub(crate) failed_total: AtomicU64,
 }
@@ -127,6 +138,8 @@ impl BakeCounters {
             pending: 0,
             queued_total: self.queued_total.load(Ordering::Relaxed),
             skipped_total: self.skipped_total.load(Ordering::Relaxed),
+            unprofitable_total: self.unprofitable_total.load(Ordering::Relaxed),
+            streamed_total: self.streamed_total.load(Ordering::Relaxed),
             // Acquire: pairs with the workers' Release, so a bake seen done is seen no
             // longer pending.
             completed_total: self.completed_total.load(Ordering::Acquire),

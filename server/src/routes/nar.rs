@@ -44,6 +44,13 @@ pub(super) async fn get(
             if let Some(baked) = baked_file(&state, &info, compression).await {
                 return file_response(baked.path, baked.file_size, &slots, &method, &headers).await;
             }
+            if let Some(bake) = bake_in_progress(&state, &info, compression).await {
+                return download_response(bake, &slots, &method, &headers).await;
+            }
+            // Baked between our two looks: the bake just landed.
+            if let Some(baked) = baked_file(&state, &info, compression).await {
+                return file_response(baked.path, baked.file_size, &slots, &method, &headers).await;
+            }
             let root = state.store.real_path(&info.path);
             local(root, info.nar_size, compression, state.settings.levels, &slots, &method, &headers).await
         }
@@ -64,6 +71,31 @@ pub(super) async fn baked_file(
     let baker = state.baker.clone().filter(|b| b.compressions().contains(&compression))?;
     let nar_hash = info.nar_hash;
     state.admission.blocking(move || baker.ready(&nar_hash, compression)).await.ok().flatten()
+}
+
+/// The bake of a local path's file in `compression`, followed as it is written: the one in
+/// progress, or one started for this request (see `Baker::follow`). `None` when the path is
+/// not baked in that compression (too small, not worth it, baking off) or the bake has just
+/// landed.
+async fn bake_in_progress(
+    state: &Arc<AppState>,
+    info: &store_reader::PathInfo,
+    compression: Compression,
+) -> Option<NarStream> {
+    let baker = state.baker.clone().filter(|b| b.compressions().contains(&compression) && b.wants(info.nar_size))?;
+    let (nar_hash, nar_size, root) = (info.nar_hash, info.nar_size, state.store.real_path(&info.path));
+    let growing = state
+        .admission
+        .blocking(move || {
+            if !baker.worth_baking(&root, &nar_hash, nar_size) {
+                return None;
+            }
+            baker.follow(crate::bake::Job { root, nar_hash, nar_size, compression })
+        })
+        .await
+        .ok()
+        .flatten()?;
+    growing.subscribe(None).await.ok()
 }
 
 /// A whole file (a baked or proxied NAR) with `Content-Length`, `Accept-Ranges` and `Range`;
@@ -90,8 +122,9 @@ pub(super) fn unsized_empty_body() -> Body {
     Body::from_stream(futures_util::stream::empty::<Result<bytes::Bytes, io::Error>>())
 }
 
-/// A proxied NAR streamed from its download in progress; the body waits for a permit of
-/// `admission` and holds it until it is dropped. The download itself goes on regardless.
+/// A NAR file streamed as it is written (a proxied download, a bake); the body waits for a
+/// permit of `admission` and holds it until it is dropped, and counts its abort there. The
+/// writing itself goes on regardless.
 ///
 /// When the narinfo gave the file's size, the response has `Content-Length` and
 /// `Accept-Ranges`, and a `Range` is served from the bytes already downloaded, then as they
@@ -120,7 +153,9 @@ pub(super) async fn download_response(
         None => download.into_stream(),
     };
     let stream = futures_util::StreamExt::map(stream, move |item| {
-        let _held = &permit;
+        if item.is_err() {
+            permit.count_abort();
+        }
         item
     });
     Ok(response.body(Body::from_stream(stream)).expect("valid response"))

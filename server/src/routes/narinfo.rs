@@ -88,23 +88,21 @@ async fn body(state: &Arc<AppState>, hash: &StorePathHash, client: Option<IpAddr
 /// the path: from the narinfo cache while its entry is fresh (see `crate::narinfo_cache`),
 /// else looked up, rendered and cached.
 ///
-/// Narinfos of paths the baker wants are never cached: they change as soon as a baked file
-/// is ready or evicted, and nothing tells the cache when.
+/// A narinfo of a path the baker wants names what is baked (or will be): it is cached with
+/// the baker's generation, and lapses as soon as a bake lands or a file leaves the cache.
 async fn local_body(state: &Arc<AppState>, hash: &StorePathHash) -> Result<Option<Bytes>, AppError> {
-    if let Some(cached) = state.narinfo_cache.get(hash) {
+    let generation = state.baker.as_ref().map_or(0, |b| b.generation());
+    if let Some(cached) = state.narinfo_cache.get(hash, generation) {
         return Ok(cached);
     }
-    let body = match super::lookup(state, hash).await {
+    let (body, baked_at) = match super::lookup(state, hash).await {
         Ok(info) => {
-            let body = Bytes::from(narinfo::local(state, &info).await?);
-            if state.baker.as_ref().is_some_and(|b| b.wants(info.nar_size)) {
-                return Ok(Some(body));
-            }
-            Some(body)
+            let baked_at = state.baker.as_ref().filter(|b| b.wants(info.nar_size)).map(|_| generation);
+            (Some(Bytes::from(narinfo::local(state, &info).await?)), baked_at)
         }
-        Err(AppError::NotFound) => None,
+        Err(AppError::NotFound) => (None, None),
         Err(e) => return Err(e),
     };
-    state.narinfo_cache.insert(hash, body.clone());
+    state.narinfo_cache.insert(hash, body.clone(), baked_at);
     Ok(body)
 }

@@ -290,7 +290,7 @@ fn resolve_bake(
         None => vec![],
     };
     let levels = Levels { zstd, xz: bake::DEFAULT_BAKE_XZ_LEVEL, gzip: serve_levels.gzip };
-    Ok(BakeConfig { compressions, min_size, workers, levels, roots })
+    Ok(BakeConfig { compressions, min_size, workers, levels, urgent_levels: serve_levels, roots })
 }
 
 /// The cache area and proxy settings: upstreams from flags, else `SUBSERVE_UPSTREAM`, else
