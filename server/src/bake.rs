@@ -17,6 +17,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use formats::{Compression, NarHash};
 use sha2::{Digest, Sha256};
@@ -46,6 +47,10 @@ pub struct BakeConfig {
     /// Levels of a bake a client waits for (its first request came before the background
     /// bake): the on-the-fly levels, fast enough to stream.
     pub urgent_levels: Levels,
+    /// How long a bake queued by a narinfo request waits for a worker: a client that asks
+    /// for the file meanwhile gets it baked at once at `urgent_levels` (see
+    /// [`Baker::follow`]), and the worker finds it done. The roots' bakes do not wait.
+    pub delay: Duration,
     /// Store paths whose closures are baked at start-up.
     pub roots: Vec<String>,
 }
@@ -54,6 +59,9 @@ pub struct BakeConfig {
 pub const DEFAULT_BAKE_ZSTD_LEVEL: i32 = 15;
 /// Default xz preset for baking.
 pub const DEFAULT_BAKE_XZ_LEVEL: u32 = 6;
+/// Default [`BakeConfig::delay`]: a job wave asks for its NARs within seconds of their
+/// narinfos, so its bakes are the fast ones it follows; what nobody fetched is baked small.
+pub const DEFAULT_BAKE_DELAY: Duration = Duration::from_secs(30);
 /// Default threshold: smaller NARs are compressed on the fly at little cost.
 pub const DEFAULT_BAKE_MIN_SIZE: u64 = 1 << 20;
 
@@ -81,7 +89,8 @@ pub struct Job {
 pub struct Baker {
     config: BakeConfig,
     cache: CacheArea,
-    tx: mpsc::SyncSender<Job>,
+    /// Jobs, each with the moment it may start.
+    tx: mpsc::SyncSender<(Job, Instant)>,
     pending: Arc<Pending>,
     counters: Arc<BakeCounters>,
     /// Bakes being written, by NarHash and compression: clients that ask for the file follow
@@ -130,7 +139,7 @@ impl Baker {
     /// Starts the workers, which bake into `cache`, the store's cache area (shared with its
     /// proxy, if it has one). Fails if a worker thread cannot be started.
     pub fn start(config: BakeConfig, cache: CacheArea) -> io::Result<Arc<Self>> {
-        let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
+        let (tx, rx) = mpsc::sync_channel::<(Job, Instant)>(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         let baker = Arc::new(Self {
             config,
@@ -146,10 +155,12 @@ impl Baker {
             std::thread::Builder::new().name(format!("bake-{n}")).spawn(move || {
                 lower_priority();
                 loop {
-                    let job = match rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
-                        Ok(job) => job,
+                    let (job, not_before) = match rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+                        Ok(queued) => queued,
                         Err(_) => return,
                     };
+                    // Queued in order, so the jobs behind this one may not start earlier.
+                    std::thread::sleep(not_before.saturating_duration_since(Instant::now()));
                     let Some(baker) = baker.upgrade() else { return };
                     let key = (job.nar_hash, job.compression);
                     // A client may have started this bake meanwhile; it is followed, not redone.
@@ -266,13 +277,14 @@ impl Baker {
         if !self.pending.lock().insert(key) {
             return;
         }
-        match self.tx.try_send(job) {
+        let not_before = if eager { Instant::now() } else { Instant::now() + self.config.delay };
+        match self.tx.try_send((job, not_before)) {
             Ok(()) => {
                 self.counters.queued_total.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
                 self.pending.done(&key);
-                if let mpsc::TrySendError::Full(job) = e {
+                if let mpsc::TrySendError::Full((job, _)) = e {
                     tracing::debug!(path = %job.root.display(), "bake queue full; will ask again on a later request");
                 }
             }

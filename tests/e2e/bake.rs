@@ -1,5 +1,6 @@
 //! The baked cache with the real binary: the real Nix client substitutes from baked files,
-//! and a baked file evicted while it is being downloaded still completes. How baking is
+//! and from a cold server's bakes as they are written; a baked file evicted while it is being
+//! downloaded still completes. How baking is
 //! queued, counted and served over HTTP is tested in process (server/tests/it/bake.rs).
 
 use std::io::{Read, Write};
@@ -49,12 +50,23 @@ fn nix_substitutes_from_baked_files() {
     let fx = fixture::get();
     let dir = scratch("bake-substitute");
     let (secret, public) = keygen(&dir, "bake-1");
-    let srv = serve(fx, &dir, &secret, &["--bake", "zstd", "--bake-min-size", "0", "--bake-zstd-level", "3"]);
+    let srv = serve(
+        fx,
+        &dir,
+        &secret,
+        &["--bake", "zstd", "--bake-min-size", "0", "--bake-zstd-level", "3", "--bake-delay", "0"],
+    );
 
-    // Before baking, the configured compression (none) is offered and served on the fly.
+    // Before baking, the narinfos name the zstd files (or the bare NAR, for what zstd cannot
+    // shrink).
     let before: Vec<NarInfo> = fx.closure.iter().map(|p| narinfo(&srv, p)).collect();
-    // Every narinfo request above queued a bake; wait for all of them.
+    let baked = before.iter().filter(|i| i.compression == "zstd").count();
+    assert!(baked > 0 && before.iter().all(|i| i.compression == "zstd" || i.file_hash == Some(i.nar_hash)));
+    // Every narinfo request above of a path worth it queued a bake; wait for all of them.
     for (path, old) in fx.closure.iter().zip(&before) {
+        if old.compression == "none" {
+            continue;
+        }
         let info = wait_baked(&srv, path);
         assert_eq!(info.compression, "zstd", "{path}");
         assert_eq!((info.nar_hash, info.nar_size), (old.nar_hash, old.nar_size));
@@ -84,7 +96,33 @@ fn nix_substitutes_from_baked_files() {
     substitute_fixture_closure(fx, &dir, &srv.url(), &public);
     // Nothing was baked twice, and the client got .nar.zst files.
     let log = srv.log.lock().unwrap().clone();
-    assert!(log.lines().filter(|l| l.contains("request") && l.contains(".nar.zst")).count() >= fx.closure.len());
+    assert!(log.lines().filter(|l| l.contains("request") && l.contains(".nar.zst")).count() >= baked);
+}
+
+/// A server just started, with the defaults' baking (bakes queued by narinfos wait 30 s for
+/// a worker): the real client reads narinfos naming zstd files that do not exist yet, and gets
+/// each from the one bake started when it first asked, streamed as it is written; each becomes
+/// the baked file.
+#[test]
+fn nix_substitutes_from_a_cold_server_following_its_bakes() {
+    let fx = fixture::get();
+    let dir = scratch("bake-cold");
+    let (secret, public) = keygen(&dir, "bake-2");
+    let srv = serve(fx, &dir, &secret, &["--bake", "zstd", "--bake-min-size", "0"]);
+    substitute_fixture_closure(fx, &dir, &srv.url(), &public);
+    let log = srv.log.lock().unwrap().clone();
+    let zstd_requests: Vec<&str> =
+        log.lines().filter(|l| l.contains("request") && l.contains(".nar.zst") && l.contains("status=200")).collect();
+    assert!(!zstd_requests.is_empty(), "the client fetched no zstd file:\n{log}");
+    // Each was the file of a bake the client started: now baked, and named with its size.
+    for path in &fx.closure {
+        let info = narinfo(&srv, path);
+        if info.compression == "zstd" {
+            let info = wait_baked(&srv, path);
+            let reply = get(srv.addr, &format!("/{}", info.url));
+            assert_eq!(Some(NarHash::digest(&reply.body)), info.file_hash, "{path}");
+        }
+    }
 }
 
 /// A baked file evicted while a client downloads it: the download completes with the right
@@ -95,7 +133,18 @@ fn a_baked_nar_evicted_mid_download_still_completes() {
     let dir = scratch("bake-evict");
     let (secret, _) = keygen(&dir, "bake-3");
     let cache = dir.join("cache").display().to_string();
-    let common = ["--bake", "zstd", "--bake-min-size", "0", "--bake-zstd-level", "3", "--cache-dir", &cache];
+    let common = [
+        "--bake",
+        "zstd",
+        "--bake-min-size",
+        "0",
+        "--bake-zstd-level",
+        "3",
+        "--bake-delay",
+        "0",
+        "--cache-dir",
+        &cache,
+    ];
     let tree = fx.closure.iter().find(|p| p.ends_with("-tree-20k")).unwrap();
 
     // First run: learn the baked size of the big NAR.
@@ -137,9 +186,13 @@ fn a_baked_nar_evicted_mid_download_still_completes() {
     assert_eq!(body.len() as u64, big_size);
     assert_eq!(Some(NarHash::digest(body)), big.file_hash);
 
-    // From now on the big NAR is served on the fly (and queued for baking again).
+    // From now on the big NAR is not baked: its narinfo names the bare NAR (its estimated
+    // bake hardly fits the cache's limit) or the zstd file to come, without a FileHash.
     let after = narinfo(&srv, &fx.big);
-    assert_eq!((after.compression.as_str(), after.file_hash), ("none", Some(after.nar_hash)));
+    match after.compression.as_str() {
+        "none" => assert_eq!(after.file_hash, Some(after.nar_hash)),
+        other => assert_eq!((other, after.file_hash), ("zstd", None)),
+    }
     let reply = get(srv.addr, &format!("/{}", big.url));
     assert_eq!(reply.status, 200, "the old URL stays valid");
     assert_eq!(NarHash::digest(&zstd::decode_all(&reply.body[..]).unwrap()), big.nar_hash);

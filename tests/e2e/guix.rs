@@ -207,7 +207,10 @@ fn keygen_writes_guix_keys() {
 fn baked_nars_are_offered_to_guix_with_their_sizes() {
     let fx = fixture::guix();
     let dir = scratch("guix-bake");
-    let srv = serve("guix-bake-server", &["--bake", "zstd", "--bake-min-size", "0", "--bake-zstd-level", "3"]);
+    let srv = serve(
+        "guix-bake-server",
+        &["--bake", "zstd", "--bake-min-size", "0", "--bake-zstd-level", "3", "--bake-delay", "0"],
+    );
     for path in &fx.closure {
         let _ = get(srv.addr, &format!("/{}.narinfo", hash_part(path)));
     }

@@ -202,6 +202,10 @@ option_set! {
         /// zstd level for baking, 1-19 [default: 15].
         #[arg(long, value_name = "N")]
         pub bake_zstd_level: Option<i32>,
+        /// Seconds a bake queued by a narinfo request waits before a background worker takes
+        /// it; a client asking for the file meanwhile gets it baked at once, fast [default: 30].
+        #[arg(long, value_name = "SECONDS")]
+        pub bake_delay: Option<u64>,
         /// Store path whose closure is baked at start-up (repeatable).
         #[arg(long = "bake-root", value_name = "PATH")]
         pub bake_roots: Option<Vec<String>>,

@@ -290,7 +290,8 @@ fn resolve_bake(
         None => vec![],
     };
     let levels = Levels { zstd, xz: bake::DEFAULT_BAKE_XZ_LEVEL, gzip: serve_levels.gzip };
-    Ok(BakeConfig { compressions, min_size, workers, levels, urgent_levels: serve_levels, roots })
+    let delay = get!(s, bake_delay).map_or(bake::DEFAULT_BAKE_DELAY, |d| Duration::from_secs(d.value));
+    Ok(BakeConfig { compressions, min_size, workers, levels, urgent_levels: serve_levels, delay, roots })
 }
 
 /// The cache area and proxy settings: upstreams from flags, else `SUBSERVE_UPSTREAM`, else

@@ -19,7 +19,9 @@ fn large_nars_are_baked_once_and_then_served_as_files() {
     let srv = spawn_server(&config(
         &sample.store,
         state.path(),
-        &format!("bake = \"zstd\"\nbake-min-size = \"0\"\nbake-zstd-level = 3\ncache-dir = {cache:?}\n"),
+        &format!(
+            "bake = \"zstd\"\nbake-min-size = \"0\"\nbake-zstd-level = 3\nbake-delay = 0\ncache-dir = {cache:?}\n"
+        ),
     ));
     let closure = sample.closure();
 
