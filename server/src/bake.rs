@@ -128,6 +128,18 @@ impl std::fmt::Debug for Baker {
     }
 }
 
+/// What [`Baker::begin`] found.
+enum Begin {
+    /// A bake of it is being written: follow that one.
+    Writing(Arc<Growing>),
+    /// It is baked.
+    Baked,
+    /// No temp file could be made.
+    Unable,
+    /// This caller writes it, through the grower.
+    Started(Grower, Arc<Growing>),
+}
+
 /// Bytes of a NAR's beginning compressed to judge whether baking it pays.
 const SAMPLE: usize = 1 << 20;
 /// A bake must shrink the sample below this fraction of its size to be worth it.
@@ -164,7 +176,7 @@ impl Baker {
                     let Some(baker) = baker.upgrade() else { return };
                     let key = (job.nar_hash, job.compression);
                     // A client may have started this bake meanwhile; it is followed, not redone.
-                    if let Some(grower) = baker.begin(&job) {
+                    if let Begin::Started(grower, _) = baker.begin(&job) {
                         let levels = baker.config.levels;
                         baker.run(&job, levels, grower);
                     }
@@ -297,14 +309,11 @@ impl Baker {
     /// when the file is baked meanwhile (serve that) or no bake can be started. Blocking.
     pub fn follow(self: &Arc<Self>, job: Job) -> Option<Arc<Growing>> {
         let key = (job.nar_hash, job.compression);
-        if let Some(growing) = self.writing().get(&key).filter(|g| !g.failed()) {
-            return Some(Arc::clone(growing));
-        }
-        if self.cache.baked(&job.nar_hash, job.compression).is_some() {
-            return None;
-        }
-        let grower = self.begin(&job)?;
-        let growing = self.writing().get(&key).cloned();
+        let (grower, growing) = match self.begin(&job) {
+            Begin::Writing(growing) => return Some(growing),
+            Begin::Baked | Begin::Unable => return None,
+            Begin::Started(grower, growing) => (grower, growing),
+        };
         self.counters.streamed_total.fetch_add(1, Ordering::Relaxed);
         let baker = Arc::clone(self);
         let started = std::thread::Builder::new().name("bake-now".into()).spawn(move || {
@@ -316,30 +325,34 @@ impl Baker {
             self.writing().remove(&key);
             return None;
         }
-        growing
+        Some(growing)
     }
 
     fn writing(&self) -> std::sync::MutexGuard<'_, Writing> {
         self.writing.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers the bake of `job` as being written, with its temp file created; `None` if
-    /// another is already writing it (or the temp file cannot be made).
-    fn begin(&self, job: &Job) -> Option<Grower> {
+    /// Registers the bake of `job` as being written, with its temp file created, unless it is
+    /// written or baked already: one look, under the table's lock, so that two clients asking
+    /// at once follow one bake (and get the same bytes).
+    fn begin(&self, job: &Job) -> Begin {
         let key = (job.nar_hash, job.compression);
         let mut writing = self.writing();
-        if writing.get(&key).is_some_and(|g| !g.failed()) || self.cache.baked(&job.nar_hash, job.compression).is_some()
-        {
-            return None;
+        if let Some(growing) = writing.get(&key).filter(|g| !g.failed()) {
+            return Begin::Writing(Arc::clone(growing));
+        }
+        if self.cache.baked(&job.nar_hash, job.compression).is_some() {
+            return Begin::Baked;
         }
         let temp = self.cache.temp_file("bake");
         if let Err(e) = std::fs::File::create(&temp) {
             tracing::warn!(path = %temp.display(), error = %e, "cannot create a bake file");
-            return None;
+            return Begin::Unable;
         }
         let (growing, grower) = Growing::start(temp);
-        writing.insert(key, Arc::new(growing));
-        Some(grower)
+        let growing = Arc::new(growing);
+        writing.insert(key, Arc::clone(&growing));
+        Begin::Started(grower, growing)
     }
 
     /// Bakes `job` through `grower` at `levels`, commits it, and leaves the table of bakes
