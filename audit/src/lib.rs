@@ -65,7 +65,9 @@ pub struct Record {
     pub kind: Kind,
     /// The store path's hash part.
     pub hash: String,
-    /// The store path's name, when known (empty for a narinfo of an absent path).
+    /// The store path's name, when known (empty for a narinfo of an absent path). Left empty,
+    /// it is taken from an earlier record of the same hash (a Nix NAR URL names only the
+    /// hash; its narinfo, read first, names the path).
     pub name: String,
     /// The HTTP status answered.
     pub status: u16,

@@ -8,7 +8,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use rusqlite::{params, Connection, OpenFlags};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::{millis, AuditConfig, Error, Message, Record};
 
@@ -120,7 +120,17 @@ impl Writer {
         }
         let tx = self.conn.transaction()?;
         for record in batch {
-            let key = (record.hash.clone(), record.name.clone());
+            // A NAR URL of Nix names only the hash: the name is the one an earlier record of
+            // that hash (its narinfo, which clients read first) knew.
+            let name = match record.name.is_empty() {
+                true => tx
+                    .prepare_cached("SELECT name FROM path WHERE hash = ?1 AND name <> '' ORDER BY id DESC LIMIT 1")?
+                    .query_row(params![record.hash], |row| row.get(0))
+                    .optional()?
+                    .unwrap_or_default(),
+                false => record.name.clone(),
+            };
+            let key = (record.hash.clone(), name);
             let path = match self.path_ids.get(&key) {
                 Some(&id) => id,
                 None => {
