@@ -79,7 +79,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let bound = listeners.iter().find_map(subserve::Listener::tcp_addr);
         let url = client_url(&settings, bound);
         print_client_config(&stores, &url);
-        let process = Arc::new(subserve::Process::open(&settings, &url).context("cannot open the audit trail")?);
+        let process = Arc::new(
+            subserve::Process::open(&settings, &url)
+                .context("cannot open the audit trail (set --state-dir, or --audit=off to turn it off)")?,
+        );
         match &settings.audit {
             Some(audit) => tracing::info!(
                 db = %audit.path.display(), retention_days = audit.retention.as_secs() / 86_400,
