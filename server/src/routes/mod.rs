@@ -70,7 +70,7 @@ pub fn router_with(stores: &[Arc<AppState>], process: &Arc<Process>) -> Router {
     app.route("/index.txt", get(status::get_text).with_state(pages(stores.to_vec())))
         .route("/metrics", get(metrics_text).with_state(Arc::clone(process)))
         .route("/health", get(health).with_state(stores.to_vec()))
-        .layer(middleware::from_fn_with_state(Arc::clone(&requests), log_request))
+        .layer(middleware::from_fn_with_state(requests, log_request))
         .layer(middleware::from_fn_with_state(Arc::clone(process), resolve_client))
 }
 
