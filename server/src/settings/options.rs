@@ -118,7 +118,8 @@ option_set! {
             value_name = "on|off",
             num_args = 0..=1,
             default_missing_value = "on",
-            value_parser = clap::builder::BoolishValueParser::new()
+            value_parser = clap::builder::BoolishValueParser::new(),
+            hide_possible_values = true
         )]
         pub audit: Option<bool>,
         /// Days the audit trail keeps a record [default: 90].
