@@ -105,9 +105,24 @@ fn png_size(file: &Path) -> (u32, u32) {
 fn the_status_page_renders_in_chromium_with_the_figures_of_metrics() {
     let fx = fixture::get();
     let dir = scratch("status-page");
-    let srv = Server::on_fixture(&dir, &["--compression", "none"]);
+    // Baking on and an upstream that is down, so that every part of the page has something
+    // to show (the upstream on 127.0.0.1 is never reached: nothing listens on port 9).
+    let srv = Server::on_fixture(
+        &dir,
+        &[
+            "--compression",
+            "none",
+            "--bake",
+            "zstd",
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--upstream-key",
+            "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=",
+        ],
+    );
 
-    // Some traffic: every narinfo of the closure, two NARs, one miss.
+    // Some traffic: every narinfo of the closure, two NARs, one miss (which the down upstream
+    // cannot answer either).
     let mut nars = 0u64;
     let mut nar_bytes = 0u64;
     for path in fx.closure.iter().filter(|p| **p != fx.big) {
@@ -151,7 +166,14 @@ fn the_status_page_renders_in_chromium_with_the_figures_of_metrics() {
         metric_sum(&metrics, "subserve_http_response_bytes_total", "kind=\"nar\"").to_string(),
         "NAR bytes, as /metrics counts them"
     );
-    for shown in [format!("substituters = {}", srv.url()), "trusted-public-keys = ".into(), "Busiest clients".into()] {
+    for shown in [
+        format!("substituters = {}", srv.url()),
+        "trusted-public-keys = ".into(),
+        "Busiest clients".into(),
+        "http://127.0.0.1:9".into(),
+        "<h3>Cache</h3>".into(),
+        "<h3>Baking</h3>".into(),
+    ] {
         assert!(dom.contains(&shown), "{shown:?} missing from the rendered page:\n{dom}");
     }
     // No script ran, and nothing was blocked: Chromium logs any console message, CSP
