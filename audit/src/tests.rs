@@ -113,7 +113,8 @@ fn a_stalled_writer_drops_records_instead_of_blocking() {
 }
 
 fn writer(dir: &std::path::Path, config: AuditConfig) -> Writer {
-    Writer::new(writer::open(&dir.join("audit.sqlite")).unwrap(), config, Arc::new(AtomicU64::new(0)))
+    let counter = || Arc::new(AtomicU64::new(0));
+    Writer::new(writer::open(&dir.join("audit.sqlite")).unwrap(), config, counter(), counter())
 }
 
 fn count(writer: &Writer, table: &str) -> i64 {

@@ -69,12 +69,14 @@ pub(crate) struct Writer {
     conn: Connection,
     config: AuditConfig,
     written: Arc<AtomicU64>,
+    /// Records lost: counted with those the queue had no room for.
+    dropped: Arc<AtomicU64>,
     path_ids: HashMap<(String, String), i64>,
 }
 
 impl Writer {
-    pub(crate) fn new(conn: Connection, config: AuditConfig, written: Arc<AtomicU64>) -> Self {
-        Writer { conn, config, written, path_ids: HashMap::new() }
+    pub(crate) fn new(conn: Connection, config: AuditConfig, written: Arc<AtomicU64>, dropped: Arc<AtomicU64>) -> Self {
+        Writer { conn, config, written, dropped, path_ids: HashMap::new() }
     }
 
     /// Writes what arrives until every sender is gone, then what is left.
@@ -101,6 +103,7 @@ impl Writer {
             if !batch.is_empty() {
                 if let Err(error) = self.write(&batch) {
                     tracing::warn!(records = batch.len(), "audit trail: {error}; these records are lost");
+                    self.dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 }
             }
             for done in flushes {

@@ -89,3 +89,28 @@ fn audit_off_records_nothing() {
     let metrics = String::from_utf8(get(srv.addr, "/metrics").body).unwrap();
     assert!(metrics.contains("subserve_audit_records_written_total 0"), "{metrics}");
 }
+
+/// A writer stuck on its database (here locked by another connection, as a stalled disk would
+/// hold it) never holds a request: every narinfo is answered at once, and the records are
+/// written once the lock goes (or, past the writer's busy timeout, counted as dropped).
+#[test]
+fn a_stuck_audit_writer_never_holds_a_request() {
+    let nix = FakeStore::nix();
+    let hello = nix.add_file("hello", b"hello\n");
+    let state = tempfile::tempdir().unwrap();
+    let srv = spawn_server(&format!("state-dir = {:?}\nupstream = []\n{}", state.path(), nix.config()));
+    let blocker = rusqlite::Connection::open(db(state.path())).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let requests = 50;
+    for _ in 0..requests {
+        assert_eq!(get(srv.addr, &format!("/{}.narinfo", hash_part(&hello))).status, 200);
+    }
+    let log = srv.process.audit.as_ref().unwrap().log();
+    assert_eq!(log.written(), 0, "nothing written while the database is locked");
+    blocker.execute_batch("COMMIT").unwrap();
+    let start = std::time::Instant::now();
+    while log.written() + log.dropped() < requests {
+        assert!(start.elapsed() < test_support::server::DEADLINE, "{log:?}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
