@@ -43,7 +43,7 @@ impl AuditTrail {
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)
-                .with_context(|| format!("cannot create {} for the audit trail (set --state-dir)", dir.display()))?;
+                .with_context(|| format!("cannot create {}", dir.display()))?;
         }
         match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
             Ok(_) => {}

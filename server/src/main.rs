@@ -59,6 +59,20 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(async move {
         let listeners = listeners(&settings.listen).await?;
+        let bound = listeners.iter().find_map(subserve::Listener::tcp_addr);
+        let url = client_url(&settings, bound);
+        // Before the "serving" line: a trail that cannot be opened stops the start.
+        let process = Arc::new(
+            subserve::Process::open(&settings, &url)
+                .context("cannot open the audit trail (set --state-dir, or --audit=off to turn it off)")?,
+        );
+        match &settings.audit {
+            Some(audit) => tracing::info!(
+                db = %audit.path.display(), retention_days = audit.retention.as_secs() / 86_400,
+                max_bytes = audit.max_bytes, "audit trail: recording every narinfo and NAR request"
+            ),
+            None => tracing::info!("audit trail turned off"),
+        }
         // Before anyone learns we are up (the "serving" line, READY): a signal sent from then
         // on must find its handler, not the default action that ends the process.
         let signals = Signals::install();
@@ -76,20 +90,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 "serving"
             );
         }
-        let bound = listeners.iter().find_map(subserve::Listener::tcp_addr);
-        let url = client_url(&settings, bound);
         print_client_config(&stores, &url);
-        let process = Arc::new(
-            subserve::Process::open(&settings, &url)
-                .context("cannot open the audit trail (set --state-dir, or --audit=off to turn it off)")?,
-        );
-        match &settings.audit {
-            Some(audit) => tracing::info!(
-                db = %audit.path.display(), retention_days = audit.retention.as_secs() / 86_400,
-                max_bytes = audit.max_bytes, "audit trail: recording every narinfo and NAR request"
-            ),
-            None => tracing::info!("audit trail turned off"),
-        }
         // Under systemd (Type=notify): ready once every socket is bound.
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         let (routers, router) = tokio::sync::watch::channel(subserve::router_with(&stores, &process));
