@@ -65,7 +65,9 @@ pub struct Record {
     pub kind: Kind,
     /// The store path's hash part.
     pub hash: String,
-    /// The store path's name, when known (empty for a narinfo of an absent path).
+    /// The store path's name, when known (empty for a narinfo of an absent path). Left empty,
+    /// it is taken from an earlier record of the same hash (a Nix NAR URL names only the
+    /// hash; its narinfo, read first, names the path).
     pub name: String,
     /// The HTTP status answered.
     pub status: u16,
@@ -120,13 +122,13 @@ impl AuditLog {
     pub fn open(path: &Path, config: AuditConfig) -> Result<Self, Error> {
         let conn = writer::open(path)?;
         let (sender, receiver) = mpsc::sync_channel(config.queue.max(1));
-        let written = Arc::new(AtomicU64::new(0));
-        let writer = writer::Writer::new(conn, config, Arc::clone(&written));
+        let (written, dropped) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let writer = writer::Writer::new(conn, config, Arc::clone(&written), Arc::clone(&dropped));
         let writer = std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || writer.run(receiver))
             .map_err(|source| Error::Thread { source })?;
-        Ok(AuditLog { sender: Some(sender), dropped: Arc::new(AtomicU64::new(0)), written, writer: Some(writer) })
+        Ok(AuditLog { sender: Some(sender), dropped, written, writer: Some(writer) })
     }
 
     /// Queues `record` for the writer; never blocks. A full queue drops it (counted).
@@ -140,7 +142,8 @@ impl AuditLog {
         }
     }
 
-    /// Records dropped because the writer fell behind (or stopped).
+    /// Records lost: dropped because the writer fell behind (or stopped), or in a batch it
+    /// could not write (a database locked past its busy timeout, a full disk).
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }

@@ -52,6 +52,9 @@ pub struct Top {
     pub bytes: u64,
 }
 
+/// A path row's basename, `<hash>-<name>`, or the hash alone when the name was never known.
+const BASENAME: &str = "CASE p.name WHEN '' THEN p.hash ELSE p.hash || '-' || p.name END";
+
 /// The audit database, opened read-only.
 pub struct Query {
     conn: Connection,
@@ -110,7 +113,7 @@ impl Query {
             Pattern::Name(name) => ("p.name LIKE ?1 ESCAPE '\\'", format!("%{}%", escape_like(&name))),
         };
         let sql = format!(
-            "SELECT f.client, min(f.at), max(f.at), count(*), sum(f.bytes), group_concat(DISTINCT p.hash || '-' || p.name)
+            "SELECT f.client, min(f.at), max(f.at), count(*), sum(f.bytes), group_concat(DISTINCT {BASENAME})
              FROM fetch f JOIN path p ON p.id = f.path
              WHERE {condition} AND f.kind = ?2 AND f.status < 400 AND f.at >= ?3
              GROUP BY f.client ORDER BY max(f.at) DESC, f.client"
@@ -135,12 +138,12 @@ impl Query {
     /// The NARs `client` downloaded since `since`, one entry per store path, the most recent
     /// first.
     pub fn node(&self, client: IpAddr, since: Option<SystemTime>) -> Result<Vec<PathFetches>, Error> {
-        let mut statement = self.conn.prepare(
-            "SELECT p.hash || '-' || p.name, min(f.at), max(f.at), count(*), sum(f.bytes)
+        let mut statement = self.conn.prepare(&format!(
+            "SELECT {BASENAME}, min(f.at), max(f.at), count(*), sum(f.bytes)
              FROM fetch f JOIN path p ON p.id = f.path
              WHERE f.client = ?1 AND f.kind = ?2 AND f.status < 400 AND f.at >= ?3
-             GROUP BY f.path ORDER BY max(f.at) DESC, 1",
-        )?;
+             GROUP BY f.path ORDER BY max(f.at) DESC, 1"
+        ))?;
         let rows = statement.query_map(
             params![client.to_canonical().to_string(), Kind::Nar.code(), since.map_or(0, millis)],
             |row| {
@@ -165,7 +168,7 @@ impl Query {
 
     /// The `limit` store paths downloaded most often since `since`.
     pub fn top_paths(&self, since: SystemTime, limit: usize) -> Result<Vec<Top>, Error> {
-        self.top("p.hash || '-' || p.name", since, limit)
+        self.top(BASENAME, since, limit)
     }
 
     fn top(&self, name: &str, since: SystemTime, limit: usize) -> Result<Vec<Top>, Error> {

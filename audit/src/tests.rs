@@ -113,7 +113,8 @@ fn a_stalled_writer_drops_records_instead_of_blocking() {
 }
 
 fn writer(dir: &std::path::Path, config: AuditConfig) -> Writer {
-    Writer::new(writer::open(&dir.join("audit.sqlite")).unwrap(), config, Arc::new(AtomicU64::new(0)))
+    let counter = || Arc::new(AtomicU64::new(0));
+    Writer::new(writer::open(&dir.join("audit.sqlite")).unwrap(), config, counter(), counter())
 }
 
 fn count(writer: &Writer, table: &str) -> i64 {
@@ -154,4 +155,27 @@ fn the_size_cap_deletes_the_oldest_records() {
         w.conn().query_row("SELECT count(*), min(bytes) FROM fetch", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
     assert!(kept > 0 && kept < 20_000, "kept {kept}");
     assert_eq!(oldest, 20_000 - kept, "the newest records are the ones kept");
+}
+
+/// A Nix NAR URL names only the hash: the record takes the name its narinfo's record knew, so
+/// `who_fetched` finds it by name.
+#[test]
+fn a_nar_record_without_a_name_takes_its_narinfos() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = writer(dir.path(), AuditConfig::default());
+    w.write(&[
+        record(1, "10.0.0.1", Kind::Narinfo, GLIBC, "glibc-2.39-52", 200, 900),
+        record(2, "10.0.0.1", Kind::Nar, GLIBC, "", 200, 30_000),
+        // A hash nothing named stays nameless.
+        record(3, "10.0.0.1", Kind::Nar, BASH, "", 200, 7),
+    ])
+    .unwrap();
+    // In a later batch too.
+    w.write(&[record(4, "10.0.0.2", Kind::Nar, GLIBC, "", 200, 30_000)]).unwrap();
+    drop(w);
+    let query = Query::open(&dir.path().join("audit.sqlite")).unwrap();
+    let nodes = query.who_fetched("glibc", None).unwrap();
+    let found: Vec<(&str, u64)> = nodes.iter().map(|n| (n.client.as_str(), n.bytes)).collect();
+    assert_eq!(found, [("10.0.0.2", 30_000), ("10.0.0.1", 30_000)]);
+    assert_eq!(query.who_fetched(BASH, None).unwrap()[0].paths, [BASH.to_owned()]);
 }

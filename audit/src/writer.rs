@@ -8,7 +8,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use rusqlite::{params, Connection, OpenFlags};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::{millis, AuditConfig, Error, Message, Record};
 
@@ -69,12 +69,14 @@ pub(crate) struct Writer {
     conn: Connection,
     config: AuditConfig,
     written: Arc<AtomicU64>,
+    /// Records lost: counted with those the queue had no room for.
+    dropped: Arc<AtomicU64>,
     path_ids: HashMap<(String, String), i64>,
 }
 
 impl Writer {
-    pub(crate) fn new(conn: Connection, config: AuditConfig, written: Arc<AtomicU64>) -> Self {
-        Writer { conn, config, written, path_ids: HashMap::new() }
+    pub(crate) fn new(conn: Connection, config: AuditConfig, written: Arc<AtomicU64>, dropped: Arc<AtomicU64>) -> Self {
+        Writer { conn, config, written, dropped, path_ids: HashMap::new() }
     }
 
     /// Writes what arrives until every sender is gone, then what is left.
@@ -101,6 +103,7 @@ impl Writer {
             if !batch.is_empty() {
                 if let Err(error) = self.write(&batch) {
                     tracing::warn!(records = batch.len(), "audit trail: {error}; these records are lost");
+                    self.dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 }
             }
             for done in flushes {
@@ -120,7 +123,17 @@ impl Writer {
         }
         let tx = self.conn.transaction()?;
         for record in batch {
-            let key = (record.hash.clone(), record.name.clone());
+            // A NAR URL of Nix names only the hash: the name is the one an earlier record of
+            // that hash (its narinfo, which clients read first) knew.
+            let name = match record.name.is_empty() {
+                true => tx
+                    .prepare_cached("SELECT name FROM path WHERE hash = ?1 AND name <> '' ORDER BY id DESC LIMIT 1")?
+                    .query_row(params![record.hash], |row| row.get(0))
+                    .optional()?
+                    .unwrap_or_default(),
+                false => record.name.clone(),
+            };
+            let key = (record.hash.clone(), name);
             let path = match self.path_ids.get(&key) {
                 Some(&id) => id,
                 None => {

@@ -22,6 +22,46 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Generate a signing key pair and print the nix.conf lines clients need.
     Keygen(KeygenArgs),
+    /// Ask the audit trail who fetched what (docs/audit.md).
+    Audit(AuditArgs),
+}
+
+/// Flags of `subserve audit`.
+#[derive(Debug, Clone, Args)]
+pub struct AuditArgs {
+    /// The question.
+    #[command(subcommand)]
+    pub query: AuditQuery,
+    /// The server's state directory, where its audit.sqlite is; as `serve` takes it
+    /// [env: SUBSERVE_STATE_DIR] [default: as for serve].
+    #[arg(long, value_name = "DIR", global = true)]
+    pub state_dir: Option<PathBuf>,
+    /// The server's TOML configuration file, read for its state-dir [env: SUBSERVE_CONFIG].
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// Only fetches since DATE: YYYY-MM-DD (midnight UTC) or an RFC 3339 time
+    /// (2024-05-01T12:00:00Z, 2024-05-01T14:00:00+02:00).
+    #[arg(long, value_name = "DATE", global = true, value_parser = crate::audit_report::parse_since)]
+    pub since: Option<std::time::SystemTime>,
+    /// Print JSON, for scripts, instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// The questions `subserve audit` answers.
+#[derive(Debug, Clone, Subcommand)]
+pub enum AuditQuery {
+    /// Which nodes downloaded the NAR of a path: PATTERN is a store path, its hash part, or a
+    /// part of its name (glibc-2.39).
+    WhoFetched {
+        /// A store path, a hash part, or a part of a name.
+        pattern: String,
+    },
+    /// Which paths one node downloaded.
+    Node {
+        /// The node's address, as the server saw it (or as a trusted proxy named it).
+        addr: std::net::IpAddr,
+    },
 }
 
 /// Flags of `subserve serve`. Each may also come from a `SUBSERVE_*` environment variable or

@@ -4,7 +4,10 @@
 //! listener until a shutdown future resolves. The `subserve` binary only parses its input
 //! ([`cli`], [`settings`]) and calls these.
 
+pub mod access;
 pub mod admission;
+pub mod audit_report;
+pub mod audit_trail;
 pub mod bake;
 pub mod cli;
 pub mod compression;
@@ -13,6 +16,7 @@ pub mod error;
 pub mod metrics;
 mod narinfo;
 pub mod narinfo_cache;
+pub mod process;
 pub mod range;
 mod routes;
 pub mod settings;
@@ -28,6 +32,7 @@ use std::sync::Arc;
 
 pub use conn::{ClientAddr, ConnLimits, Listener};
 pub use error::AppError;
+pub use process::Process;
 pub use routes::{router, router_with, ListingCache};
 pub use state::AppState;
 pub use stats::Stats;

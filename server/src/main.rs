@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use subserve::cli::{Cli, Command, KeygenArgs, ServeArgs};
+use subserve::cli::{AuditArgs, Cli, Command, KeygenArgs, ServeArgs};
 use subserve::settings::{self, Env, FileConfig, ListenAddr};
 use subserve::startup::{self, KeySource};
 
@@ -15,6 +15,7 @@ fn main() {
     let result = match cli.command {
         Command::Serve(args) => serve(*args),
         Command::Keygen(args) => keygen(args),
+        Command::Audit(args) => audit(args),
     };
     if let Err(e) = result {
         eprintln!("subserve: error: {e:#}");
@@ -27,13 +28,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SUBSERVE_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    let env = Env {
-        vars: std::env::vars()
-            .filter(|(k, _)| k.starts_with("SUBSERVE_") || k == "HOME" || k == "XDG_STATE_HOME")
-            .collect(),
-        is_root: std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false),
-        cores: subserve::admission::cores(),
-    };
+    let env = read_env();
     let settings = read_settings(&args, &env)?;
     let built = startup::build_states(&settings)?;
     for (state, keys) in &built {
@@ -64,6 +59,20 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(async move {
         let listeners = listeners(&settings.listen).await?;
+        let bound = listeners.iter().find_map(subserve::Listener::tcp_addr);
+        let url = client_url(&settings, bound);
+        // Before the "serving" line: a trail that cannot be opened stops the start.
+        let process = Arc::new(
+            subserve::Process::open(&settings, &url)
+                .context("cannot open the audit trail (set --state-dir, or --audit=off to turn it off)")?,
+        );
+        match &settings.audit {
+            Some(audit) => tracing::info!(
+                db = %audit.path.display(), retention_days = audit.retention.as_secs() / 86_400,
+                max_bytes = audit.max_bytes, "audit trail: recording every narinfo and NAR request"
+            ),
+            None => tracing::info!("audit trail turned off"),
+        }
         // Before anyone learns we are up (the "serving" line, READY): a signal sent from then
         // on must find its handler, not the default action that ends the process.
         let signals = Signals::install();
@@ -81,14 +90,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 "serving"
             );
         }
-        let bound = listeners.iter().find_map(subserve::Listener::tcp_addr);
-        print_client_config(&stores, &client_url(&settings, bound));
+        print_client_config(&stores, &url);
         // Under systemd (Type=notify): ready once every socket is bound.
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-        let metrics = Arc::new(subserve::metrics::Metrics::new());
-        let (routers, router) = tokio::sync::watch::channel(subserve::router_with(&stores, &metrics));
+        let (routers, router) = tokio::sync::watch::channel(subserve::router_with(&stores, &process));
         let stores = std::sync::Mutex::new(stores);
-        let reloader = Reloader { args, env, settings, stores, routers, metrics, tls: tls.clone() };
+        let reloader = Reloader { args, env, settings, stores, routers, process, tls: tls.clone() };
         subserve::run_reloadable(listeners, router, limits, tls, shutdown_signal(signals, reloader))
             .await
             .context("server failed")
@@ -170,21 +177,16 @@ fn client_url(settings: &subserve::settings::Settings, bound: Option<std::net::S
 /// commands, with this server's URL and keys.
 fn print_client_config(stores: &[Arc<subserve::AppState>], url: &str) {
     for state in stores {
-        let store_url = format!("{url}{}", state.settings.prefix);
         match state.settings.dialect {
             formats::Dialect::Nix => {
-                let keys: Vec<String> = state.signer.nix_keys().iter().map(|k| k.to_public().to_string()).collect();
-                println!("# {} clients: add to /etc/nix/nix.conf on each node", state.store.store_dir());
-                println!("substituters = {store_url}");
-                println!("trusted-public-keys = {}", keys.join(" "));
+                println!("# {} clients: add to /etc/nix/nix.conf on each node", state.store.store_dir())
             }
             formats::Dialect::Guix => {
-                println!("# {} clients: on each node, authorize the key and use the URL", state.store.store_dir());
-                if let Some(key) = state.signer.guix_key() {
-                    println!("guix archive --authorize <<'EOF'\n{}EOF", key.public_sexp());
-                }
-                println!("guix-daemon --substitute-urls={store_url}");
+                println!("# {} clients: on each node, authorize the key and use the URL", state.store.store_dir())
             }
+        }
+        for line in state.client_config(url) {
+            println!("{line}");
         }
     }
 }
@@ -271,8 +273,8 @@ struct Reloader {
     settings: settings::Settings,
     stores: std::sync::Mutex<Vec<Arc<subserve::AppState>>>,
     routers: tokio::sync::watch::Sender<axum::Router>,
-    /// The process's metrics, which every router built records into.
-    metrics: Arc<subserve::metrics::Metrics>,
+    /// The process's metrics, audit trail and access rules, which every router built uses.
+    process: Arc<subserve::Process>,
     tls: Option<subserve::tls::Tls>,
 }
 
@@ -310,6 +312,9 @@ impl Reloader {
             ),
             (new.conn != self.settings.conn, "the connection limits and timeouts"),
             (new.tls != self.settings.tls, "the TLS files' paths"),
+            (new.audit != self.settings.audit, "the audit trail's settings"),
+            (new.access != self.settings.access, "admin-allow and trusted-proxy"),
+            (new.url != self.settings.url, "url"),
         ];
         for (_, what) in global.iter().filter(|(changed, _)| *changed) {
             tracing::warn!("SIGHUP: {what} changed; it takes effect at the next restart");
@@ -317,7 +322,7 @@ impl Reloader {
         let mut stores = self.stores.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (states, changes) = startup::reload_states(&stores, &new)?;
         *stores = states.into_iter().map(Arc::new).collect();
-        drop(self.routers.send_replace(subserve::router_with(&stores, &self.metrics)));
+        drop(self.routers.send_replace(subserve::router_with(&stores, &self.process)));
         Ok(changes)
     }
 }
@@ -363,6 +368,31 @@ async fn shutdown_signal(signals: Signals, reloader: Reloader) {
         tracing::warn!("second signal: exiting now");
         std::process::exit(0);
     });
+}
+
+/// `subserve audit …`: the audit database of the server that `--state-dir` or `--config` (or
+/// their variables) name, as `serve` finds it.
+fn audit(args: AuditArgs) -> anyhow::Result<()> {
+    let env = read_env();
+    let mut serve = ServeArgs { config: args.config.clone(), ..ServeArgs::default() };
+    serve.options.global.state_dir = args.state_dir.clone();
+    let settings = read_settings(&serve, &env)?;
+    let db = settings.state_dir.join(subserve::settings::AuditSettings::FILE_NAME);
+    let text = subserve::audit_report::report(&args.query, &db, args.since, args.json)?;
+    print!("{text}");
+    Ok(())
+}
+
+/// What the settings take from the environment: `SUBSERVE_*`, `HOME`, `XDG_STATE_HOME`,
+/// whether this is root, the cores.
+fn read_env() -> Env {
+    Env {
+        vars: std::env::vars()
+            .filter(|(k, _)| k.starts_with("SUBSERVE_") || k == "HOME" || k == "XDG_STATE_HOME")
+            .collect(),
+        is_root: std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false),
+        cores: subserve::admission::cores(),
+    }
 }
 
 fn keygen(args: KeygenArgs) -> anyhow::Result<()> {

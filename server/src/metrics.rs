@@ -11,9 +11,13 @@
 //! Names follow Prometheus' conventions: `subserve_` prefix, `_total` for counters (added by
 //! the encoder), base units (`_seconds`, `_bytes`). `docs/metrics.md` lists them.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -106,9 +110,59 @@ fn nar_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.01, 2.0, 17))
 }
 
+/// Totals since start that the status page shows, kept beside the families (which cannot be
+/// summed without encoding them): they move in the same call, so the page and `/metrics` agree.
+#[derive(Debug, Default)]
+struct Totals {
+    requests: AtomicU64,
+    bytes: AtomicU64,
+    narinfo_requests: AtomicU64,
+    nar_requests: AtomicU64,
+    nar_bytes: AtomicU64,
+}
+
+/// What the status page shows of the request families: sums over every store and status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Requests answered (the sum of `subserve_http_requests_total`).
+    pub requests: u64,
+    /// Body bytes sent (the sum of `subserve_http_response_bytes_total`).
+    pub bytes: u64,
+    /// narinfo requests answered (`kind="narinfo"`).
+    pub narinfo_requests: u64,
+    /// NAR requests answered (`kind="nar"`).
+    pub nar_requests: u64,
+    /// NAR body bytes sent (`kind="nar"`).
+    pub nar_bytes: u64,
+}
+
+/// The audit trail's counters, read at each scrape from the `AuditLog` (zero while the trail
+/// is off).
+#[derive(Debug)]
+struct AuditCounters(Option<Arc<audit::AuditLog>>);
+
+impl Collector for AuditCounters {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (written, dropped) = self.0.as_ref().map_or((0, 0), |log| (log.written(), log.dropped()));
+        for (name, help, value) in [
+            ("audit_records_written", "Audit records written to the audit database", written),
+            (
+                "audit_records_dropped",
+                "Audit records dropped because the audit writer fell behind (or failed)",
+                dropped,
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
 /// The process's metrics.
 pub struct Metrics {
     registry: Registry,
+    totals: Totals,
     requests: Family<RequestLabels, Counter>,
     response_bytes: Family<KindLabels, Counter>,
     unfinished: Family<CutLabels, Counter>,
@@ -140,8 +194,13 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// The families, registered, with the build info and the start time set.
+    /// The families, registered, with the build info and the start time set; no audit trail.
     pub fn new() -> Self {
+        Self::with_audit(None)
+    }
+
+    /// [`Metrics::new`], with the counters of `audit` (the process's audit trail, if on).
+    pub fn with_audit(audit: Option<Arc<audit::AuditLog>>) -> Self {
         let mut registry = Registry::with_prefix("subserve");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("http_requests", "Requests answered, by store, route kind and status", requests.clone());
@@ -178,14 +237,35 @@ impl Metrics {
             "subserve's version",
             Info::new(vec![("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned())]),
         );
-        let started: Gauge<f64, std::sync::atomic::AtomicU64> = Gauge::default();
+        let started: Gauge<f64, AtomicU64> = Gauge::default();
         started.set(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()));
         registry.register_with_unit("start_time", "When the process started, in Unix time", Unit::Seconds, started);
-        Metrics { registry, requests, response_bytes, unfinished, narinfo_seconds, nar_seconds }
+        registry.register_collector(Box::new(AuditCounters(audit)));
+        Metrics {
+            registry,
+            totals: Totals::default(),
+            requests,
+            response_bytes,
+            unfinished,
+            narinfo_seconds,
+            nar_seconds,
+        }
     }
 
     /// Records one request of `store` (its prefix, `/` at the root) once its body has ended.
     pub fn request(&self, store: &str, kind: RouteKind, status: u16, bytes: u64, took: Duration, outcome: Outcome) {
+        self.totals.requests.fetch_add(1, Ordering::Relaxed);
+        self.totals.bytes.fetch_add(bytes, Ordering::Relaxed);
+        match kind {
+            RouteKind::Narinfo => {
+                self.totals.narinfo_requests.fetch_add(1, Ordering::Relaxed);
+            }
+            RouteKind::Nar => {
+                self.totals.nar_requests.fetch_add(1, Ordering::Relaxed);
+                self.totals.nar_bytes.fetch_add(bytes, Ordering::Relaxed);
+            }
+            _ => {}
+        }
         let store = if store.is_empty() { "/" } else { store }.to_owned();
         let kind_label = kind.label();
         self.requests.get_or_create(&RequestLabels { store: store.clone(), kind: kind_label, status }).inc();
@@ -204,6 +284,18 @@ impl Metrics {
             _ => return,
         };
         histogram.get_or_create(&StoreLabels { store }).observe(took.as_secs_f64());
+    }
+
+    /// The request totals since start, as the status page shows them.
+    pub fn traffic(&self) -> Traffic {
+        let t = &self.totals;
+        Traffic {
+            requests: t.requests.load(Ordering::Relaxed),
+            bytes: t.bytes.load(Ordering::Relaxed),
+            narinfo_requests: t.narinfo_requests.load(Ordering::Relaxed),
+            nar_requests: t.nar_requests.load(Ordering::Relaxed),
+            nar_bytes: t.nar_bytes.load(Ordering::Relaxed),
+        }
     }
 
     /// The Prometheus text of every family.

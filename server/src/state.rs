@@ -9,6 +9,7 @@ use store_reader::Store;
 use crate::admission::Admission;
 use crate::bake::Baker;
 use crate::compression::Compression;
+
 use crate::narinfo_cache::NarinfoCache;
 use crate::settings::StoreSettings;
 
@@ -89,6 +90,30 @@ impl AppState {
     /// The one compression a Nix narinfo advertises.
     pub fn nix_compression(&self) -> Compression {
         self.settings.compressions[0]
+    }
+
+    /// What a node needs to substitute from this store, reached at `server_url` (the server's
+    /// URL, without this store's prefix): for Nix the two `nix.conf` lines, for Guix the
+    /// `guix archive --authorize` of the signing key and the `--substitute-urls` value. The
+    /// lines printed at start-up and shown on the status page.
+    pub fn client_config(&self, server_url: &str) -> Vec<String> {
+        let url = format!("{}{}", server_url.trim_end_matches('/'), self.settings.prefix);
+        match self.settings.dialect {
+            Dialect::Nix => {
+                let keys: Vec<String> = self.signer.nix_keys().iter().map(|k| k.to_public().to_string()).collect();
+                vec![format!("substituters = {url}"), format!("trusted-public-keys = {}", keys.join(" "))]
+            }
+            Dialect::Guix => {
+                let mut lines = Vec::new();
+                if let Some(key) = self.signer.guix_key() {
+                    lines.push("guix archive --authorize <<'EOF'".to_owned());
+                    lines.extend(key.public_sexp().lines().map(str::to_owned));
+                    lines.push("EOF".to_owned());
+                }
+                lines.push(format!("guix-daemon --substitute-urls={url}"));
+                lines
+            }
+        }
     }
 
     /// `Cache-Control` for a narinfo answer: hits and misses are cached by Guix clients for

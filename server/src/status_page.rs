@@ -27,13 +27,26 @@ pub struct StatusPage {
     pub streams: Streams,
     /// Each served store.
     pub stores: Vec<StoreStatus>,
+    /// Requests answered and bytes sent since start, as `/metrics` counts them.
+    pub traffic: Traffic,
     /// Whether the audit trail is on (the lists below come from it).
     pub audit: bool,
+    /// Whether the reader may see the lists below (an `--admin-allow` address); when not,
+    /// they are empty and the page says why.
+    pub admin: bool,
     /// The busiest clients of the last hour.
     pub clients: Vec<Top>,
     /// The most fetched paths of the last hour.
     pub paths: Vec<Top>,
+    /// Why the lists could not be read, if they could not (a broken audit database).
+    pub lists_error: Option<String>,
+    /// The URL path of `/metrics` (under the configured URL's path), for the page's links.
+    pub metrics_href: String,
+    /// The URL path of `/health`.
+    pub health_href: String,
 }
+
+pub use crate::metrics::Traffic;
 
 /// NAR streams in use, against their caps.
 #[derive(Debug, Clone, Default)]
@@ -57,6 +70,8 @@ pub struct Streams {
 pub struct StoreStatus {
     /// Its URL prefix (empty at the root).
     pub prefix: String,
+    /// The URL nodes substitute from.
+    pub url: String,
     /// `nix` or `guix`.
     pub dialect: String,
     /// Its store dir.
@@ -91,8 +106,8 @@ pub struct Cache {
     pub used: u64,
     /// Its limit.
     pub limit: u64,
-    /// Entries in it.
-    pub entries: u64,
+    /// NAR files in it, proxied and baked.
+    pub files: u64,
 }
 
 impl Cache {
@@ -134,6 +149,14 @@ impl Top {
 }
 
 impl StatusPage {
+    fn bytes_human(&self) -> String {
+        bytes(self.traffic.bytes)
+    }
+
+    fn nar_bytes_human(&self) -> String {
+        bytes(self.traffic.nar_bytes)
+    }
+
     fn uptime_text(&self) -> String {
         let s = self.uptime.as_secs();
         match s {
@@ -181,6 +204,7 @@ mod tests {
             streams: Streams { in_use: 3, cap: 64, compressed_in_use: 1, compressed_cap: 8, waiting: 2, refused: 7 },
             stores: vec![StoreStatus {
                 prefix: String::new(),
+                url: "http://head-1.cluster:5000".into(),
                 dialect: "nix".into(),
                 store_dir: "/nix/store".into(),
                 keys: vec!["head-1:abc=".into()],
@@ -190,12 +214,23 @@ mod tests {
                     healthy: false,
                     state: "down".into(),
                 }],
-                cache: Some(Cache { used: 3 << 30, limit: 10 << 30, entries: 1234 }),
+                cache: Some(Cache { used: 3 << 30, limit: 10 << 30, files: 1234 }),
                 baking: Some(Baking { queued: 4, done: 40, failed: 0 }),
             }],
+            traffic: Traffic {
+                requests: 1234,
+                bytes: 5 << 30,
+                narinfo_requests: 1000,
+                nar_requests: 200,
+                nar_bytes: 4 << 30,
+            },
             audit: true,
+            admin: true,
             clients: vec![Top { name: "10.0.0.7".into(), count: 42, bytes: 75 << 20 }],
             paths: vec![Top { name: format!("7rjj86a15146cq1d3qy068lml7n8ykzm-{HOSTILE}"), count: 9, bytes: 812 }],
+            lists_error: None,
+            metrics_href: "/metrics".into(),
+            health_href: "/health".into(),
         }
     }
 
@@ -209,12 +244,29 @@ mod tests {
             "id=\"streams-refused\">7<",
             "substituters = http://head-1.cluster:5000",
             "head-1:abc=",
-            "3.0 GiB of 10.0 GiB, 1234 entries",
+            "3.0 GiB of 10.0 GiB, 1234 files",
+            "<td class=\"n\" id=\"requests\">1234</td>",
+            "<td class=\"n\" id=\"nar-bytes\">4294967296</td><td>4.0 GiB</td>",
+            "href=\"/metrics\"",
             "<td>10.0.0.7</td><td class=\"n\">42</td><td class=\"n\">75.0 MiB</td>",
             "class=\"bad\">down<",
         ] {
             assert!(html.contains(shown), "{shown:?} missing from:\n{html}");
         }
+    }
+
+    #[test]
+    fn the_lists_are_for_admins_only() {
+        let mut p = page();
+        p.admin = false;
+        p.clients.clear();
+        p.paths.clear();
+        let html = p.html();
+        assert!(html.contains("shown to admin addresses only"), "{html}");
+        assert!(!html.contains("10.0.0.7"), "{html}");
+        p.admin = true;
+        p.audit = false;
+        assert!(p.html().contains("the audit trail is off"));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! ended as HTTP says a whole body ends (a server that aborts a stream must not look complete).
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 /// A parsed response: status, headers (lower-cased names), body.
@@ -29,7 +29,19 @@ impl Reply {
 /// Sends `target` (raw bytes, so it can be any garbage) with `extra` header lines and reads
 /// the whole response on a `Connection: close` socket.
 pub fn request(addr: SocketAddr, method: &str, target: &[u8], extra: &str) -> Reply {
-    let mut s = TcpStream::connect(addr).unwrap();
+    exchange(TcpStream::connect(addr).unwrap(), method, target, extra)
+}
+
+/// [`request`] from the local address `from` (another loopback address, `127.0.0.2`, plays a
+/// client on another host).
+pub fn request_from(from: IpAddr, addr: SocketAddr, method: &str, target: &[u8], extra: &str) -> Reply {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::new(from, 0).into()).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    exchange(socket.into(), method, target, extra)
+}
+
+fn exchange(mut s: TcpStream, method: &str, target: &[u8], extra: &str) -> Reply {
     s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
     let mut req = Vec::new();
     req.extend_from_slice(method.as_bytes());

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use subserve::admission::{blocking_threads, Admission};
 use subserve::settings::{resolve, Env, FileConfig, Options as Flags};
-use subserve::{AppState, Listener, Stats};
+use subserve::{AppState, Listener, Process, Stats};
 
 /// How long [`TestServer::wait_until`] waits: far more than any event takes on a loaded
 /// machine, so that only a real failure reaches it.
@@ -36,6 +36,9 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// The served stores' states.
     pub stores: Vec<Arc<AppState>>,
+    /// The process's metrics, audit trail (on unless the config turns it off) and access
+    /// rules, as the binary has them.
+    pub process: Arc<Process>,
     routers: tokio::sync::watch::Sender<axum::Router>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -86,13 +89,14 @@ pub fn spawn_server_with(config: &str, options: Options) -> TestServer {
     let addr = listener.local_addr().expect("bound address");
     let limits = settings.conn.limits(1024, 256);
     let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
-    let (routers, router) = tokio::sync::watch::channel(subserve::router(&stores));
+    let process = Arc::new(Process::open(&settings, &format!("http://{addr}")).expect("the audit trail opens"));
+    let (routers, router) = tokio::sync::watch::channel(subserve::router_with(&stores, &process));
     let task =
         runtime.spawn(subserve::run_reloadable(vec![Listener::Tcp(listener)], router, limits, None, async move {
             let _ = stop.await;
         }));
     drop(_entered);
-    TestServer { addr, stores, routers, shutdown: Some(shutdown), task: Some(task), runtime: Some(runtime) }
+    TestServer { addr, stores, process, routers, shutdown: Some(shutdown), task: Some(task), runtime: Some(runtime) }
 }
 
 /// A config file's text resolved as the binary resolves it, without flags or variables.
@@ -115,7 +119,7 @@ impl TestServer {
         let (states, changes) =
             subserve::startup::reload_states(&self.stores, &settings).map_err(|e| format!("{e:#}"))?;
         self.stores = states.into_iter().map(Arc::new).collect();
-        drop(self.routers.send_replace(subserve::router(&self.stores)));
+        drop(self.routers.send_replace(subserve::router_with(&self.stores, &self.process)));
         Ok(changes)
     }
 
@@ -135,6 +139,18 @@ impl TestServer {
             }
             assert!(start.elapsed() < DEADLINE, "not within {DEADLINE:?}: {what}; {stats:?}");
             // Polling: the counters are plain atomics, with nothing to wait on.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits until the audit trail has written at least `records` records (they are queued
+    /// when a body ends, which may be just after the client has read it), for at most
+    /// [`DEADLINE`].
+    pub fn wait_for_audit(&self, records: u64) {
+        let log = self.process.audit.as_ref().expect("the audit trail is on").log();
+        let start = Instant::now();
+        while log.written() < records {
+            assert!(start.elapsed() < DEADLINE, "not within {DEADLINE:?}: {records} audit records; {log:?}");
             std::thread::sleep(Duration::from_millis(5));
         }
     }

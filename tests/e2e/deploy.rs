@@ -229,7 +229,12 @@ fn keygen(dir: &Path, format: &str) -> (PathBuf, PathBuf) {
 /// directory is where the unit says.
 fn assert_directories_used(dir: &Path) {
     assert!(dir.join("cache/index.sqlite").is_file(), "the cache directory was not used");
-    let generated: Vec<_> = std::fs::read_dir(dir.join("state")).map(|d| d.flatten().collect()).unwrap_or_default();
+    assert!(dir.join("state/audit.sqlite").is_file(), "the state directory holds the audit trail");
+    let generated: Vec<_> = std::fs::read_dir(dir.join("state"))
+        .map(|d| {
+            d.flatten().map(|e| e.file_name()).filter(|n| !n.to_string_lossy().starts_with("audit.sqlite")).collect()
+        })
+        .unwrap_or_default();
     assert!(generated.is_empty(), "subserve generated a key instead of using the credential: {generated:?}");
 }
 

@@ -7,6 +7,7 @@
 // Items are `pub` for the modules of this test binary; nothing is exported.
 #![allow(unreachable_pub)]
 
+mod audit_trail;
 mod bake;
 mod cli;
 mod deploy;
@@ -23,4 +24,5 @@ mod readme;
 mod readonly;
 mod service;
 mod side_by_side;
+mod status_page;
 mod substitute;

@@ -76,6 +76,12 @@ impl Breaker {
         s.open = None;
     }
 
+    /// Since when the breaker has been open (the upstream failing), if it is.
+    pub(crate) fn open_since(&self) -> Option<Instant> {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.open.as_ref().map(|open| open.since)
+    }
+
     /// Records a failure; returns true when this failure opened the breaker.
     pub(crate) fn failure(&self, now: Instant) -> bool {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());

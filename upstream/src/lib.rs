@@ -51,7 +51,7 @@ use std::time::Duration;
 
 use formats::{Compression, Dialect, NarHash, NarInfo, StorePathHash};
 
-pub use cache::{Baked, CacheArea, CacheConfig};
+pub use cache::{Baked, CacheArea, CacheConfig, Usage};
 pub use config::{
     ProxyConfig, Trust, UpstreamConfig, CACHE_NIXOS_ORG, CACHE_NIXOS_ORG_KEY, GUIX_BORDEAUX, GUIX_BORDEAUX_KEY,
     GUIX_CI, GUIX_CI_KEY,
@@ -199,6 +199,17 @@ impl Proxy {
     /// The proxy's counters.
     pub fn stats(&self) -> &Stats {
         &self.inner.stats
+    }
+
+    /// Each upstream, in the order they are asked, with how it is doing: its breaker opened
+    /// this long ago (`None`: answering).
+    pub fn upstream_health(&self) -> Vec<(String, Option<Duration>)> {
+        let now = std::time::Instant::now();
+        self.inner
+            .upstreams
+            .iter()
+            .map(|u| (u.config.url.clone(), u.breaker.open_since().map(|since| now.saturating_duration_since(since))))
+            .collect()
     }
 
     /// The cache area the proxy keeps its entries in.

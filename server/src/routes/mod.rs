@@ -9,10 +9,11 @@ mod log;
 mod nar;
 mod narinfo;
 mod signing_key;
+mod status;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use axum::body::Body;
 use axum::body::HttpBody as _;
@@ -29,51 +30,71 @@ use store_reader::PathInfo;
 pub use listing::ListingCache;
 
 use crate::admission::{Admission, Permit};
+use crate::audit_trail::Target;
 use crate::compression::Compression;
 use crate::conn::ClientAddr;
 use crate::error::{AppError, Failure};
-use crate::metrics::{Metrics, Outcome, RouteKind};
+use crate::metrics::{Outcome, RouteKind};
+use crate::process::Process;
 use crate::state::AppState;
 use formats::Dialect;
 
 /// Builds the router over the served stores: a single unprefixed store at the root, or each
-/// store under its prefix (`/nix/…`, `/guix/…`) with a short index at `/`. GET routes answer
-/// HEAD too, with the same headers. Metrics start from zero: [`router_with`] keeps them.
+/// store under its prefix (`/nix/…`, `/guix/…`); `/` is the status page (or, for clients that
+/// do not accept HTML, a text index). GET routes answer HEAD too, with the same headers.
+/// Metrics start from zero and nothing is audited: [`router_with`] takes the process's.
 pub fn router(stores: &[Arc<AppState>]) -> Router {
-    router_with(stores, &Arc::new(Metrics::new()))
+    router_with(stores, &Arc::new(Process::without_audit("http://127.0.0.1")))
 }
 
-/// [`router`] recording into `metrics` (one for the process, kept across reloads), which it
-/// serves at `/metrics`.
-pub fn router_with(stores: &[Arc<AppState>], metrics: &Arc<Metrics>) -> Router {
+/// [`router`] for `process`: recording into its metrics (served at `/metrics`) and audit trail,
+/// with its rules for client addresses.
+pub fn router_with(stores: &[Arc<AppState>], process: &Arc<Process>) -> Router {
+    let pages = |stores: Vec<Arc<AppState>>| Arc::new(status::Pages { stores, process: Arc::clone(process) });
     let app = match stores {
-        [only] if only.settings.prefix.is_empty() => store_router(Arc::clone(only)),
-        _ => {
-            let index = stores_index(stores);
-            stores
-                .iter()
-                .fold(Router::new(), |app, state| app.nest(&state.settings.prefix, store_router(Arc::clone(state))))
-                .route("/", get(move || async move { ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], index) }))
-                .fallback(|| async { AppError::NotFound })
-        }
+        [only] if only.settings.prefix.is_empty() => store_router(Arc::clone(only), pages(vec![Arc::clone(only)])),
+        _ => stores
+            .iter()
+            .fold(Router::new(), |app, state| {
+                let page = pages(vec![Arc::clone(state)]);
+                let prefix = &state.settings.prefix;
+                app.nest(prefix, store_router(Arc::clone(state), Arc::clone(&page)))
+                    .route(&format!("{prefix}/"), get(status::get).with_state(page))
+            })
+            .route("/", get(status::get).with_state(pages(stores.to_vec())))
+            .fallback(|| async { AppError::NotFound }),
     };
     let requests = Arc::new(Requests {
-        metrics: Arc::clone(metrics),
+        process: Arc::clone(process),
         prefixes: stores.iter().map(|s| s.settings.prefix.clone()).filter(|p| !p.is_empty()).collect(),
     });
-    app.route("/metrics", get(metrics_text).with_state(Arc::clone(metrics)))
+    app.route("/index.txt", get(status::get_text).with_state(pages(stores.to_vec())))
+        .route("/metrics", get(metrics_text).with_state(Arc::clone(process)))
         .route("/health", get(health).with_state(stores.to_vec()))
         .layer(middleware::from_fn_with_state(requests, log_request))
+        .layer(middleware::from_fn_with_state(Arc::clone(process), resolve_client))
 }
 
-/// `GET /metrics`: the Prometheus text, for clients on this host only (a node's requests
+/// The router's outermost layer: the request's [`ClientAddr`] becomes the client a trusted
+/// proxy names (see [`crate::access::Access::client`]), for every layer and handler after.
+async fn resolve_client(State(process): State<Arc<Process>>, mut request: Request, next: Next) -> Response {
+    if let Some(ClientAddr(peer)) = request.extensions().get::<ClientAddr>().copied() {
+        let client = process.access.client(peer.ip(), request.headers());
+        if client != peer.ip() {
+            request.extensions_mut().insert(ClientAddr(std::net::SocketAddr::new(client, 0)));
+        }
+    }
+    next.run(request).await
+}
+
+/// `GET /metrics`: the Prometheus text, for `--admin-allow` clients only (a node's requests
 /// reveal what it runs).
-async fn metrics_text(State(metrics): State<Arc<Metrics>>, request: Request) -> Result<Response, AppError> {
+async fn metrics_text(State(process): State<Arc<Process>>, request: Request) -> Result<Response, AppError> {
     let client = request.extensions().get::<ClientAddr>().map(ClientAddr::ip);
-    if !client.is_some_and(|ip| ip.to_canonical().is_loopback()) {
+    if !client.is_some_and(|ip| process.access.is_admin(ip)) {
         return Err(AppError::Forbidden);
     }
-    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], metrics.render()).into_response())
+    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], process.metrics.render()).into_response())
 }
 
 /// How long `/health` waits for a store's DB before calling it unhealthy.
@@ -109,7 +130,8 @@ async fn health(State(stores): State<Vec<Arc<AppState>>>) -> Result<Response, Ap
 
 /// What the request middleware needs: where to record, and how to tell the stores apart.
 struct Requests {
-    metrics: Arc<Metrics>,
+    /// Its metrics and audit trail.
+    process: Arc<Process>,
     /// The stores' prefixes (none for a single store at the root).
     prefixes: Vec<String>,
 }
@@ -127,9 +149,10 @@ impl Requests {
     }
 }
 
-/// The routes of one store, relative to its prefix.
-fn store_router(state: Arc<AppState>) -> Router {
+/// The routes of one store, relative to its prefix; `/` is its status page.
+fn store_router(state: Arc<AppState>, page: Arc<status::Pages>) -> Router {
     let common = Router::new()
+        .route("/", get(status::get).with_state(page))
         .route("/nix-cache-info", get(cache_info::get))
         .route("/{file}", get(top_level))
         .route("/log/{drv}", get(log::get));
@@ -142,20 +165,6 @@ fn store_router(state: Arc<AppState>) -> Router {
             .route("/signing-key.pub", get(signing_key::get)),
     };
     dialect_routes.fallback(|| async { AppError::NotFound }).with_state(state)
-}
-
-/// The text at `/` when several stores are served: where each one is.
-fn stores_index(stores: &[Arc<AppState>]) -> String {
-    let mut text = String::from("subserve: binary caches served here\n\n");
-    for s in stores {
-        text.push_str(&format!(
-            "{}/\t{} clients, store {}\n",
-            s.settings.prefix,
-            s.settings.dialect,
-            s.store.store_dir()
-        ));
-    }
-    text
 }
 
 /// `/<hash>.narinfo` and `/<hash>.ls` share one path segment, so they share one route.
@@ -222,16 +231,22 @@ async fn lookup(state: &Arc<AppState>, hash: &StorePathHash) -> Result<PathInfo,
 /// One log line per request, once its body has ended (or was cut): client, method, path,
 /// status, body bytes sent and the time to the last byte; with the cause when it failed
 /// ([`Failure`], set by [`AppError`]'s response). An error line for a failure, info otherwise.
+/// The same moment records the request's metrics and, for a GET of a narinfo or a NAR, its
+/// audit record (see `crate::audit_trail`).
 async fn log_request(State(requests): State<Arc<Requests>>, request: Request, next: Next) -> Response {
     let (store, relative) = requests.split(request.uri().path());
+    let kind = RouteKind::of(relative);
+    let audited = requests.process.audit.is_some() && request.method() == Method::GET;
     let line = RequestLine {
-        metrics: Arc::clone(&requests.metrics),
+        process: Arc::clone(&requests.process),
         store: store.to_owned(),
-        kind: RouteKind::of(relative),
+        kind,
         client: request.extensions().get::<ClientAddr>().map(ClientAddr::ip),
         method: request.method().clone(),
         path: request.uri().path().to_owned(),
         start: Instant::now(),
+        at: SystemTime::now(),
+        target: audited.then(|| Target::of(kind, relative)).flatten(),
         status: 0,
         failure: None,
         bytes: 0,
@@ -244,9 +259,10 @@ async fn log_request(State(requests): State<Arc<Requests>>, request: Request, ne
     Response::from_parts(parts, Body::new(LoggedBody { inner: body, expected, line: Some(line) }))
 }
 
-/// What a request's log line (and its metrics) say, filled in as its body goes out.
+/// What a request's log line (and its metrics and audit record) say, filled in as its body
+/// goes out.
 struct RequestLine {
-    metrics: Arc<Metrics>,
+    process: Arc<Process>,
     /// The store's prefix (empty at the root).
     store: String,
     kind: RouteKind,
@@ -254,16 +270,44 @@ struct RequestLine {
     method: Method,
     path: String,
     start: Instant,
+    /// When the request arrived, for its audit record.
+    at: SystemTime,
+    /// What its audit record is about; `None` when it is not audited.
+    target: Option<Target>,
     status: u16,
     failure: Option<Failure>,
     bytes: u64,
 }
 
 impl RequestLine {
-    /// Logs the line and records the request's metrics; `outcome` says how the body ended.
+    /// Counts a chunk of the body about to go out; the first one of a narinfo names its path.
+    fn sent(&mut self, data: &bytes::Bytes) {
+        if self.bytes == 0 && self.status == 200 {
+            if let Some(target) = &mut self.target {
+                target.learn_from_narinfo(data);
+            }
+        }
+        self.bytes += data.len() as u64;
+    }
+
+    /// Logs the line, records the request's metrics and queues its audit record; `outcome`
+    /// says how the body ended.
     fn log(self, outcome: Outcome, error: Option<&dyn std::fmt::Display>) {
         let took = self.start.elapsed();
-        self.metrics.request(&self.store, self.kind, self.status, self.bytes, took, outcome);
+        self.process.metrics.request(&self.store, self.kind, self.status, self.bytes, took, outcome);
+        if let (Some(trail), Some(target), Some(client)) = (&self.process.audit, &self.target, self.client) {
+            trail.record(audit::Record {
+                at: self.at,
+                client,
+                store: self.store.clone(),
+                kind: target.kind,
+                hash: target.hash.clone(),
+                name: target.name.clone(),
+                status: self.status,
+                bytes: self.bytes,
+                duration: took,
+            });
+        }
         let outcome = match (outcome, error) {
             (Outcome::Complete, _) => "complete".to_owned(),
             (Outcome::Cut, _) => "cut".to_owned(),
@@ -307,7 +351,7 @@ impl axum::body::HttpBody for LoggedBody {
         match &polled {
             std::task::Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(data), Some(line)) = (frame.data_ref(), self.line.as_mut()) {
-                    line.bytes += data.len() as u64;
+                    line.sent(data);
                 }
             }
             std::task::Poll::Ready(Some(Err(error))) => {

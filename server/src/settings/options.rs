@@ -17,6 +17,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::file::UpstreamTable;
 use super::{Env, ListenAddr, SettingsError};
+use crate::access::Cidr;
 use crate::compression::CompressionList;
 use formats::Dialect;
 
@@ -111,6 +112,33 @@ option_set! {
         /// PEM private key of --tls-cert (mode 0600); re-read on SIGHUP.
         #[arg(long, value_name = "FILE")]
         pub tls_key: Option<PathBuf>,
+        /// Keep the audit trail in STATE_DIR/audit.sqlite: which client fetched which store
+        /// path, when, and how many bytes (`--audit=off` turns it off) [default: on].
+        #[arg(
+            long,
+            value_name = "on|off",
+            num_args = 0..=1,
+            default_missing_value = "on",
+            value_parser = clap::builder::BoolishValueParser::new(),
+            hide_possible_values = true
+        )]
+        pub audit: Option<bool>,
+        /// Days the audit trail keeps a record [default: 90].
+        #[arg(long, value_name = "DAYS")]
+        pub audit_retention: Option<u64>,
+        /// Size the audit trail is kept under, the oldest records deleted first, e.g. 1G, 512M
+        /// [default: 1G].
+        #[arg(long, value_name = "SIZE")]
+        pub audit_max_size: Option<String>,
+        /// A reverse proxy (an address or range, repeatable) whose X-Forwarded-For names the
+        /// client: the right-most address in it that is not such a proxy [default: none; the
+        /// header is ignored].
+        #[arg(long = "trusted-proxy", value_name = "CIDR")]
+        pub trusted_proxies: Option<Vec<Cidr>>,
+        /// Addresses (ranges, repeatable) that may read /metrics and the status page's client
+        /// lists; others get 403 [default: 127.0.0.0/8 and ::1, this host].
+        #[arg(long = "admin-allow", value_name = "CIDR")]
+        pub admin_allow: Option<Vec<Cidr>>,
     }
 }
 

@@ -14,8 +14,9 @@ use store_reader::StoreConfig;
 use upstream::{ProxyConfig, Trust, UpstreamConfig};
 
 use super::file::{FileConfig, StoreTable};
-use super::options::{get, Layers, Options, Source, Sourced, StoreOptions};
-use super::{ConnSettings, Settings, SettingsError, StoreSettings};
+use super::options::{get, GlobalOptions, Layers, Options, Source, Sourced, StoreOptions};
+use super::{AuditSettings, ConnSettings, Settings, SettingsError, StoreSettings};
+use crate::access::Access;
 use crate::admission;
 use crate::bake::{self, BakeConfig};
 use crate::compression::{Compression, Levels};
@@ -92,6 +93,11 @@ pub fn resolve(flags: &Options, env: &Env, file: &FileConfig) -> Result<Settings
         (Some(cert), None) => return Err(cert.invalid(format!("needs {} too", g.like(&cert.from, "tls_key").name()))),
         (None, Some(key)) => return Err(key.invalid(format!("needs {} too", g.like(&key.from, "tls_cert").name()))),
     };
+    let audit = resolve_audit(&g, &state_dir)?;
+    let access = Access {
+        admin_allow: get!(g, admin_allow).map_or_else(crate::access::default_admin_allow, |a| a.value),
+        trusted_proxies: get!(g, trusted_proxies).map(|t| t.value).unwrap_or_default(),
+    };
     let s = Layers { flags: &flags.store, vars: &vars.store, file: &file.store, file_name: &file.name, table: None };
     let stores = match &file.stores {
         None => vec![resolve_store(&s, env, &state_dir, String::new())?],
@@ -108,8 +114,33 @@ pub fn resolve(flags: &Options, env: &Env, file: &FileConfig) -> Result<Settings
         db_busy_timeout,
         url,
         tls,
+        audit,
+        access,
         stores,
     })
+}
+
+/// The audit trail: on unless `audit` is off, in `STATE_DIR/audit.sqlite`.
+fn resolve_audit(g: &Layers<'_, GlobalOptions>, state_dir: &Path) -> Result<Option<AuditSettings>, SettingsError> {
+    let retention = match get!(g, audit_retention) {
+        Some(days) => days.parse(|&d| match d {
+            0 => Err("must be at least 1 day".into()),
+            d => d.checked_mul(86_400).map(Duration::from_secs).ok_or_else(|| format!("{d} days is too long")),
+        })?,
+        None => Duration::from_secs(AuditSettings::DEFAULT_RETENTION_DAYS * 86_400),
+    };
+    let max_bytes = match get!(g, audit_max_size) {
+        Some(size) => size.parse(|v| match parse_size(v) {
+            Some(n) if n >= 1 << 20 => Ok(n),
+            Some(_) => Err(format!("{v:?} is too small: at least 1M")),
+            None => Err(format!("{v:?} is not a size like 1G")),
+        })?,
+        None => AuditSettings::DEFAULT_MAX_BYTES,
+    };
+    if get!(g, audit).is_some_and(|on| !on.value) {
+        return Ok(None);
+    }
+    Ok(Some(AuditSettings { path: state_dir.join(AuditSettings::FILE_NAME), retention, max_bytes }))
 }
 
 /// The stores of `[[store]]` tables, each under its own prefix; `top` (the store options of

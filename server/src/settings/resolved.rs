@@ -11,6 +11,7 @@ use serde::Deserialize;
 use store_reader::StoreConfig;
 use upstream::ProxyConfig;
 
+use crate::access::Access;
 use crate::bake::BakeConfig;
 use crate::compression::{Compression, Levels};
 use formats::Dialect;
@@ -93,9 +94,33 @@ pub struct Settings {
     pub url: Option<String>,
     /// Certificate chain and key files for HTTPS, when it is on.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// The audit trail, when it is on.
+    pub audit: Option<AuditSettings>,
+    /// Who may read the operator's pages, and whose `X-Forwarded-For` is believed.
+    pub access: Access,
     /// The stores served, each under its own URL prefix; one store with an empty prefix
     /// unless the config file has `[[store]]` tables.
     pub stores: Vec<StoreSettings>,
+}
+
+/// How the audit trail is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// The database: `STATE_DIR/audit.sqlite`.
+    pub path: PathBuf,
+    /// Records older than this are deleted.
+    pub retention: Duration,
+    /// The database is kept under this size, the oldest records deleted first.
+    pub max_bytes: u64,
+}
+
+impl AuditSettings {
+    /// The audit database's file name in the state directory.
+    pub const FILE_NAME: &'static str = "audit.sqlite";
+    /// The default retention: 90 days.
+    pub const DEFAULT_RETENTION_DAYS: u64 = 90;
+    /// The default size cap: 1 GiB.
+    pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
 }
 
 /// Connection timeouts and cap, as configured.

@@ -452,3 +452,73 @@ fn guix_keys(up: &upstream::UpstreamConfig) -> &[signing::GuixPublicKey] {
         upstream::Trust::Nix(_) => panic!("{} has Nix keys", up.url),
     }
 }
+
+/// The audit trail: on by default in STATE_DIR/audit.sqlite; off by the flag (with or without
+/// a value), the variable or the file; its retention and size cap checked.
+#[test]
+fn the_audit_trail_is_on_unless_turned_off() {
+    use clap::Parser as _;
+    let resolve_audit = |args: &[&str], vars: &[(&str, &str)], file: &str| {
+        let cli =
+            crate::cli::Cli::try_parse_from([&["subserve", "serve"], args].concat()).map_err(|e| e.to_string())?;
+        let crate::cli::Command::Serve(serve) = cli.command else { unreachable!() };
+        resolve(&serve.options, &env(vars), &parse(file)).map(|s| s.audit).map_err(|e| e.to_string())
+    };
+    let on = resolve_audit(&[], &[], "").unwrap().unwrap();
+    assert_eq!(on.path, PathBuf::from("/var/lib/subserve/audit.sqlite"));
+    assert_eq!(on.retention, Duration::from_secs(90 * 86_400));
+    assert_eq!(on.max_bytes, 1 << 30);
+    for (args, vars, file) in [
+        (&["--audit=off"][..], &[][..], ""),
+        (&["--audit", "false"], &[], ""),
+        (&[], &[("SUBSERVE_AUDIT", "off")], ""),
+        (&[], &[], "audit = false\n"),
+        // The flag beats the file.
+        (&["--audit=no"], &[], "audit = true\n"),
+    ] {
+        assert_eq!(resolve_audit(args, vars, file), Ok(None), "{args:?} {vars:?} {file:?}");
+    }
+    assert!(resolve_audit(&["--audit"], &[], "audit = false\n").unwrap().is_some(), "a bare --audit is on");
+    let kept =
+        resolve_audit(&["--audit-retention", "7", "--state-dir", "/srv/s"], &[("SUBSERVE_AUDIT_MAX_SIZE", "64M")], "")
+            .unwrap()
+            .unwrap();
+    assert_eq!(
+        (kept.path, kept.retention, kept.max_bytes),
+        ("/srv/s/audit.sqlite".into(), Duration::from_secs(7 * 86_400), 64 << 20)
+    );
+    assert_eq!(
+        resolve_audit(&["--audit-retention", "0"], &[], ""),
+        Err("--audit-retention: must be at least 1 day".into())
+    );
+    assert_eq!(
+        resolve_audit(&[], &[], "audit-max-size = \"10K\"\n"),
+        Err("test.toml: audit-max-size: \"10K\" is too small: at least 1M".into())
+    );
+    let e = resolve_audit(&["--audit=maybe"], &[], "").unwrap_err();
+    assert!(e.contains("maybe"), "{e}");
+}
+
+/// `--admin-allow` and `--trusted-proxy`: ranges or addresses, from each source; this host is
+/// the admin by default.
+#[test]
+fn admin_and_proxy_ranges() {
+    let all = resolve(&Options::default(), &env(&[]), &FileConfig::default()).unwrap();
+    assert_eq!(all.access, crate::access::Access::default());
+    let vars = env(&[("SUBSERVE_ADMIN_ALLOW", "10.0.0.0/8, ::1"), ("SUBSERVE_TRUSTED_PROXY", "127.0.0.1")]);
+    let s = resolve(&Options::default(), &vars, &FileConfig::default()).unwrap();
+    let text = |list: &[crate::access::Cidr]| list.iter().map(ToString::to_string).collect::<Vec<_>>();
+    assert_eq!(text(&s.access.admin_allow), ["10.0.0.0/8", "::1/128"]);
+    assert_eq!(text(&s.access.trusted_proxies), ["127.0.0.1/32"]);
+    let file = parse("admin-allow = [\"192.0.2.0/24\"]\ntrusted-proxies = [\"fd00::/8\"]\n");
+    let s = resolve(&Options::default(), &env(&[]), &file).unwrap();
+    assert_eq!(
+        (text(&s.access.admin_allow), text(&s.access.trusted_proxies)),
+        (vec!["192.0.2.0/24".to_owned()], vec!["fd00::/8".to_owned()])
+    );
+    let msg = FileConfig::parse("admin-allow = [\"everyone\"]\n", "test.toml").unwrap_err().to_string();
+    assert!(msg.contains("admin-allow") && msg.contains("\"everyone\" is not an address range"), "{msg}");
+    let vars = env(&[("SUBSERVE_TRUSTED_PROXY", "10.0.0.0/40")]);
+    let msg = resolve(&Options::default(), &vars, &FileConfig::default()).unwrap_err().to_string();
+    assert!(msg.starts_with("environment variable SUBSERVE_TRUSTED_PROXY: invalid value"), "{msg}");
+}

@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::Request;
-use subserve::metrics::Metrics;
-use subserve::{ClientAddr, ConnLimits, Listener};
+use subserve::{ClientAddr, ConnLimits, Listener, Process};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -37,8 +36,8 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 
 #[tokio::test]
 async fn requests_are_counted_once_answered() {
-    let metrics = Arc::new(Metrics::new());
-    let addr = serve(subserve::router_with(&[], &metrics)).await;
+    let process = Arc::new(Process::without_audit("http://127.0.0.1"));
+    let addr = serve(subserve::router_with(&[], &process)).await;
     let hash = "7rjj86a15146cq1d3qy068lml7n8ykzm";
     assert_eq!(get(addr, &format!("/{hash}.narinfo")).await.0, 404);
     assert_eq!(get(addr, &format!("/{hash}.narinfo")).await.0, 404);
@@ -50,13 +49,13 @@ async fn requests_are_counted_once_answered() {
 
 #[tokio::test]
 async fn metrics_are_for_this_host_only() {
-    let metrics = Arc::new(Metrics::new());
+    let process = Arc::new(Process::without_audit("http://127.0.0.1"));
     // Every request seems to come from another host.
     let elsewhere = axum::middleware::map_request(|mut request: Request| async move {
         request.extensions_mut().insert(ClientAddr("10.0.0.7:40000".parse().unwrap()));
         request
     });
-    let addr = serve(subserve::router_with(&[], &metrics).layer(elsewhere)).await;
+    let addr = serve(subserve::router_with(&[], &process).layer(elsewhere)).await;
     assert_eq!(get(addr, "/metrics").await.0, 403);
 }
 

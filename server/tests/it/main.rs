@@ -8,6 +8,7 @@
 
 mod admin;
 mod admission;
+mod audit_trail;
 mod bake;
 mod conn;
 mod doc_references;
@@ -16,4 +17,5 @@ mod hostile;
 mod http;
 mod reload;
 mod routing;
+mod status;
 mod store;

@@ -217,6 +217,18 @@ impl Index {
         .map(|s| s as u64)
     }
 
+    /// How many NAR files are cached, proxied and baked.
+    pub(crate) fn cached_files_count(&self) -> Result<u64, Error> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT (SELECT count(*) FROM narinfo WHERE nar_cached = 1) + (SELECT count(*) FROM baked)",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+        })
+        .map(|n| n as u64)
+    }
+
     /// Cached files, proxied and baked, least recently used first.
     pub(crate) fn lru(&self, limit: usize) -> Result<Vec<Victim>, Error> {
         self.with(|c| {

@@ -68,6 +68,17 @@ pub struct CacheConfig {
     pub dialect: Dialect,
 }
 
+/// What a cache area holds (see [`CacheArea::usage`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// Bytes of cached NAR files, proxied and baked.
+    pub bytes: u64,
+    /// Cached NAR files, proxied and baked.
+    pub files: u64,
+    /// The size limit beyond which the least recently used files are evicted.
+    pub max_size: u64,
+}
+
 /// A NAR baked into the cache area: compressed once, served as a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Baked {
@@ -159,6 +170,16 @@ impl CacheArea {
     /// How many entries, proxied or baked, were evicted to respect the size limit.
     pub fn evictions(&self) -> u64 {
         self.inner.evictions.load(Ordering::Relaxed)
+    }
+
+    /// What the area holds now, against its limit. Blocking (two SQLite reads).
+    pub fn usage(&self) -> Result<Usage, Error> {
+        let index = &self.inner.index;
+        Ok(Usage {
+            bytes: index.cached_bytes()?,
+            files: index.cached_files_count()?,
+            max_size: self.inner.config.max_size,
+        })
     }
 
     /// The baked file of a NAR in `compression`, if one is ready; marks it used. Blocking
