@@ -18,7 +18,7 @@ use axum::Router;
 use bytes::Bytes;
 use formats::Dialect;
 use formats::{Compression, NarHash, NarInfo, StorePathHash};
-use signing::SecretKey;
+use signing::{GuixSecretKey, SecretKey};
 use upstream::{NarSource, Proxy, ProxyConfig, Trust, UpstreamConfig};
 
 /// How the fake answers a request.
@@ -69,7 +69,8 @@ pub struct Shared {
     pub nar_behaviour: Mutex<HashMap<String, Behaviour>>,
     /// Requests so far by path (`<hash>.narinfo`, `nar/<file>`).
     pub requests: Mutex<HashMap<String, usize>>,
-    /// Opened by [`Fake::release`]: gated bodies and held narinfos wait for it.
+    /// Opened by [`Fake::release`] (closed again by [`Fake::hold_nars`]): gated bodies and held
+    /// narinfos and NARs wait for it.
     pub gate: tokio::sync::watch::Sender<bool>,
     /// Requests so far.
     pub total: AtomicUsize,
@@ -79,6 +80,8 @@ pub struct Shared {
     pub all_narinfos: Mutex<Option<Behaviour>>,
     /// When set, every narinfo answer waits for [`Fake::release`].
     pub hold_narinfos: std::sync::atomic::AtomicBool,
+    /// When set, every NAR answer waits for [`Fake::release`].
+    pub hold_nars: std::sync::atomic::AtomicBool,
     /// narinfo requests being answered now.
     pub narinfos_in_flight: AtomicUsize,
     /// The most narinfo requests answered at once so far.
@@ -86,7 +89,7 @@ pub struct Shared {
 }
 
 /// A running fake upstream; `K` is the key its narinfos are signed with (Nix by default,
-/// `signing::GuixSecretKey` for a Guix farm, see `guix.rs`).
+/// [`GuixSecretKey`] for a Guix farm; [`crate::dialected::Dialected`] for either).
 pub struct Fake<K = SecretKey> {
     /// Where it listens.
     pub addr: SocketAddr,
@@ -99,12 +102,26 @@ pub struct Fake<K = SecretKey> {
     _server: tokio::task::JoinHandle<()>,
 }
 
-/// A signed narinfo for a path `<hash>-<name>` whose NAR is `nar`, stored as `file`.
+/// A signed narinfo for a path `/nix/store/<hash>-<name>` whose NAR is `nar`, served
+/// compressed with `compression` (see [`make_item_in`]).
 pub fn make_item(key: &SecretKey, hash: &str, name: &str, nar: Vec<u8>, compression: Compression) -> Item {
+    make_item_in(key, "/nix/store", hash, name, nar, compression)
+}
+
+/// A Nix narinfo for a path `<store_dir>/<hash>-<name>` whose NAR is `nar`, served compressed
+/// with `compression` at `nar/<filehash>.nar<ext>`, signed with `key` (over `store_dir`).
+pub fn make_item_in(
+    key: &SecretKey,
+    store_dir: &str,
+    hash: &str,
+    name: &str,
+    nar: Vec<u8>,
+    compression: Compression,
+) -> Item {
     let file = crate::compression::compress(compression, &nar);
     let nar_url = format!("nar/{}.nar{}", NarHash::digest(&file).to_nix32(), compression.extension());
     let mut info = NarInfo {
-        store_path: format!("/nix/store/{hash}-{name}"),
+        store_path: format!("{store_dir}/{hash}-{name}"),
         url: nar_url.clone(),
         compression: compression.into(),
         file_hash: Some(NarHash::digest(&file)),
@@ -116,7 +133,7 @@ pub fn make_item(key: &SecretKey, hash: &str, name: &str, nar: Vec<u8>, compress
         sigs: vec![],
         ca: None,
     };
-    info.sigs.push(key.sign(&info.fingerprint("/nix/store")));
+    info.sigs.push(key.sign(&info.fingerprint(store_dir)));
     Item {
         hash: StorePathHash::parse(hash).unwrap(),
         narinfo: info.render(),
@@ -124,6 +141,61 @@ pub fn make_item(key: &SecretKey, hash: &str, name: &str, nar: Vec<u8>, compress
         file: file.into(),
         nar: nar.into(),
     }
+}
+
+/// What guix publish signs for `<store_dir>/<hash>-<name>` with the NAR `nar`, referring to
+/// itself: the text before `Signature:`.
+pub fn guix_signed_part(store_dir: &str, hash: &str, name: &str, nar: &[u8]) -> String {
+    format!(
+        "StorePath: {store_dir}/{hash}-{name}\nNarHash: {}\nNarSize: {}\nReferences: {hash}-{name}\n",
+        NarHash::digest(nar),
+        nar.len()
+    )
+}
+
+/// The proxy's order of preference among the groups a Guix farm offers.
+const GUIX_PREFERENCE: [&str; 5] = ["zstd", "gzip", "xz", "bzip2", "none"];
+
+/// A Guix path `/gnu/store/<hash>-<name>` offered in the `groups` compressions (lzip too,
+/// though no one can fetch it: the fake serves only the NAR file the proxy should choose), its
+/// narinfo signed with `key` as guix publish signs it.
+pub fn make_guix_item(key: &GuixSecretKey, hash: &str, name: &str, nar: Vec<u8>, groups: &[&str]) -> Item {
+    let signed = guix_signed_part("/gnu/store", hash, name, &nar);
+    make_guix_item_signed(key, hash, name, nar, groups, signed)
+}
+
+/// Like [`make_guix_item`], with `signed` as the text above `Signature:`.
+pub fn make_guix_item_signed(
+    key: &GuixSecretKey,
+    hash: &str,
+    name: &str,
+    nar: Vec<u8>,
+    groups: &[&str],
+    signed: String,
+) -> Item {
+    let basename = format!("{hash}-{name}");
+    let signature = key.sign_narinfo("farm.example.org", &signed).unwrap();
+    let mut narinfo = format!("{signed}Signature: {signature}\n");
+    let mut files = Vec::new();
+    for &group in groups {
+        let (url, file): (String, Bytes) = match group.parse::<Compression>() {
+            Ok(Compression::None) => (format!("nar/{basename}"), nar.clone().into()),
+            Ok(c) => (format!("nar/{group}/{basename}"), crate::compression::compress(c, &nar).into()),
+            Err(_) => (format!("nar/{group}/{basename}"), Bytes::from_static(b"not a NAR subserve can read")),
+        };
+        narinfo.push_str(&format!("URL: {url}\nCompression: {group}\nFileSize: {}\n", file.len()));
+        files.push((group, url, file));
+    }
+    let rank = |g: &str| GUIX_PREFERENCE.iter().position(|p| *p == g).unwrap_or(GUIX_PREFERENCE.len());
+    let (_, nar_url, file) = files.into_iter().min_by_key(|(g, _, _)| rank(g)).expect("at least one group");
+    Item { hash: StorePathHash::parse(hash).unwrap(), narinfo, nar_url, file, nar: nar.into() }
+}
+
+/// Checks a Guix narinfo's signature as `guix substitute` does: what it covers, then the
+/// signature.
+pub fn verify_guix_narinfo(text: &str, acl: &[signing::GuixPublicKey]) -> Result<(), String> {
+    let signed = formats::guix::signed(text).map_err(|e| e.to_string())?;
+    signing::guix::verify(&signed.signature, signed.text, acl).map_err(|e| e.to_string())
 }
 
 impl<K> Fake<K> {
@@ -140,6 +212,7 @@ impl<K> Fake<K> {
             received: tokio::sync::watch::Sender::new(0),
             all_narinfos: Mutex::default(),
             hold_narinfos: false.into(),
+            hold_nars: false.into(),
             narinfos_in_flight: AtomicUsize::new(0),
             max_narinfos_in_flight: AtomicUsize::new(0),
         };
@@ -192,7 +265,7 @@ impl<K> Fake<K> {
         self.requests(&item.nar_url)
     }
 
-    /// Lets every gated body and held narinfo answer finish.
+    /// Lets every gated body and held narinfo or NAR answer finish.
     pub fn release(&self) {
         self.shared.gate.send_replace(true);
     }
@@ -205,6 +278,14 @@ impl<K> Fake<K> {
     /// Holds every narinfo answer back until [`Fake::release`].
     pub fn hold_narinfos(&self) {
         self.shared.hold_narinfos.store(true, Ordering::SeqCst);
+    }
+
+    /// Holds every NAR answer back until [`Fake::release`]. Called again after a release, it
+    /// closes the gate again (gated bodies and held narinfos wait too): the next NAR answers
+    /// are held until the next release.
+    pub fn hold_nars(&self) {
+        self.shared.hold_nars.store(true, Ordering::SeqCst);
+        self.shared.gate.send_replace(false);
     }
 
     /// Waits until the fake has received `n` requests in all.
@@ -223,8 +304,8 @@ impl<K> Fake<K> {
     }
 }
 
-impl Fake {
-    /// A proxy in front of this fake, caching in `dir`.
+impl<K: UpstreamKey> Fake<K> {
+    /// A proxy in front of this fake, caching in `dir` up to `max_size` bytes.
     pub fn proxy(&self, dir: &std::path::Path, max_size: u64) -> Proxy {
         proxy_for(&[self], dir, max_size)
     }
@@ -283,7 +364,7 @@ impl UpstreamKey for SecretKey {
     }
 }
 
-impl UpstreamKey for signing::GuixSecretKey {
+impl UpstreamKey for GuixSecretKey {
     const DIALECT: Dialect = Dialect::Guix;
     const STORE_DIR: &'static str = "/gnu/store";
     fn trust(&self) -> Trust {
@@ -376,6 +457,9 @@ async fn nar_in(State(shared): State<Arc<Shared>>, Path((compression, file)): Pa
 /// `file` is the path under `nar/`.
 async fn serve_nar(shared: Arc<Shared>, file: String) -> Response {
     let nth = count(&shared, format!("nar/{file}"));
+    if shared.hold_nars.load(Ordering::SeqCst) {
+        let _ = shared.gate.subscribe().wait_for(|open| *open).await;
+    }
     let behaviour = match shared.nar_behaviour.lock().unwrap().get(&file).copied().unwrap_or(Behaviour::Normal) {
         Behaviour::FailFirst(status, n) if nth <= n => Behaviour::Status(status),
         Behaviour::FailFirst(..) => Behaviour::Normal,

@@ -1,13 +1,15 @@
 //! What subserve's tests share, so that each test file holds tests and nothing else: stores
 //! made without Nix ([`store::FakeStore`]), the real server in process on `127.0.0.1:0`
 //! ([`server::spawn_server`], with its counters), a misbehaving upstream
-//! ([`fake_upstream::Fake`]), a connection-breaking relay ([`relay::Relay`]), a raw HTTP
-//! client ([`http`]), and reference compression, keys and libgcrypt.
+//! ([`fake_upstream::Fake`]) and the proxy's two dialects behind one trait for tests of what
+//! they share ([`dialected::Dialected`]), a connection-breaking relay ([`relay::Relay`]), a raw
+//! HTTP client ([`http`]), and reference compression, keys and libgcrypt.
 //!
 //! A dev-dependency only: no shipped crate may depend on it (the tidy tests check the
 //! dependency graph against `docs/ARCHITECTURE.md`).
 
 pub mod compression;
+pub mod dialected;
 pub mod fake_upstream;
 pub mod gcrypt;
 pub mod http;
