@@ -20,7 +20,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
@@ -159,9 +159,208 @@ impl Collector for AuditCounters {
     }
 }
 
+/// The served stores' own counters and gauges, read at each scrape from the stores the last
+/// router was built for: admission (shared by the stores), and per store its baking, its cache
+/// area and its proxy. Reading the cache area's use is a SQLite query: render the metrics on
+/// a blocking thread.
+#[derive(Debug, Default)]
+struct StoreCounters(std::sync::Mutex<Vec<Arc<crate::state::AppState>>>);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CapLabels {
+    cap: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct UpstreamLabels {
+    store: String,
+    upstream: String,
+}
+
+/// One family of a collector: its descriptor, then one value per label set.
+fn family<L: EncodeLabelSet, M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    values: impl IntoIterator<Item = (L, M)>,
+) -> Result<(), std::fmt::Error> {
+    let mut values = values.into_iter().peekable();
+    let Some((_, first)) = values.peek() else { return Ok(()) };
+    let mut metric = encoder.encode_descriptor(name, help, unit, first.metric_type())?;
+    for (labels, value) in values {
+        value.encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for StoreCounters {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stores = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let stats = crate::Stats::collect(&stores);
+        let caps = [("plain", stats.streams), ("compressed", stats.compressed_streams)];
+        let cap = |name| CapLabels { cap: name };
+        let e = &mut encoder;
+        family(
+            e,
+            "nar_streams_in_use",
+            "NAR bodies being produced now, by cap",
+            None,
+            caps.map(|(n, s)| (cap(n), ConstGauge::new(s.in_use as i64))),
+        )?;
+        family(
+            e,
+            "nar_streams_waiting",
+            "Requests waiting for a stream slot now, by cap",
+            None,
+            caps.map(|(n, s)| (cap(n), ConstGauge::new(s.waiting as i64))),
+        )?;
+        family(
+            e,
+            "nar_streams_queued",
+            "Requests that waited for a stream slot, by cap",
+            None,
+            caps.map(|(n, s)| (cap(n), ConstCounter::new(s.queued_total))),
+        )?;
+        family(
+            e,
+            "nar_streams_rejected",
+            "Requests answered 503 after the whole queue timeout, by cap",
+            None,
+            caps.map(|(n, s)| (cap(n), ConstCounter::new(s.rejected_total))),
+        )?;
+        family(
+            e,
+            "nar_streams_aborted",
+            "Bodies the server cut short (a file changed, an I/O error), by cap",
+            None,
+            caps.map(|(n, s)| (cap(n), ConstCounter::new(s.aborted_total))),
+        )?;
+
+        let label = |s: &crate::state::AppState| StoreLabels {
+            store: if s.settings.prefix.is_empty() { "/".to_owned() } else { s.settings.prefix.clone() },
+        };
+        let bakers: Vec<_> = stores.iter().filter_map(|s| Some((label(s), s.baker.as_ref()?.stats()))).collect();
+        family(
+            e,
+            "bakes_pending",
+            "NARs queued or being baked now",
+            None,
+            bakers.iter().map(|(l, b)| (l.clone(), ConstGauge::new(b.pending as i64))),
+        )?;
+        for (name, help, pick) in [
+            (
+                "bakes_queued",
+                "NARs handed to the bake workers",
+                (|b: &crate::stats::BakeStats| b.queued_total) as fn(&_) -> u64,
+            ),
+            ("bakes_skipped", "narinfo requests of local NARs below the bake threshold", |b| b.skipped_total),
+            (
+                "bakes_unprofitable",
+                "NARs not worth baking (a sample shrank by less than a tenth, or too big for the cache)",
+                |b| b.unprofitable_total,
+            ),
+            ("bakes_streamed", "Bakes started by a client asking for the file, streamed as written", |b| {
+                b.streamed_total
+            }),
+            ("bakes_completed", "Baked files committed to the cache area", |b| b.completed_total),
+            ("bakes_failed", "Bakes abandoned (I/O trouble, files that no longer match the DB)", |b| b.failed_total),
+        ] {
+            family(e, name, help, None, bakers.iter().map(|(l, b)| (l.clone(), ConstCounter::new(pick(b)))))?;
+        }
+
+        let areas: Vec<_> = stores
+            .iter()
+            .filter_map(|s| Some((label(s), s.cache.as_ref()?)))
+            .filter_map(|(l, area)| Some((l, area.usage().ok()?, area.evictions())))
+            .collect();
+        family(
+            e,
+            "cache",
+            "Bytes of NAR files in the cache area, proxied and baked",
+            Some(&Unit::Bytes),
+            areas.iter().map(|(l, u, _)| (l.clone(), ConstGauge::new(u.bytes as i64))),
+        )?;
+        family(
+            e,
+            "cache_limit",
+            "The cache area's size limit",
+            Some(&Unit::Bytes),
+            areas.iter().map(|(l, u, _)| (l.clone(), ConstGauge::new(u.max_size as i64))),
+        )?;
+        family(
+            e,
+            "cache_files",
+            "NAR files in the cache area, proxied and baked",
+            None,
+            areas.iter().map(|(l, u, _)| (l.clone(), ConstGauge::new(u.files as i64))),
+        )?;
+        family(
+            e,
+            "cache_evictions",
+            "Files evicted from the cache area to keep it under its limit",
+            None,
+            areas.iter().map(|(l, _, n)| (l.clone(), ConstCounter::new(*n))),
+        )?;
+
+        let proxies: Vec<_> = stores.iter().filter_map(|s| Some((label(s), s.proxy.as_ref()?))).collect();
+        let proxy_counter = |pick: fn(&upstream::Stats) -> &AtomicU64| {
+            proxies.iter().map(move |(l, p)| (l.clone(), ConstCounter::new(pick(p.stats()).load(Ordering::Relaxed))))
+        };
+        for (name, help, pick) in [
+            (
+                "proxy_narinfo_hits",
+                "Proxied narinfos answered from the cache index",
+                (|s: &upstream::Stats| &s.narinfo_hits) as fn(&_) -> &AtomicU64,
+            ),
+            ("proxy_negative_hits", "Proxied narinfos answered absent from a remembered miss", |s| &s.negative_hits),
+            ("proxy_narinfo_fetches", "narinfo requests sent upstream, retries included", |s| &s.narinfo_fetches),
+            ("proxy_narinfo_retries", "narinfo requests sent upstream again after trouble", |s| &s.narinfo_retries),
+            ("proxy_over_cap", "narinfo lookups answered absent for now because a fetch cap stayed full", |s| {
+                &s.over_cap
+            }),
+            ("proxy_upstream_errors", "Upstream failures: timeouts, resets, bad status, garbage", |s| {
+                &s.upstream_errors
+            }),
+            ("proxy_untrusted", "Upstream narinfos refused for lack of a trusted signature", |s| &s.untrusted),
+            ("proxy_nar_fetches", "NAR downloads started", |s| &s.nar_fetches),
+            ("proxy_nar_verify_failures", "NAR downloads that failed verification", |s| &s.nar_verify_failures),
+        ] {
+            family(e, name, help, None, proxy_counter(pick))?;
+        }
+        family(
+            e,
+            "upstream_up",
+            "1 while an upstream's breaker is closed, 0 while it is open (the upstream is failing)",
+            None,
+            proxies.iter().flat_map(|(l, p)| {
+                p.upstream_health().into_iter().map(|(url, open)| {
+                    (
+                        UpstreamLabels { store: l.store.clone(), upstream: url },
+                        ConstGauge::new(i64::from(open.is_none())),
+                    )
+                })
+            }),
+        )?;
+        Ok(())
+    }
+}
+
+/// [`StoreCounters`] as the registry holds it, shared with [`Metrics::serve`].
+#[derive(Debug)]
+struct SharedStores(Arc<StoreCounters>);
+
+impl Collector for SharedStores {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+}
+
 /// The process's metrics.
 pub struct Metrics {
     registry: Registry,
+    /// The stores the last router was built for (see [`Metrics::serve`]).
+    stores: Arc<StoreCounters>,
     totals: Totals,
     requests: Family<RequestLabels, Counter>,
     response_bytes: Family<KindLabels, Counter>,
@@ -241,8 +440,11 @@ impl Metrics {
         started.set(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()));
         registry.register_with_unit("start_time", "When the process started, in Unix time", Unit::Seconds, started);
         registry.register_collector(Box::new(AuditCounters(audit)));
+        let stores = Arc::new(StoreCounters::default());
+        registry.register_collector(Box::new(SharedStores(Arc::clone(&stores))));
         Metrics {
             registry,
+            stores,
             totals: Totals::default(),
             requests,
             response_bytes,
@@ -250,6 +452,11 @@ impl Metrics {
             narinfo_seconds,
             nar_seconds,
         }
+    }
+
+    /// The stores whose counters the next scrapes read: those of the router just built.
+    pub fn serve(&self, stores: &[Arc<crate::state::AppState>]) {
+        *self.stores.0.lock().unwrap_or_else(|e| e.into_inner()) = stores.to_vec();
     }
 
     /// Records one request of `store` (its prefix, `/` at the root) once its body has ended.

@@ -68,6 +68,7 @@ pub fn router_with(stores: &[Arc<AppState>], process: &Arc<Process>) -> Router {
         process: Arc::clone(process),
         prefixes: stores.iter().map(|s| s.settings.prefix.clone()).filter(|p| !p.is_empty()).collect(),
     });
+    process.metrics.serve(stores);
     app.route("/index.txt", get(status::get_text).with_state(pages(stores.to_vec())))
         .route("/metrics", get(metrics_text).with_state(Arc::clone(process)))
         .route("/health", get(health).with_state(stores.to_vec()))
@@ -94,7 +95,9 @@ async fn metrics_text(State(process): State<Arc<Process>>, request: Request) -> 
     if !client.is_some_and(|ip| process.access.is_admin(ip)) {
         return Err(AppError::Forbidden);
     }
-    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], process.metrics.render()).into_response())
+    // The cache areas' use is read from their SQLite indexes: off the async runtime.
+    let text = tokio::task::spawn_blocking(move || process.metrics.render()).await.map_err(AppError::Task)?;
+    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
 }
 
 /// How long `/health` waits for a store's DB before calling it unhealthy.

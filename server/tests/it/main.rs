@@ -15,6 +15,7 @@ mod doc_references;
 mod guix;
 mod hostile;
 mod http;
+mod metrics;
 mod reload;
 mod routing;
 mod status;

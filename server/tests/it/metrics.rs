@@ -1,0 +1,69 @@
+//! The store families of `/metrics` (baking, the cache area, the proxy and its upstreams, the
+//! stream caps) move when their events happen, and agree with the server's own counters.
+
+use formats::Compression;
+use signing::SecretKey;
+use test_support::compression::noise;
+use test_support::fake_upstream::{make_item, Fake};
+use test_support::http::get;
+use test_support::spawn_server;
+
+use crate::store::{narinfo, sample};
+
+const PROXIED: &str = "0rhbmkw0ia6kxc0s9zsvv7fb8w5zcggb";
+
+/// The value of the one series `series` (name and labels, as written) in `text`.
+fn value(text: &str, series: &str) -> f64 {
+    let line = text.lines().find(|l| l.strip_prefix(series).is_some_and(|rest| rest.starts_with(' ')));
+    line.unwrap_or_else(|| panic!("no {series} in:\n{text}")).rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn store_families_move_with_their_events() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let key = SecretKey::generate("upstream-1").unwrap();
+    let fake =
+        rt.block_on(Fake::start(vec![make_item(&key, PROXIED, "p", noise(3, 40_000), Compression::Zstd)], key.clone()));
+    let sample = sample();
+    let state = tempfile::tempdir().unwrap();
+    let srv = spawn_server(&format!(
+        "state-dir = {:?}\n{}bake-min-size = \"0\"\nbake-delay = 0\nbake-zstd-level = 3\n\
+         cache-max-size = \"1G\"\n[[upstream]]\nurl = {:?}\nkeys = [{:?}]\n",
+        state.path(),
+        sample.store.config(),
+        fake.url(),
+        key.to_public().to_string()
+    ));
+    let metrics = || {
+        let reply = get(srv.addr, "/metrics");
+        assert_eq!(reply.status, 200);
+        String::from_utf8(reply.body).unwrap()
+    };
+    let before = metrics();
+    assert_eq!(value(&before, "subserve_bakes_completed_total{store=\"/\"}"), 0.0);
+    assert_eq!(value(&before, "subserve_cache_bytes{store=\"/\"}"), 0.0);
+    assert_eq!(value(&before, "subserve_cache_limit_bytes{store=\"/\"}"), (1u64 << 30) as f64);
+    assert_eq!(value(&before, &format!("subserve_upstream_up{{store=\"/\",upstream=\"{}\"}}", fake.url())), 1.0);
+    assert_eq!(value(&before, "subserve_nar_streams_in_use{cap=\"plain\"}"), 0.0);
+
+    // A bake, and a proxied narinfo and NAR.
+    narinfo(&srv, &sample.big);
+    let stats = srv.wait_until("the big NAR is baked", |s| s.bakes.completed_total >= 1);
+    let proxied = get(srv.addr, &format!("/{PROXIED}.narinfo"));
+    assert_eq!(proxied.status, 200);
+    let url =
+        String::from_utf8(proxied.body).unwrap().lines().find_map(|l| l.strip_prefix("URL: ")).unwrap().to_owned();
+    assert_eq!(get(srv.addr, &format!("/{url}")).status, 200);
+
+    let after = metrics();
+    let bakes = srv.stats().bakes;
+    assert_eq!(value(&after, "subserve_bakes_completed_total{store=\"/\"}"), bakes.completed_total as f64);
+    assert_eq!(value(&after, "subserve_bakes_queued_total{store=\"/\"}"), bakes.queued_total as f64);
+    assert!(stats.bakes.completed_total >= 1);
+    assert!(value(&after, "subserve_cache_bytes{store=\"/\"}") > 0.0);
+    assert!(value(&after, "subserve_cache_files{store=\"/\"}") >= 2.0, "a baked file and a proxied one");
+    assert!(value(&after, "subserve_proxy_narinfo_fetches_total{store=\"/\"}") >= 1.0);
+    assert_eq!(value(&after, "subserve_proxy_nar_fetches_total{store=\"/\"}"), 1.0);
+    assert_eq!(value(&after, "subserve_proxy_nar_verify_failures_total{store=\"/\"}"), 0.0);
+    assert_eq!(value(&after, "subserve_nar_streams_rejected_total{cap=\"plain\"}"), 0.0);
+}
