@@ -69,7 +69,9 @@ pub enum AuditQuery {
 #[derive(Debug, Clone, Default, Args)]
 #[command(after_help = "Every flag has an environment variable: SUBSERVE_ plus the flag name in upper case \
 with '-' as '_' (SUBSERVE_LISTEN, SUBSERVE_SIGN_KEY_FILE as a comma-separated list, ...). \
-Precedence: flag > environment > config file > default. See docs/config.md.")]
+Precedence: flag > environment > config file > default. See docs/config.md. \
+SUBSERVE_LOG sets the log filter: info by default; debug, warn, or per module as \
+'info,subserve::routes=warn' (which drops the line per request).")]
 pub struct ServeArgs {
     /// TOML configuration file [env: SUBSERVE_CONFIG].
     #[arg(long, value_name = "FILE")]

@@ -24,12 +24,9 @@ fn main() {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SUBSERVE_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
     let env = read_env();
     let settings = read_settings(&args, &env)?;
+    init_logging(settings.log_format);
     let built = startup::build_states(&settings)?;
     for (state, keys) in &built {
         log_store(state, keys);
@@ -173,6 +170,17 @@ fn client_url(settings: &subserve::settings::Settings, bound: Option<std::net::S
     url.trim_end_matches('/').to_owned()
 }
 
+/// Log lines go to stderr, filtered by `SUBSERVE_LOG` (info by default), as text (coloured
+/// only when stderr is a terminal) or one JSON object per line.
+fn init_logging(format: settings::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SUBSERVE_LOG").unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        settings::LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        settings::LogFormat::Json => logs.json().init(),
+    }
+}
+
 /// Prints, for each store, what its clients need: the Nix `nix.conf` lines or the Guix
 /// commands, with this server's URL and keys.
 fn print_client_config(stores: &[Arc<subserve::AppState>], url: &str) {
@@ -312,6 +320,7 @@ impl Reloader {
             ),
             (new.conn != self.settings.conn, "the connection limits and timeouts"),
             (new.tls != self.settings.tls, "the TLS files' paths"),
+            (new.log_format != self.settings.log_format, "log-format"),
             (new.audit != self.settings.audit, "the audit trail's settings"),
             (new.access != self.settings.access, "admin-allow and trusted-proxy"),
             (new.url != self.settings.url, "url"),

@@ -118,3 +118,41 @@ fn config_precedence_and_graceful_shutdown() {
     assert!(status.success(), "exit status after SIGTERM: {status}");
     assert!(srv.log.lock().unwrap().contains("shutting down"));
 }
+
+/// `--log-format json` writes every line as one JSON object, the request lines with their
+/// fields; the text format has no colour codes when stderr is not a terminal.
+#[test]
+fn log_lines_are_json_objects_or_plain_text() {
+    let dir = scratch("log-format");
+    let wait_for = |srv: &Server, what: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !srv.log.lock().unwrap().contains(what) {
+            assert!(std::time::Instant::now() < deadline, "no {what} in:\n{}", srv.log.lock().unwrap());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let json = Server::on_fixture(&dir.join("json"), &["--log-format", "json"]);
+    assert_eq!(get(json.addr, "/nix-cache-info").status, 200);
+    wait_for(&json, "/nix-cache-info");
+    let log = json.log.lock().unwrap().clone();
+    let lines: Vec<serde_json::Value> =
+        log.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    assert!(lines.iter().all(|l| l["level"].is_string() && l["fields"]["message"].is_string()), "{log}");
+    let request = lines.iter().find(|l| l["fields"]["path"] == "/nix-cache-info").expect("the request line");
+    assert_eq!(
+        (request["fields"]["message"].as_str(), request["fields"]["status"].as_u64()),
+        (Some("request"), Some(200))
+    );
+
+    // Without the harness's NO_COLOR (empty is unset): stderr being a pipe must be enough.
+    let root = fixture::get().store_arg();
+    let state = dir.join("text").join("state");
+    let text = Server::start_with_env(
+        &["--store-root", root.as_str(), "--state-dir", state.to_str().unwrap()],
+        &[("NO_COLOR", "")],
+    );
+    assert_eq!(get(text.addr, "/nix-cache-info").status, 200);
+    wait_for(&text, "/nix-cache-info");
+    let log = text.log.lock().unwrap().clone();
+    assert!(log.contains("status=200") && !log.contains('\x1b'), "{log}");
+}

@@ -250,6 +250,11 @@ fn listen_addr(line: &str) -> Option<SocketAddr> {
     if !line.contains("serving") {
         return None;
     }
+    // A text line has listen=ADDR; a JSON one (--log-format json) "listen":"ADDR".
+    if let Some(at) = line.find("\"listen\":\"") {
+        let rest = &line[at + "\"listen\":\"".len()..];
+        return rest.split('"').next()?.parse().ok();
+    }
     let rest = &line[line.find("listen=")? + "listen=".len()..];
     rest.split_whitespace().next()?.parse().ok()
 }

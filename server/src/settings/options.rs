@@ -16,7 +16,7 @@ use clap::{ArgAction, Args, Command, FromArgMatches};
 use serde::{Deserialize, Deserializer};
 
 use super::file::UpstreamTable;
-use super::{Env, ListenAddr, SettingsError};
+use super::{Env, ListenAddr, LogFormat, SettingsError};
 use crate::access::Cidr;
 use crate::compression::CompressionList;
 use formats::Dialect;
@@ -57,6 +57,11 @@ option_set! {
     #[derive(Debug, Clone, Default, PartialEq, Eq, Args, Deserialize)]
     #[serde(deny_unknown_fields, rename_all = "kebab-case")]
     pub struct GlobalOptions {
+        /// How log lines are written to stderr: text (one line of key=value fields, coloured
+        /// only on a terminal) or json (one object per line) [default: text].
+        #[arg(long, value_name = "text|json")]
+        #[serde(default, deserialize_with = "parsed")]
+        pub log_format: Option<LogFormat>,
         /// Address to listen on: ADDRESS:PORT, or unix:/PATH for a Unix socket; ignored when
         /// systemd passes sockets (socket activation) [default: 127.0.0.1:5000].
         #[arg(long, value_name = "ADDR")]

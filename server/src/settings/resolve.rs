@@ -104,6 +104,7 @@ pub fn resolve(flags: &Options, env: &Env, file: &FileConfig) -> Result<Settings
         Some(tables) => store_tables(&s, tables, env, &state_dir)?,
     };
     Ok(Settings {
+        log_format: get!(g, log_format).map(|f| f.value).unwrap_or_default(),
         listen,
         state_dir,
         max_streams,

@@ -73,6 +73,8 @@ impl std::fmt::Display for ListenAddr {
 /// Everything `subserve serve` needs, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
+    /// How log lines are written.
+    pub log_format: LogFormat,
     /// Address to listen on.
     pub listen: ListenAddr,
     /// subserve's state directory.
@@ -182,4 +184,26 @@ pub struct StoreSettings {
     pub proxy: Option<ProxyConfig>,
     /// Background compression of local NARs into the cache area.
     pub bake: BakeConfig,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// `tracing`'s text lines: time, level, target, message and key=value fields.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("unknown log format {other:?} (expected text or json)")),
+        }
+    }
 }
