@@ -240,6 +240,21 @@ impl Collector for StoreCounters {
         let label = |s: &crate::state::AppState| StoreLabels {
             store: if s.settings.prefix.is_empty() { "/".to_owned() } else { s.settings.prefix.clone() },
         };
+        let caches: Vec<_> = stores.iter().map(|s| (label(s), s.narinfo_cache.hits_and_misses())).collect();
+        family(
+            e,
+            "narinfo_cache_hits",
+            "Local narinfo lookups answered from the narinfo cache",
+            None,
+            caches.iter().map(|(l, (hits, _))| (l.clone(), ConstCounter::new(*hits))),
+        )?;
+        family(
+            e,
+            "narinfo_cache_misses",
+            "Local narinfo lookups the narinfo cache could not answer (read from the DB)",
+            None,
+            caches.iter().map(|(l, (_, misses))| (l.clone(), ConstCounter::new(*misses))),
+        )?;
         let bakers: Vec<_> = stores.iter().filter_map(|s| Some((label(s), s.baker.as_ref()?.stats()))).collect();
         family(
             e,

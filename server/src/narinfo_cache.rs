@@ -14,6 +14,8 @@
 //! cached.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -40,6 +42,16 @@ pub struct NarinfoCache {
     entries: Option<Cache<StorePathHash, Entry, BodyWeighter>>,
     ttl: Duration,
     negative_ttl: Duration,
+    /// Lookups answered from a fresh entry, and the others; kept across reloads (see
+    /// [`NarinfoCache::reloaded`]) so that they only ever grow.
+    counts: Arc<Counts>,
+}
+
+/// How often the cache answered.
+#[derive(Debug, Default)]
+struct Counts {
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -67,7 +79,7 @@ impl NarinfoCache {
     pub fn new(capacity_bytes: u64, ttl: Duration, negative_ttl: Duration) -> Self {
         let entries = (capacity_bytes > 0 && (!ttl.is_zero() || !negative_ttl.is_zero()))
             .then(|| Cache::with_weighter(ESTIMATED_ENTRIES, capacity_bytes, BodyWeighter));
-        Self { entries, ttl, negative_ttl }
+        Self { entries, ttl, negative_ttl, counts: Arc::default() }
     }
 
     /// The defaults: [`CAPACITY_BYTES`], [`TTL`], and misses for the shorter of
@@ -80,9 +92,24 @@ impl NarinfoCache {
     /// one it lacks; `None` if there is no fresh entry. `generation` is the baker's now (see
     /// [`NarinfoCache::insert`]).
     pub fn get(&self, hash: &StorePathHash, generation: u64) -> Option<Option<Bytes>> {
-        let entry = self.entries.as_ref()?.get(hash)?;
-        let current = entry.baked_at.is_none_or(|at| at == generation);
-        (current && Instant::now() < entry.expires).then_some(entry.body)
+        let fresh = self.entries.as_ref().and_then(|entries| entries.get(hash)).and_then(|entry| {
+            let current = entry.baked_at.is_none_or(|at| at == generation);
+            (current && Instant::now() < entry.expires).then_some(entry.body)
+        });
+        let count = if fresh.is_some() { &self.counts.hits } else { &self.counts.misses };
+        count.fetch_add(1, Ordering::Relaxed);
+        fresh
+    }
+
+    /// Lookups answered from a fresh entry, and lookups that were not, since the process
+    /// started.
+    pub fn hits_and_misses(&self) -> (u64, u64) {
+        (self.counts.hits.load(Ordering::Relaxed), self.counts.misses.load(Ordering::Relaxed))
+    }
+
+    /// An empty cache for a reloaded configuration (`negative_ttl`), counting on from this one.
+    pub fn reloaded(&self, negative_ttl: Duration) -> Self {
+        Self { counts: Arc::clone(&self.counts), ..Self::with_defaults(negative_ttl) }
     }
 
     /// Remembers the answer for `hash`: its narinfo text, or `None` if the store lacks it.
@@ -189,5 +216,17 @@ mod tests {
         cache.insert(&h(), Some(Bytes::from_static(b"Compression: zstd\n")), Some(7));
         assert!(cache.get(&h(), 7).is_some());
         assert_eq!(cache.get(&h(), 8), None, "a bake landed or a file left since");
+    }
+
+    #[test]
+    fn hits_and_misses_are_counted_on_across_reloads() {
+        let cache = NarinfoCache::new(CAPACITY_BYTES, TTL, NEGATIVE_TTL);
+        assert_eq!(cache.get(&h(), 0), None);
+        cache.insert(&h(), Some(Bytes::from_static(b"x")), None);
+        assert!(cache.get(&h(), 0).is_some());
+        assert_eq!(cache.hits_and_misses(), (1, 1));
+        let reloaded = cache.reloaded(NEGATIVE_TTL);
+        assert_eq!(reloaded.get(&h(), 0), None, "a reloaded cache starts empty");
+        assert_eq!(reloaded.hits_and_misses(), (1, 2));
     }
 }

@@ -172,7 +172,7 @@ pub fn reload_states(old: &[Arc<AppState>], settings: &Settings) -> anyhow::Resu
             proxy,
             baker: old.baker.clone(),
             admission: Arc::clone(&old.admission),
-            narinfo_cache: NarinfoCache::with_defaults(new.negative_ttl),
+            narinfo_cache: old.narinfo_cache.reloaded(new.negative_ttl),
             listings: Default::default(),
         });
     }

@@ -46,7 +46,9 @@ fn store_families_move_with_their_events() {
     assert_eq!(value(&before, &format!("subserve_upstream_up{{store=\"/\",upstream=\"{}\"}}", fake.url())), 1.0);
     assert_eq!(value(&before, "subserve_nar_streams_in_use{cap=\"plain\"}"), 0.0);
 
-    // A bake, and a proxied narinfo and NAR.
+    // A bake, and a proxied narinfo and NAR; the big narinfo twice, the second time from the
+    // narinfo cache.
+    narinfo(&srv, &sample.big);
     narinfo(&srv, &sample.big);
     let stats = srv.wait_until("the big NAR is baked", |s| s.bakes.completed_total >= 1);
     let proxied = get(srv.addr, &format!("/{PROXIED}.narinfo"));
@@ -66,6 +68,11 @@ fn store_families_move_with_their_events() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
     let bakes = srv.stats().bakes;
+    assert!(value(&after, "subserve_narinfo_cache_hits_total{store=\"/\"}") >= 1.0);
+    assert!(
+        value(&after, "subserve_narinfo_cache_misses_total{store=\"/\"}") >= 2.0,
+        "the big path and the proxied one"
+    );
     assert_eq!(value(&after, "subserve_bakes_completed_total{store=\"/\"}"), bakes.completed_total as f64);
     assert_eq!(value(&after, "subserve_bakes_queued_total{store=\"/\"}"), bakes.queued_total as f64);
     assert!(stats.bakes.completed_total >= 1);
