@@ -172,6 +172,12 @@ struct CapLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CauseLabels {
+    store: String,
+    cause: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct UpstreamLabels {
     store: String,
     upstream: String,
@@ -334,15 +340,23 @@ impl Collector for StoreCounters {
             ("proxy_over_cap", "narinfo lookups answered absent for now because a fetch cap stayed full", |s| {
                 &s.over_cap
             }),
-            ("proxy_upstream_errors", "Upstream failures: timeouts, resets, bad status, garbage", |s| {
-                &s.upstream_errors
-            }),
             ("proxy_untrusted", "Upstream narinfos refused for lack of a trusted signature", |s| &s.untrusted),
             ("proxy_nar_fetches", "NAR downloads started", |s| &s.nar_fetches),
             ("proxy_nar_verify_failures", "NAR downloads that failed verification", |s| &s.nar_verify_failures),
         ] {
             family(e, name, help, None, proxy_counter(pick))?;
         }
+        family(
+            e,
+            "proxy_upstream_errors",
+            "Upstream failures by cause: refused, dns, tls, connection, timeout, status, garbage, verify",
+            None,
+            proxies.iter().flat_map(|(l, p)| {
+                upstream::FAILURE_CAUSES.iter().zip(&p.stats().upstream_errors_by_cause).map(|(cause, n)| {
+                    (CauseLabels { store: l.store.clone(), cause }, ConstCounter::new(n.load(Ordering::Relaxed)))
+                })
+            }),
+        )?;
         family(
             e,
             "upstream_up",

@@ -117,7 +117,50 @@ pub(crate) enum FetchError {
     Local(String),
 }
 
+/// The causes an upstream failure is classed by, in logs and metrics.
+pub const FAILURE_CAUSES: [&str; 8] = ["refused", "dns", "tls", "connection", "timeout", "status", "garbage", "verify"];
+
 impl FetchError {
+    /// The class of the failure: `refused` (nothing listens), `dns` (the name does not
+    /// resolve), `tls` (the handshake or certificate failed), `connection` (another broken or
+    /// reset connection), `timeout`, `status` (an HTTP error status), `garbage` (an unreadable
+    /// or oversized answer), `verify` (a NAR that does not match its narinfo); `local` and
+    /// `trust` for failures that are not the upstream's (see [`FetchError::is_upstream_fault`]).
+    pub(crate) fn cause(&self) -> &'static str {
+        match self {
+            FetchError::Timeout => "timeout",
+            FetchError::Status(_) => "status",
+            FetchError::Garbage(_) => "garbage",
+            FetchError::Verify(_) => "verify",
+            FetchError::Untrusted | FetchError::Unusable(_) => "trust",
+            FetchError::Local(_) => "local",
+            FetchError::Connection(e) => {
+                // reqwest says little by its own kinds: read the chain of sources.
+                let mut chain = String::new();
+                let mut source: Option<&dyn std::error::Error> = Some(e);
+                while let Some(err) = source {
+                    if let Some(io) = err.downcast_ref::<std::io::Error>() {
+                        if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                            return "refused";
+                        }
+                    }
+                    chain.push_str(&err.to_string().to_ascii_lowercase());
+                    chain.push(' ');
+                    source = err.source();
+                }
+                if chain.contains("dns error") || chain.contains("failed to lookup address") {
+                    "dns"
+                } else if chain.contains("tls") || chain.contains("certificate") || chain.contains("handshake") {
+                    "tls"
+                } else if chain.contains("connection refused") {
+                    "refused"
+                } else {
+                    "connection"
+                }
+            }
+        }
+    }
+
     /// Whether this failure counts against the upstream's health (the circuit breaker).
     /// A bad signature, an unusable answer or a local failure says nothing about whether the
     /// upstream is up.
@@ -145,6 +188,27 @@ impl From<reqwest::Error> for FetchError {
             FetchError::Timeout
         } else {
             FetchError::Connection(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn failures_are_classed_by_cause() {
+        let client = reqwest::Client::new();
+        // Port 1 on loopback: nothing listens there.
+        let refused = client.get("http://127.0.0.1:1/x.narinfo").send().await.unwrap_err();
+        assert_eq!(FetchError::from(refused).cause(), "refused");
+        assert_eq!(FetchError::Timeout.cause(), "timeout");
+        assert_eq!(FetchError::Status(502).cause(), "status");
+        assert_eq!(FetchError::Verify("NarHash".into()).cause(), "verify");
+        for cause in
+            [FetchError::Timeout, FetchError::Status(500), FetchError::Garbage(String::new())].map(|e| e.cause())
+        {
+            assert!(FAILURE_CAUSES.contains(&cause), "{cause}");
         }
     }
 }

@@ -24,11 +24,14 @@ impl Upstream {
     pub(crate) fn failed(&self, stats: &Stats, what: &str, e: &FetchError) {
         if e.is_upstream_fault() {
             stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
+            if let Some(i) = crate::FAILURE_CAUSES.iter().position(|c| *c == e.cause()) {
+                stats.upstream_errors_by_cause[i].fetch_add(1, Ordering::Relaxed);
+            }
             if self.breaker.failure(Instant::now()) {
                 tracing::warn!(upstream = %self.config.url, "upstream failing repeatedly: skipping it for a while");
             }
         }
-        tracing::warn!(upstream = %self.config.url, %what, error = %e, "upstream request failed");
+        tracing::warn!(upstream = %self.config.url, %what, cause = e.cause(), error = %e, "upstream request failed");
     }
 }
 

@@ -56,7 +56,7 @@ pub use config::{
     ProxyConfig, Trust, UpstreamConfig, CACHE_NIXOS_ORG, CACHE_NIXOS_ORG_KEY, GUIX_BORDEAUX, GUIX_BORDEAUX_KEY,
     GUIX_CI, GUIX_CI_KEY,
 };
-pub use error::Error;
+pub use error::{Error, FAILURE_CAUSES};
 pub use growing::{ByteStream, Grower, Growing, NarStream};
 pub use guix::GuixProxied;
 pub use lookup::Lookup;
@@ -99,6 +99,8 @@ pub struct Stats {
     pub over_cap: AtomicU64,
     /// Upstream failures (timeouts, resets, bad status, garbage).
     pub upstream_errors: AtomicU64,
+    /// The same failures by cause, in the order of [`FAILURE_CAUSES`].
+    pub upstream_errors_by_cause: [AtomicU64; FAILURE_CAUSES.len()],
     /// narinfos refused for lack of a trusted signature.
     pub untrusted: AtomicU64,
     /// NAR downloads started.

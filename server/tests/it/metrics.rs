@@ -28,10 +28,12 @@ fn store_families_move_with_their_events() {
     let state = tempfile::tempdir().unwrap();
     let srv = spawn_server(&format!(
         "state-dir = {:?}\n{}bake-min-size = \"0\"\nbake-delay = 0\nbake-zstd-level = 3\n\
-         cache-max-size = \"1G\"\n[[upstream]]\nurl = {:?}\nkeys = [{:?}]\n",
+         cache-max-size = \"1G\"\n[[upstream]]\nurl = {:?}\nkeys = [{:?}]\n\
+         [[upstream]]\nurl = \"http://127.0.0.1:1\"\nkeys = [{:?}]\n",
         state.path(),
         sample.store.config(),
         fake.url(),
+        key.to_public().to_string(),
         key.to_public().to_string()
     ));
     let metrics = || {
@@ -81,4 +83,12 @@ fn store_families_move_with_their_events() {
     assert_eq!(value(&after, "subserve_proxy_nar_fetches_total{store=\"/\"}"), 1.0);
     assert_eq!(value(&after, "subserve_proxy_nar_verify_failures_total{store=\"/\"}"), 0.0);
     assert_eq!(value(&after, "subserve_nar_streams_rejected_total{cap=\"plain\"}"), 0.0);
+    assert_eq!(value(&after, "subserve_proxy_upstream_errors_total{store=\"/\",cause=\"refused\"}"), 0.0);
+
+    // A path no upstream has: the second upstream, where nothing listens, is asked too, and
+    // its failure is counted by cause.
+    assert_eq!(get(srv.addr, "/1b8m03r63zqhnjf7l5wnldhh7c134ap5.narinfo").status, 404);
+    let failed = metrics();
+    assert!(value(&failed, "subserve_proxy_upstream_errors_total{store=\"/\",cause=\"refused\"}") >= 1.0);
+    assert_eq!(value(&failed, "subserve_proxy_upstream_errors_total{store=\"/\",cause=\"timeout\"}"), 0.0);
 }
