@@ -128,12 +128,21 @@ impl std::fmt::Debug for Baker {
     }
 }
 
+/// What a client asking for a file to bake gets (see [`Baker::follow`]).
+#[derive(Debug)]
+pub enum Following {
+    /// The baked file.
+    Baked(Baked),
+    /// The bake being written, to stream as it grows.
+    Writing(Arc<Growing>),
+}
+
 /// What [`Baker::begin`] found.
 enum Begin {
     /// A bake of it is being written: follow that one.
     Writing(Arc<Growing>),
     /// It is baked.
-    Baked,
+    Baked(Baked),
     /// No temp file could be made.
     Unable,
     /// This caller writes it, through the grower.
@@ -218,10 +227,8 @@ impl Baker {
     /// A number that changes whenever a baked file lands or any file leaves the cache area:
     /// a narinfo rendered from what was baked is stale once it moves.
     pub fn generation(&self) -> u64 {
-        let counters = &self.counters;
-        counters.completed_total.load(Ordering::Acquire)
-            + counters.failed_total.load(Ordering::Acquire)
-            + self.cache.evictions()
+        // A failed bake changes nothing a narinfo says.
+        self.counters.completed_total.load(Ordering::Acquire) + self.cache.evictions()
     }
 
     /// The baked file of a NAR in the cache area, if it is ready. Blocking (one indexed SQLite
@@ -303,15 +310,20 @@ impl Baker {
         }
     }
 
-    /// The bake of `job`'s file being written, for a client that asks for the file before it
-    /// is baked: the one in progress, or one started now, on a thread of its own at the
-    /// on-the-fly levels (a client waits for it), whose file becomes the baked one. `None`
-    /// when the file is baked meanwhile (serve that) or no bake can be started. Blocking.
-    pub fn follow(self: &Arc<Self>, job: Job) -> Option<Arc<Growing>> {
+    /// `job`'s file for a client that asks for it: the baked file; else the bake being
+    /// written; else one started now, on a thread of its own at the on-the-fly levels (a
+    /// client waits for it), whose file becomes the baked one. `None` when no bake can be
+    /// started. Blocking: one indexed SQLite read when the file is baked, two otherwise.
+    pub fn follow(self: &Arc<Self>, job: Job) -> Option<Following> {
+        // Baked files are the common case: looked up without the table's lock.
+        if let Some(baked) = self.cache.baked(&job.nar_hash, job.compression) {
+            return Some(Following::Baked(baked));
+        }
         let key = (job.nar_hash, job.compression);
         let (grower, growing) = match self.begin(&job) {
-            Begin::Writing(growing) => return Some(growing),
-            Begin::Baked | Begin::Unable => return None,
+            Begin::Writing(growing) => return Some(Following::Writing(growing)),
+            Begin::Baked(baked) => return Some(Following::Baked(baked)),
+            Begin::Unable => return None,
             Begin::Started(grower, growing) => (grower, growing),
         };
         self.counters.streamed_total.fetch_add(1, Ordering::Relaxed);
@@ -325,7 +337,7 @@ impl Baker {
             self.writing().remove(&key);
             return None;
         }
-        Some(growing)
+        Some(Following::Writing(growing))
     }
 
     fn writing(&self) -> std::sync::MutexGuard<'_, Writing> {
@@ -341,8 +353,8 @@ impl Baker {
         if let Some(growing) = writing.get(&key).filter(|g| !g.failed()) {
             return Begin::Writing(Arc::clone(growing));
         }
-        if self.cache.baked(&job.nar_hash, job.compression).is_some() {
-            return Begin::Baked;
+        if let Some(baked) = self.cache.baked(&job.nar_hash, job.compression) {
+            return Begin::Baked(baked);
         }
         let temp = self.cache.temp_file("bake");
         if let Err(e) = std::fs::File::create(&temp) {

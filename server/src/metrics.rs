@@ -163,8 +163,8 @@ impl Collector for AuditCounters {
 /// router was built for: admission (shared by the stores), and per store its baking, its cache
 /// area and its proxy. Reading the cache area's use is a SQLite query: render the metrics on
 /// a blocking thread.
-#[derive(Debug, Default)]
-struct StoreCounters(std::sync::Mutex<Vec<Arc<crate::state::AppState>>>);
+#[derive(Debug, Default, Clone)]
+struct StoreCounters(Arc<std::sync::Mutex<Vec<Arc<crate::state::AppState>>>>);
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct CapLabels {
@@ -375,21 +375,11 @@ impl Collector for StoreCounters {
     }
 }
 
-/// [`StoreCounters`] as the registry holds it, shared with [`Metrics::serve`].
-#[derive(Debug)]
-struct SharedStores(Arc<StoreCounters>);
-
-impl Collector for SharedStores {
-    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        self.0.encode(encoder)
-    }
-}
-
 /// The process's metrics.
 pub struct Metrics {
     registry: Registry,
     /// The stores the last router was built for (see [`Metrics::serve`]).
-    stores: Arc<StoreCounters>,
+    stores: StoreCounters,
     totals: Totals,
     requests: Family<RequestLabels, Counter>,
     response_bytes: Family<KindLabels, Counter>,
@@ -469,8 +459,8 @@ impl Metrics {
         started.set(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()));
         registry.register_with_unit("start_time", "When the process started, in Unix time", Unit::Seconds, started);
         registry.register_collector(Box::new(AuditCounters(audit)));
-        let stores = Arc::new(StoreCounters::default());
-        registry.register_collector(Box::new(SharedStores(Arc::clone(&stores))));
+        let stores = StoreCounters::default();
+        registry.register_collector(Box::new(stores.clone()));
         Metrics {
             registry,
             stores,

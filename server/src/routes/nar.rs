@@ -21,6 +21,7 @@ use upstream::{NarSource, NarStream};
 
 use super::extract::NarFileName;
 use super::Slots;
+use crate::bake::Following;
 use crate::compression::{self, Compression, Levels};
 use crate::error::AppError;
 use crate::range::{self, ByteRange};
@@ -41,15 +42,20 @@ pub(super) async fn get(
     match super::lookup(&state, &hash).await {
         // A local path with the URL's NarHash, in a compression we can produce.
         Ok(info) if info.nar_hash == nar_hash && Dialect::Nix.can_offer(compression) => {
-            if let Some(baked) = baked_file(&state, &info, compression).await {
-                return file_response(baked.path, baked.file_size, &slots, &method, &headers).await;
-            }
-            if let Some(bake) = bake_in_progress(&state, &info, compression).await {
-                return download_response(bake, &slots, &method, &headers).await;
-            }
-            // Baked between our two looks: the bake just landed.
-            if let Some(baked) = baked_file(&state, &info, compression).await {
-                return file_response(baked.path, baked.file_size, &slots, &method, &headers).await;
+            match baked_or_baking(&state, &info, compression).await {
+                Some(Following::Baked(baked)) => {
+                    return file_response(baked.path, baked.file_size, &slots, &method, &headers).await;
+                }
+                Some(Following::Writing(bake)) => match bake.subscribe(None).await {
+                    Ok(stream) => return download_response(stream, &slots, &method, &headers).await,
+                    // The bake landed between our look and our open: serve the baked file.
+                    Err(_) => {
+                        if let Some(baked) = baked_file(&state, &info, compression).await {
+                            return file_response(baked.path, baked.file_size, &slots, &method, &headers).await;
+                        }
+                    }
+                },
+                None => {}
             }
             let root = state.store.real_path(&info.path);
             local(root, info.nar_size, compression, state.settings.levels, &slots, &method, &headers).await
@@ -73,29 +79,28 @@ pub(super) async fn baked_file(
     state.admission.blocking(move || baker.ready(&nar_hash, compression)).await.ok().flatten()
 }
 
-/// The bake of a local path's file in `compression`, followed as it is written: the one in
-/// progress, or one started for this request (see `Baker::follow`). `None` when the path is
-/// not baked in that compression (too small, not worth it, baking off) or the bake has just
-/// landed.
-async fn bake_in_progress(
+/// A local path's file in `compression` from the baker, in one trip to the blocking pool:
+/// its baked file, or the bake being written (the one in progress, or one started for this
+/// request; see `Baker::follow`). `None` when the path is not baked in that compression (too
+/// small, not worth it, baking off): it is produced on the fly.
+async fn baked_or_baking(
     state: &Arc<AppState>,
     info: &store_reader::PathInfo,
     compression: Compression,
-) -> Option<NarStream> {
-    let baker = state.baker.clone().filter(|b| b.compressions().contains(&compression) && b.wants(info.nar_size))?;
+) -> Option<Following> {
+    let baker = state.baker.clone().filter(|b| b.compressions().contains(&compression))?;
     let (nar_hash, nar_size, root) = (info.nar_hash, info.nar_size, state.store.real_path(&info.path));
-    let growing = state
+    state
         .admission
         .blocking(move || {
-            if !baker.worth_baking(&root, &nar_hash, nar_size) {
-                return None;
+            if !baker.wants(nar_size) || !baker.worth_baking(&root, &nar_hash, nar_size) {
+                return baker.ready(&nar_hash, compression).map(Following::Baked);
             }
             baker.follow(crate::bake::Job { root, nar_hash, nar_size, compression })
         })
         .await
         .ok()
-        .flatten()?;
-    growing.subscribe(None).await.ok()
+        .flatten()
 }
 
 /// A whole file (a baked or proxied NAR) with `Content-Length`, `Accept-Ranges` and `Range`;

@@ -11,7 +11,8 @@ use std::process::Command;
 const CITATION: &str = "docs/protocol.md §";
 
 /// Paths that exist only on the machine of whoever wrote them.
-const OUTSIDE: [&str; 2] = ["../shared", "/work/"];
+// Spelled in two halves, so that this file does not name them itself.
+const OUTSIDE: [&str; 2] = [concat!("..", "/shared"), concat!("/wo", "rk/")];
 
 /// This file, which has to spell out what it looks for.
 const THIS_FILE: &str = "server/tests/it/doc_references.rs";
