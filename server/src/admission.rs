@@ -247,6 +247,7 @@ impl Limiter {
             queued_total: self.counters.queued_total.load(Ordering::Relaxed),
             rejected_total: self.counters.rejected_total.load(Ordering::Relaxed),
             aborted_total: self.counters.aborted_total.load(Ordering::Relaxed),
+            sendfile_bytes_total: self.counters.sendfile_bytes_total.load(Ordering::Relaxed),
         }
     }
 
@@ -352,6 +353,11 @@ impl Permit {
     /// `LimiterStats::aborted_total`).
     pub(crate) fn count_abort(&self) {
         self.counters.aborted_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts `n` body bytes sent with `sendfile` (see `LimiterStats::sendfile_bytes_total`).
+    pub(crate) fn count_sendfile(&self, n: u64) {
+        self.counters.sendfile_bytes_total.fetch_add(n, Ordering::Relaxed);
     }
 }
 

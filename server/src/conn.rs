@@ -43,6 +43,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{watch, Notify, Semaphore};
 use tower::ServiceExt as _;
 
+use crate::direct::{Direct, DirectTcp};
 use crate::tls::Tls;
 
 /// The peer of the connection a request came on, as a request extension. Requests on a Unix
@@ -301,8 +302,20 @@ async fn serve_connection(
     conn: Arc<Conn>,
     mut stop: watch::Receiver<Phase>,
 ) {
+    // A plain TCP socket is shared with the bodies that send files directly (crate::direct).
+    let (stream, direct) = match (stream, tls) {
+        (Stream::Tcp(tcp), None) => {
+            let (direct, io) = Direct::new(tcp, limits.write_timeout);
+            (Socket::Direct(io), Some(direct))
+        }
+        (Stream::Tcp(tcp), Some(acceptor)) => (Socket::Tls(tcp, acceptor), None),
+        (Stream::Unix(unix), _) => (Socket::Unix(unix), None),
+    };
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ClientAddr(peer));
+        if let Some(direct) = &direct {
+            request.extensions_mut().insert(direct.clone());
+        }
         let router = app.borrow().clone();
         router.oneshot(request.map(axum::body::Body::new))
     });
@@ -311,8 +324,8 @@ async fn serve_connection(
         .timer(HeadTimer { conn: Arc::clone(&conn), idle: limits.idle_timeout, header: limits.header_timeout })
         // Any value switches the timer on; `HeadTimer` picks the real deadline.
         .header_read_timeout(limits.idle_timeout);
-    let result = match (stream, tls) {
-        (Stream::Tcp(tcp), Some(acceptor)) => {
+    let result = match stream {
+        Socket::Tls(tcp, acceptor) => {
             // The handshake counts against the header timeout, as the head it precedes does.
             let tcp = TimedIo::new(tcp, Arc::clone(&conn), limits.write_timeout);
             let tls = match tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await {
@@ -322,11 +335,11 @@ async fn serve_connection(
             };
             drive(builder.serve_connection(TokioIo::new(tls), service), &conn, &mut stop).await
         }
-        (Stream::Tcp(tcp), None) => {
+        Socket::Direct(tcp) => {
             let io = TokioIo::new(TimedIo::new(tcp, Arc::clone(&conn), limits.write_timeout));
             drive(builder.serve_connection(io, service), &conn, &mut stop).await
         }
-        (Stream::Unix(unix), _) => {
+        Socket::Unix(unix) => {
             let io = TokioIo::new(TimedIo::new(unix, Arc::clone(&conn), limits.write_timeout));
             drive(builder.serve_connection(io, service), &conn, &mut stop).await
         }
@@ -335,6 +348,14 @@ async fn serve_connection(
         // A client gone, a timeout: routine; the request log has the rest.
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
+}
+
+/// A connection's socket, ready for hyper: TLS still to handshake, a plain TCP socket shared
+/// with direct sends, or a Unix socket.
+enum Socket {
+    Tls(tokio::net::TcpStream, tokio_rustls::TlsAcceptor),
+    Direct(DirectTcp),
+    Unix(tokio::net::UnixStream),
 }
 
 /// Polls a connection to completion, switching it to graceful shutdown (finish the response

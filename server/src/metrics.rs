@@ -242,6 +242,13 @@ impl Collector for StoreCounters {
             None,
             caps.map(|(n, s)| (cap(n), ConstCounter::new(s.aborted_total))),
         )?;
+        family(
+            e,
+            "nar_streams_sendfile_bytes",
+            "Body bytes moved from files straight to the socket (sendfile on plain TCP), by cap",
+            None,
+            caps.map(|(n, s)| (cap(n), ConstCounter::new(s.sendfile_bytes_total))),
+        )?;
 
         let label = |s: &crate::state::AppState| StoreLabels {
             store: if s.settings.prefix.is_empty() { "/".to_owned() } else { s.settings.prefix.clone() },

@@ -53,6 +53,9 @@ pub struct LimiterStats {
     /// changed or vanished, an I/O error), which aborts the connection; clients that leave are
     /// not counted.
     pub aborted_total: u64,
+    /// Counter `subserve_nar_streams_sendfile_bytes_total`: body bytes moved from files
+    /// straight to the socket with `sendfile` (plain TCP), rather than copied.
+    pub sendfile_bytes_total: u64,
 }
 
 /// The live counters behind [`LimiterStats`], updated by the limiter.
@@ -62,6 +65,7 @@ pub(crate) struct LimiterCounters {
     pub(crate) queued_total: AtomicU64,
     pub(crate) rejected_total: AtomicU64,
     pub(crate) aborted_total: AtomicU64,
+    pub(crate) sendfile_bytes_total: AtomicU64,
 }
 
 impl LimiterCounters {

@@ -10,16 +10,24 @@
 //! A producer error becomes a body error, which makes hyper abort the connection: a client
 //! never sees a clean but short body. The body and the producer share the stream's admission
 //! [`Permit`]; it is released once both are gone.
+//!
+//! On a plain TCP connection, a producer sends large file ranges with `sendfile` instead
+//! ([`ChannelWriter::send_file`]); the body takes turns with hyper for it (see [`crate::direct`]).
 
+use std::fs::File;
 use std::io::{self, Read, Write};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::admission::Permit;
+use crate::direct::Direct;
 
 /// Size of the chunks handed to hyper. Measured with one client on the 256 MiB NAR, 128 KiB
 /// moves it as fast as 256 KiB (medians within 1%) and 6–20% faster than 64 KiB, while 256
@@ -30,6 +38,21 @@ const BUFFERS: usize = 4;
 /// How often a producer waiting for a free buffer checks that the client is still there (the
 /// buffers come back when the client goes, so this is only a safety net).
 const WAIT_CHECK: Duration = Duration::from_secs(1);
+
+/// What the producer hands the body.
+enum Piece {
+    /// Bytes to yield.
+    Data(Bytes),
+    /// The producer waits to send a file range directly: answer once hyper has flushed.
+    Turn(oneshot::Sender<()>),
+    /// So many bytes were sent directly: yield as many placeholders.
+    Sent(u64),
+    /// The producer failed: end the body with this error.
+    Failed(io::Error),
+}
+
+/// The placeholders yielded for bytes sent directly; the socket discards them unread.
+static PLACEHOLDER: [u8; 256 * 1024] = [0; 256 * 1024];
 
 /// The chunk buffers of one stream.
 struct Pool {
@@ -50,7 +73,7 @@ impl Pool {
 
     /// A `CHUNK`-byte buffer: a free one, a new one while fewer than `BUFFERS` exist, or else
     /// the next to come back from the socket. Fails once `tx`'s receiver is gone.
-    fn take(&self, tx: &mpsc::Sender<io::Result<Bytes>>) -> io::Result<Vec<u8>> {
+    fn take(&self, tx: &mpsc::Sender<Piece>) -> io::Result<Vec<u8>> {
         let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             if let Some(buf) = free.buffers.pop() {
@@ -98,16 +121,41 @@ fn gone() -> io::Error {
 
 /// A `Write` that sends `CHUNK`-byte chunks to the response body; fails once the client is gone.
 pub(crate) struct ChannelWriter {
-    tx: mpsc::Sender<io::Result<Bytes>>,
+    tx: mpsc::Sender<Piece>,
     pool: Arc<Pool>,
     /// The buffer being filled (empty when none is taken), and how much of it is.
     buf: Vec<u8>,
     fill: usize,
+    /// The socket, where file ranges can be sent to it directly.
+    direct: Option<Direct>,
+    /// Set when the body is dropped.
+    gone: Arc<AtomicBool>,
+    /// The stream's permit, where direct sends are counted.
+    permit: Arc<Permit>,
 }
 
 impl ChannelWriter {
-    fn new(tx: mpsc::Sender<io::Result<Bytes>>) -> Self {
-        Self { tx, pool: Arc::new(Pool::new()), buf: Vec::new(), fill: 0 }
+    fn new(tx: mpsc::Sender<Piece>, direct: Option<Direct>, gone: Arc<AtomicBool>, permit: Arc<Permit>) -> Self {
+        Self { tx, pool: Arc::new(Pool::new()), buf: Vec::new(), fill: 0, direct, gone, permit }
+    }
+
+    /// Sends bytes `[offset, offset + len)` of `file` straight to the socket after what was
+    /// written so far, where the connection allows (see [`crate::direct`]); returns how many
+    /// were sent (fewer if the file ends first), or `None` if the bytes must be written.
+    pub(crate) fn send_file(&mut self, file: &File, offset: u64, len: u64) -> io::Result<Option<u64>> {
+        let Some(direct) = self.direct.clone() else {
+            return Ok(None);
+        };
+        if self.fill > 0 {
+            self.send()?;
+        }
+        let (turn, taken) = oneshot::channel();
+        self.tx.blocking_send(Piece::Turn(turn)).map_err(|_| gone())?;
+        taken.blocking_recv().map_err(|_| gone())?;
+        let sent = direct.send_file(file, offset, len, &self.gone)?;
+        self.permit.count_sendfile(sent);
+        self.tx.blocking_send(Piece::Sent(sent)).map_err(|_| gone())?;
+        Ok(Some(sent))
     }
 
     /// The free part of the current buffer, taking a buffer from the pool if need be.
@@ -131,7 +179,7 @@ impl ChannelWriter {
     fn send(&mut self) -> io::Result<()> {
         let chunk = Chunk { buf: std::mem::take(&mut self.buf), len: self.fill, pool: Arc::clone(&self.pool) };
         self.fill = 0;
-        self.tx.blocking_send(Ok(Bytes::from_owner(chunk))).map_err(|_| gone())
+        self.tx.blocking_send(Piece::Data(Bytes::from_owner(chunk))).map_err(|_| gone())
     }
 
     /// Copies `reader` to its end straight into the chunks (no intermediate buffer); returns
@@ -159,6 +207,12 @@ impl ChannelWriter {
     }
 }
 
+impl store_reader::nar::NarSink for ChannelWriter {
+    fn send_file(&mut self, file: &File, offset: u64, len: u64) -> io::Result<Option<u64>> {
+        ChannelWriter::send_file(self, file, offset, len)
+    }
+}
+
 impl Write for ChannelWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let room = self.room()?;
@@ -179,10 +233,11 @@ impl Write for ChannelWriter {
 /// `produce` hands the writer back when it is done (after finishing any encoder wrapped around
 /// it), and only then is the body ended cleanly; if it returns an error, the body ends with
 /// that error and the connection is aborted. If the client goes away, the producer's next
-/// write fails and it stops.
+/// write fails and it stops. With `direct`, the producer may send file ranges straight to the
+/// socket ([`ChannelWriter::send_file`]).
 ///
 /// `what` names the thing streamed in the warning logged on failure.
-pub(crate) fn admitted_body_from_writer<F>(what: String, permit: Permit, produce: F) -> Body
+pub(crate) fn admitted_body_from_writer<F>(what: String, permit: Permit, direct: Option<Direct>, produce: F) -> Body
 where
     F: FnOnce(ChannelWriter) -> io::Result<ChannelWriter> + Send + 'static,
 {
@@ -190,32 +245,112 @@ where
     let (tx, rx) = mpsc::channel(BUFFERS);
     let err_tx = tx.clone();
     let producer_permit = Arc::clone(&permit);
+    let gone = Arc::new(AtomicBool::new(false));
+    let writer = ChannelWriter::new(tx, direct.clone(), Arc::clone(&gone), Arc::clone(&producer_permit));
     tokio::task::spawn_blocking(move || {
         let permit = producer_permit;
-        if let Err(e) = produce(ChannelWriter::new(tx)).and_then(ChannelWriter::finish) {
+        if let Err(e) = produce(writer).and_then(ChannelWriter::finish) {
             // A broken pipe is the client gone, not a body we cut.
             if e.kind() != io::ErrorKind::BrokenPipe {
                 tracing::warn!(%what, error = %e, "aborting response stream");
                 permit.count_abort();
             }
-            let _ = err_tx.blocking_send(Err(e));
+            let _ = err_tx.blocking_send(Piece::Failed(e));
         }
     });
-    let stream = futures_util::stream::unfold((rx, permit), |(mut rx, permit)| async move {
-        rx.recv().await.map(|item| (item, (rx, permit)))
-    });
-    Body::from_stream(stream)
+    Body::from_stream(Pieces { rx, direct, started: false, turn: None, placeholders: 0, gone, _permit: permit })
 }
 
-/// A body of bytes `[start, end)` of the file at `path`; a file that turns out shorter ends
-/// the body with an error.
-pub(crate) fn file_body(path: std::path::PathBuf, start: u64, end: u64, permit: Permit) -> Body {
+/// The body side of [`admitted_body_from_writer`].
+struct Pieces {
+    rx: mpsc::Receiver<Piece>,
+    direct: Option<Direct>,
+    /// Whether the body has been polled yet.
+    started: bool,
+    /// The producer waiting for its turn to send directly.
+    turn: Option<oneshot::Sender<()>>,
+    /// Placeholder bytes still to yield.
+    placeholders: u64,
+    gone: Arc<AtomicBool>,
+    _permit: Arc<Permit>,
+}
+
+impl Pieces {
+    fn yielded(&self, bytes: Bytes) -> Poll<Option<io::Result<Bytes>>> {
+        if let Some(direct) = &self.direct {
+            direct.yielded();
+        }
+        Poll::Ready(Some(Ok(bytes)))
+    }
+}
+
+impl futures_util::Stream for Pieces {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if !self.started {
+            self.started = true;
+            // The response's head is in hyper's buffer, not yet on the socket.
+            if let Some(direct) = &self.direct {
+                direct.yielded();
+            }
+        }
+        loop {
+            if self.placeholders > 0 {
+                let n = self.placeholders.min(PLACEHOLDER.len() as u64);
+                self.placeholders -= n;
+                return self.yielded(Bytes::from_static(&PLACEHOLDER[..n as usize]));
+            }
+            if let Some(turn) = self.turn.take() {
+                let direct = self.direct.as_ref().expect("a turn only with a socket");
+                if !direct.poll_flushed(cx) {
+                    self.turn = Some(turn);
+                    return Poll::Pending;
+                }
+                // A producer that gave up meanwhile sends its error next.
+                let _ = turn.send(());
+            }
+            match ready!(self.rx.poll_recv(cx)) {
+                None => return Poll::Ready(None),
+                Some(Piece::Data(bytes)) => return self.yielded(bytes),
+                Some(Piece::Turn(turn)) => self.turn = Some(turn),
+                Some(Piece::Sent(n)) => {
+                    self.direct.as_ref().expect("a direct send only with a socket").skip(n);
+                    self.placeholders = n;
+                }
+                Some(Piece::Failed(e)) => return Poll::Ready(Some(Err(e))),
+            }
+        }
+    }
+}
+
+impl Drop for Pieces {
+    fn drop(&mut self) {
+        self.gone.store(true, Ordering::Release);
+    }
+}
+
+/// A body of bytes `[start, end)` of the file at `path`, sent directly where `direct` allows;
+/// a file that turns out shorter ends the body with an error.
+pub(crate) fn file_body(
+    path: std::path::PathBuf,
+    start: u64,
+    end: u64,
+    permit: Permit,
+    direct: Option<Direct>,
+) -> Body {
     use std::io::Seek as _;
-    admitted_body_from_writer(path.display().to_string(), permit, move |mut out| {
+    admitted_body_from_writer(path.display().to_string(), permit, direct, move |mut out| {
         let mut file = std::fs::File::open(&path)?;
-        file.seek(io::SeekFrom::Start(start))?;
-        let copied = out.copy_from(&mut file.take(end - start))?;
-        if copied != end - start {
+        let len = end - start;
+        let copied = match out.send_file(&file, start, len)? {
+            Some(sent) => sent,
+            None => {
+                file.seek(io::SeekFrom::Start(start))?;
+                out.copy_from(&mut file.take(len))?
+            }
+        };
+        if copied != len {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{} shrank", path.display())));
         }
         Ok(out)
@@ -241,13 +376,14 @@ mod tests {
         let limiter = Limiter::new("test", 1, Duration::from_secs(1));
         let want = data(3 * CHUNK + 17);
         let src = want.clone();
-        let body = admitted_body_from_writer("test".into(), limiter.admit(None).await.unwrap(), move |mut out| {
-            // Odd-sized writes, to cross chunk boundaries.
-            for piece in src.chunks(CHUNK / 3 + 5) {
-                out.write_all(piece)?;
-            }
-            Ok(out)
-        });
+        let body =
+            admitted_body_from_writer("test".into(), limiter.admit(None).await.unwrap(), None, move |mut out| {
+                // Odd-sized writes, to cross chunk boundaries.
+                for piece in src.chunks(CHUNK / 3 + 5) {
+                    out.write_all(piece)?;
+                }
+                Ok(out)
+            });
         let mut stream = body.into_data_stream();
         let mut got = Vec::new();
         while let Some(chunk) = stream.next().await {
@@ -265,24 +401,25 @@ mod tests {
         let contents = data(2 * CHUNK + 1000);
         std::fs::write(&path, &contents).unwrap();
         let limiter = Limiter::new("test", 1, Duration::from_secs(1));
-        let body = file_body(path.clone(), 10, contents.len() as u64 - 7, limiter.admit(None).await.unwrap());
+        let body = file_body(path.clone(), 10, contents.len() as u64 - 7, limiter.admit(None).await.unwrap(), None);
         let got = body.collect().await.unwrap().to_bytes();
         assert_eq!(&got[..], &contents[10..contents.len() - 7]);
         // A range past the end of the file is an error, not a short body.
-        let body = file_body(path, 0, contents.len() as u64 + 1, limiter.admit(None).await.unwrap());
+        let body = file_body(path, 0, contents.len() as u64 + 1, limiter.admit(None).await.unwrap(), None);
         assert!(body.collect().await.is_err());
     }
 
     #[tokio::test]
     async fn the_permit_is_released_when_the_body_is_dropped_mid_stream() {
         let limiter = Limiter::new("test", 1, Duration::from_secs(3600));
-        let body = admitted_body_from_writer("endless".into(), limiter.admit(None).await.unwrap(), move |mut out| {
-            // Endless: only the client going away stops it.
-            let block = vec![7u8; CHUNK];
-            loop {
-                out.write_all(&block)?;
-            }
-        });
+        let body =
+            admitted_body_from_writer("endless".into(), limiter.admit(None).await.unwrap(), None, move |mut out| {
+                // Endless: only the client going away stops it.
+                let block = vec![7u8; CHUNK];
+                loop {
+                    out.write_all(&block)?;
+                }
+            });
         let mut stream = body.into_data_stream();
         assert_eq!(stream.next().await.unwrap().unwrap().len(), CHUNK);
         assert_eq!(limiter.available(), 0);

@@ -10,12 +10,15 @@
 //!
 //! A file's length is written before its contents are read, so a file that changes size in
 //! between is an error ([`Error::FileChanged`]), never padded or cut to fit.
+//!
+//! A [`NarSink`] may take large files' contents as file ranges instead of bytes
+//! ([`NarSink::send_file`]), to move them without copying them through user space.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, Metadata};
-use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use formats::nar::{self as tok, padding, write_string};
@@ -29,6 +32,48 @@ pub const BUFFER_SIZE: usize = 256 * 1024;
 /// Framing is handed to the visitor once this much has accumulated (or before a file's
 /// contents, or at the end), so that directories of many small entries cost few calls.
 const FRAMING_CHUNK: usize = 16 * 1024;
+
+/// Files whose contents in the output are at least this long are offered to
+/// [`NarSink::send_file`]; smaller ones are cheaper to copy along with the framing.
+pub const SEND_FILE_MIN: u64 = 128 * 1024;
+
+/// Where a NAR goes: bytes through [`Write`], and optionally file contents as ranges of open
+/// files, for a destination that can move them without a copy through user space (`sendfile`).
+pub trait NarSink: Write {
+    /// Sends `len` bytes of `file` from `offset` after everything written so far, and returns
+    /// how many it sent: fewer than `len` only where the file ended. `None` (the default)
+    /// means the sink cannot; the bytes are then read and written as usual.
+    fn send_file(&mut self, _file: &File, _offset: u64, _len: u64) -> io::Result<Option<u64>> {
+        Ok(None)
+    }
+}
+
+/// A [`NarSink`] over a plain writer: every byte through [`Write`].
+struct Bytes<'o>(&'o mut dyn Write);
+
+impl Write for Bytes<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.0.write_all(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl NarSink for Bytes<'_> {}
+
+impl NarSink for Vec<u8> {}
+
+impl<S: NarSink + ?Sized> NarSink for &mut S {
+    fn send_file(&mut self, file: &File, offset: u64, len: u64) -> io::Result<Option<u64>> {
+        (**self).send_file(file, offset, len)
+    }
+}
 
 /// Writes the NAR of the filesystem object at `root` (not following a symlink at `root`) to
 /// `out`, and returns its length.
@@ -46,6 +91,12 @@ pub fn dump(root: &Path, out: &mut dyn Write) -> Result<u64, Error> {
 /// Every object up to `end` is stat'ed to compute offsets, but only the files whose contents
 /// overlap the range are opened, and the walk stops at `end`.
 pub fn dump_range(root: &Path, start: u64, end: u64, out: &mut dyn Write) -> Result<u64, Error> {
+    dump_range_to(root, start, end, &mut Bytes(out))
+}
+
+/// [`dump_range`] into a [`NarSink`], which is offered the contents of files of at least
+/// [`SEND_FILE_MIN`] bytes as file ranges.
+pub fn dump_range_to(root: &Path, start: u64, end: u64, out: &mut dyn NarSink) -> Result<u64, Error> {
     if start >= end {
         return Ok(0);
     }
@@ -250,7 +301,7 @@ fn read_sorted(dir: &Path) -> Result<Vec<OsString>, Error> {
 
 /// The visitor that writes NAR bytes `[start, end)` through one buffer.
 struct RangeWriter<'o> {
-    out: &'o mut dyn Write,
+    out: &'o mut dyn NarSink,
     start: u64,
     end: u64,
     buf: Vec<u8>,
@@ -261,7 +312,7 @@ struct RangeWriter<'o> {
 }
 
 impl<'o> RangeWriter<'o> {
-    fn new(out: &'o mut dyn Write, start: u64, end: u64) -> Self {
+    fn new(out: &'o mut dyn NarSink, start: u64, end: u64) -> Self {
         Self { out, start, end, buf: vec![0; BUFFER_SIZE], fill: 0, written: 0 }
     }
 
@@ -302,6 +353,21 @@ impl<'o> RangeWriter<'o> {
             if actual != size {
                 return Err(Error::FileChanged { path: path.to_path_buf(), expected: size, actual });
             }
+        }
+        if take >= SEND_FILE_MIN {
+            self.write_buf()?; // what precedes the contents goes first
+            if let Some(sent) = self.out.send_file(&file, skip, take).map_err(Error::Write)? {
+                self.written += sent;
+                if sent < take {
+                    return Err(Error::FileChanged { path: path.to_path_buf(), expected: size, actual: skip + sent });
+                }
+                if through_eof {
+                    check_eof(&file, path, size)?;
+                }
+                return Ok(());
+            }
+        }
+        if skip > 0 {
             file.seek(SeekFrom::Start(skip)).map_err(io)?;
         }
         let mut remaining = take;
@@ -324,7 +390,7 @@ impl<'o> RangeWriter<'o> {
             }
         }
         if through_eof {
-            check_eof(&mut file, path, size)?;
+            check_eof(&file, path, size)?;
         }
         Ok(())
     }
@@ -336,11 +402,11 @@ impl<'o> RangeWriter<'o> {
     }
 }
 
-/// Fails if `file`, already read to `size` bytes, yields more.
-fn check_eof(file: &mut File, path: &Path, size: u64) -> Result<(), Error> {
+/// Fails if `file`, whose first `size` bytes were sent, has more.
+fn check_eof(file: &File, path: &Path, size: u64) -> Result<(), Error> {
     let mut probe = [0u8; 1];
     loop {
-        match file.read(&mut probe) {
+        match file.read_at(&mut probe, size) {
             Ok(0) => return Ok(()),
             Ok(_) => {
                 // Report the size it grew to, if it can still be had.
@@ -611,6 +677,89 @@ mod tests {
         let err = dump_with_hook(dir.path(), 0, u64::MAX, &mut remove).unwrap_err();
         assert!(matches!(&err, Error::Io { path, .. } if path.ends_with("a.sh")), "{err:?}");
         assert!(err.to_string().starts_with("cannot read "), "{err}");
+    }
+
+    /// A sink that takes file ranges by reading them with `pread`, as `sendfile` would.
+    #[derive(Default)]
+    struct Sending {
+        out: Vec<u8>,
+        /// `(offset, len)` of each range taken.
+        sent: Vec<(u64, u64)>,
+        /// Sets the length of this file before reading.
+        resize: Option<(PathBuf, u64)>,
+    }
+
+    impl Write for Sending {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.out.write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl NarSink for Sending {
+        fn send_file(&mut self, file: &File, offset: u64, len: u64) -> io::Result<Option<u64>> {
+            if let Some((path, len)) = &self.resize {
+                File::options().write(true).open(path)?.set_len(*len)?;
+            }
+            let mut buf = vec![0; len as usize];
+            let mut got = 0;
+            while got < buf.len() {
+                match file.read_at(&mut buf[got..], offset + got as u64)? {
+                    0 => break,
+                    n => got += n,
+                }
+            }
+            self.out.extend_from_slice(&buf[..got]);
+            self.sent.push((offset, len));
+            Ok(Some(got as u64))
+        }
+    }
+
+    fn big_tree() -> tempfile::TempDir {
+        let dir = example_dir();
+        let contents: Vec<u8> = (0..SEND_FILE_MIN as u32 * 3 + 7).map(|i| (i % 253) as u8).collect();
+        write_file(&dir.path().join("big"), &contents, 0o644);
+        dir
+    }
+
+    #[test]
+    fn large_files_go_to_the_sink_as_ranges_and_the_bytes_are_the_same() {
+        let dir = big_tree();
+        let full = dump_vec(dir.path());
+        let mut sink = Sending::default();
+        assert_eq!(dump_range_to(dir.path(), 0, u64::MAX, &mut sink).unwrap(), full.len() as u64);
+        assert_eq!(sink.out, full);
+        assert_eq!(sink.sent, [(0, SEND_FILE_MIN * 3 + 7)], "only the big file is sent as a range");
+        // A range starting inside the big file sends the rest of it from there.
+        let start = full.len() as u64 - SEND_FILE_MIN * 2;
+        let mut sink = Sending::default();
+        dump_range_to(dir.path(), start, u64::MAX, &mut sink).unwrap();
+        assert_eq!(sink.out, &full[start as usize..]);
+        assert_eq!(sink.sent.len(), 1);
+        // A range that takes less than SEND_FILE_MIN of it copies.
+        let mut sink = Sending::default();
+        dump_range_to(dir.path(), 0, 1000, &mut sink).unwrap();
+        assert_eq!((sink.out.as_slice(), sink.sent.len()), (&full[..1000], 0));
+    }
+
+    #[test]
+    fn a_sent_file_that_shrank_or_grew_is_an_error() {
+        let dir = big_tree();
+        let size = SEND_FILE_MIN * 3 + 7;
+        let big = dir.path().join("big");
+        let mut sink = Sending { resize: Some((big, size - 1)), ..Sending::default() };
+        let err = dump_range_to(dir.path(), 0, u64::MAX, &mut sink).unwrap_err();
+        assert!(
+            matches!(&err, Error::FileChanged { expected, actual, .. } if *expected == size && *actual == size - 1),
+            "{err:?}"
+        );
+        let dir = big_tree();
+        let big = dir.path().join("big");
+        let mut sink = Sending { resize: Some((big, size + 1)), ..Sending::default() };
+        let err = dump_range_to(dir.path(), 0, u64::MAX, &mut sink).unwrap_err();
+        assert!(matches!(&err, Error::FileChanged { actual, .. } if *actual == size + 1), "{err:?}");
     }
 
     #[test]

@@ -142,3 +142,59 @@ pub fn open(addr: SocketAddr, path: &str) -> Opened {
     }
     Opened { status, headers, body }
 }
+
+/// Sends `requests` (method, target) over one keep-alive connection and reads every response:
+/// one after the other, or all requests at once before the first response (`pipelined`).
+/// Every response must have a `Content-Length` or be chunked; a body cut short fails the test.
+pub fn keep_alive(addr: SocketAddr, requests: &[(&str, &str)], pipelined: bool) -> Vec<Reply> {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let mut writer = s.try_clone().unwrap();
+    let mut reader = std::io::BufReader::new(s);
+    let head = |method: &str, target: &str| format!("{method} {target} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    if pipelined {
+        let all: String = requests.iter().map(|(m, t)| head(m, t)).collect();
+        writer.write_all(all.as_bytes()).unwrap();
+    }
+    let mut replies = Vec::new();
+    for (method, target) in requests {
+        if !pipelined {
+            writer.write_all(head(method, target).as_bytes()).unwrap();
+        }
+        replies.push(read_reply(&mut reader, *method == "HEAD"));
+    }
+    replies
+}
+
+/// Reads one response from a keep-alive connection.
+fn read_reply(reader: &mut impl std::io::BufRead, head: bool) -> Reply {
+    let mut raw = Vec::new();
+    while !raw.ends_with(b"\r\n\r\n") {
+        let n = reader.read_until(b'\n', &mut raw).unwrap();
+        assert!(n > 0, "the connection closed before a whole response head");
+    }
+    let mut reply = parse(&raw, true);
+    if head {
+        return reply;
+    }
+    let length = reply.header("content-length").map(|l| l.parse::<usize>().unwrap());
+    if let Some(length) = length {
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).expect("the whole body");
+        reply.body = body;
+    } else {
+        assert_eq!(reply.header("transfer-encoding"), Some("chunked"), "a body of unknown length");
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let size = usize::from_str_radix(line.trim(), 16).expect("a chunk size");
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk).expect("a whole chunk");
+            reply.body.extend_from_slice(&chunk[..size]);
+            if size == 0 {
+                break;
+            }
+        }
+    }
+    reply
+}

@@ -43,5 +43,5 @@ pub(super) async fn get(
         return Ok(headers.into_response());
     }
     let permit = slots.admit(Compression::None).await?;
-    Ok((headers, file_body(real, 0, meta.len(), permit)).into_response())
+    Ok((headers, file_body(real, 0, meta.len(), permit, slots.direct)).into_response())
 }

@@ -69,7 +69,7 @@ pub(super) async fn get(
     let permit = slots.admit(Compression::None).await?;
     let root = state.store.real_path(&info.path);
     let cache = Arc::clone(&state);
-    let body = admitted_body_from_writer(format!("listing of {}", info.path), permit, move |mut out| {
+    let body = admitted_body_from_writer(format!("listing of {}", info.path), permit, None, move |mut out| {
         let mut tee = Tee { out: &mut out, copy: Some(Vec::new()) };
         store_reader::listing::write_listing(&root, &mut tee).map_err(io::Error::other)?;
         if let Some(copy) = tee.copy {

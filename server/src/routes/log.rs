@@ -60,7 +60,7 @@ pub(super) async fn get(
     }
     // A log body costs what a NAR body does (a blocking thread, buffers): it takes a slot.
     let permit = slots.admit(Compression::None).await?;
-    let body = admitted_body_from_writer(format!("log of {base}"), permit, move |mut out| {
+    let body = admitted_body_from_writer(format!("log of {base}"), permit, None, move |mut out| {
         let mut input = io::BufReader::new(file);
         match stored {
             Stored::Bzip2 => io::copy(&mut bzip2::read::MultiBzDecoder::new(input), &mut out)?,

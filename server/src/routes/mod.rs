@@ -33,6 +33,7 @@ use crate::admission::{Admission, Permit};
 use crate::audit_trail::Target;
 use crate::compression::Compression;
 use crate::conn::ClientAddr;
+use crate::direct::Direct;
 use crate::error::{AppError, Failure};
 use crate::metrics::{Outcome, RouteKind};
 use crate::process::Process;
@@ -190,6 +191,8 @@ pub(crate) struct Slots {
     /// The client's address: its share of the stream slots, and of the proxy's upstream
     /// lookups, is counted by it.
     pub(crate) client: Option<IpAddr>,
+    /// The socket, on a plain TCP connection: bodies may send file ranges to it directly.
+    pub(crate) direct: Option<Direct>,
 }
 
 impl Slots {
@@ -204,7 +207,8 @@ impl FromRequestParts<Arc<AppState>> for Slots {
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         let client = parts.extensions.get::<ClientAddr>().map(ClientAddr::ip);
-        Ok(Slots { admission: Arc::clone(&state.admission), client })
+        let direct = parts.extensions.get::<Direct>().cloned();
+        Ok(Slots { admission: Arc::clone(&state.admission), client, direct })
     }
 }
 

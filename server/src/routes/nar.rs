@@ -7,7 +7,11 @@
 //! stay valid. Proxied NARs are served in the upstream's compression, from the cache file
 //! or straight from the download in progress, with `Content-Length` and `Range` whenever the
 //! narinfo gave the file's size.
+//!
+//! On plain TCP connections, a bare NAR's large files and whole cached or baked files go to
+//! the socket with `sendfile` ([`crate::direct`]).
 
+use std::fs::File;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,6 +21,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use formats::{NarFile, NarHash, StorePathHash};
+use store_reader::nar::NarSink;
 use upstream::{NarSource, NarStream};
 
 use super::extract::NarFileName;
@@ -118,7 +123,7 @@ pub(super) async fn file_response(
         return Ok(response.body(Body::empty()).expect("valid response"));
     }
     let permit = slots.admit(Compression::None).await?;
-    Ok(response.body(file_body(path, start, end, permit)).expect("valid response"))
+    Ok(response.body(file_body(path, start, end, permit, slots.direct.clone())).expect("valid response"))
 }
 
 /// A body with no bytes and no known length, so that hyper announces no `Content-Length`
@@ -185,7 +190,7 @@ pub(super) async fn local(
             return Ok(response.body(unsized_empty_body()).expect("valid response"));
         }
         let permit = slots.admit(compression).await?;
-        let body = admitted_body_from_writer(root.display().to_string(), permit, move |out| {
+        let body = admitted_body_from_writer(root.display().to_string(), permit, None, move |out| {
             compression::encode_on_the_fly(compression, levels, out, |w| {
                 let mut exact = ExactWriter { inner: w, remaining: size };
                 store_reader::nar::dump(&root, &mut exact).map_err(io::Error::other)?;
@@ -199,9 +204,9 @@ pub(super) async fn local(
         return Ok(response.body(Body::empty()).expect("valid response"));
     }
     let permit = slots.admit(Compression::None).await?;
-    let body = admitted_body_from_writer(root.display().to_string(), permit, move |mut out| {
+    let body = admitted_body_from_writer(root.display().to_string(), permit, slots.direct.clone(), move |mut out| {
         let mut exact = ExactWriter { inner: &mut out, remaining: end - start };
-        store_reader::nar::dump_range(&root, start, end, &mut exact).map_err(io::Error::other)?;
+        store_reader::nar::dump_range_to(&root, start, end, &mut exact).map_err(io::Error::other)?;
         exact.finish()?;
         Ok(out)
     });
@@ -261,6 +266,17 @@ impl<W: Write> ExactWriter<W> {
             ));
         }
         Ok(())
+    }
+}
+
+impl<W: NarSink> NarSink for ExactWriter<W> {
+    fn send_file(&mut self, file: &File, offset: u64, len: u64) -> io::Result<Option<u64>> {
+        if len > self.remaining {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "NAR is longer than the store DB says"));
+        }
+        let sent = self.inner.send_file(file, offset, len)?;
+        self.remaining -= sent.unwrap_or(0);
+        Ok(sent)
     }
 }
 

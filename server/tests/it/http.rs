@@ -242,3 +242,55 @@ fn a_file_that_changed_aborts_the_stream() {
     // The server is still fine.
     assert_eq!(get(srv.addr, "/nix-cache-info").status, 200);
 }
+
+/// Large files go to the socket with `sendfile` in the middle of responses hyper frames; on a
+/// keep-alive connection, one request after another or all pipelined, every response is
+/// still exactly what it should be: direct sends (bare NARs with a file of 2 MiB), copied
+/// ones (small files, zstd on the fly, chunked) and narinfos, in any order.
+#[test]
+fn direct_sends_and_copies_interleave_on_one_connection() {
+    let sample = sample();
+    let state = tempfile::tempdir().unwrap();
+    let srv = spawn_server(&config(&sample.store, state.path(), "bake = \"none\"\n"));
+    let nar_url = |path: &str| format!("/{}", narinfo(&srv, path).url);
+    let (big, odd) = (nar_url(&sample.big), nar_url(&sample.odd));
+    assert!(big.ends_with(".nar") && odd.ends_with(".nar"), "{big} {odd}");
+    let nar_of = |path: &str| {
+        let mut nar = Vec::new();
+        store_reader::nar::dump(&sample.store.real_path(path), &mut nar).unwrap();
+        nar
+    };
+    let (big_nar, odd_nar) = (nar_of(&sample.big), nar_of(&sample.odd));
+    let top_narinfo = format!("/{}.narinfo", hash_part(&sample.top));
+    let zst = format!("{big}.zst");
+    let requests = [
+        ("GET", big.as_str()),
+        ("GET", big.as_str()),
+        ("GET", top_narinfo.as_str()),
+        ("HEAD", big.as_str()),
+        ("GET", odd.as_str()),
+        ("GET", big.as_str()),
+        ("GET", zst.as_str()),
+        ("GET", big.as_str()),
+        ("GET", "/nix-cache-info"),
+    ];
+    let before = srv.stats().streams.sendfile_bytes_total;
+    for pipelined in [false, true] {
+        let replies = test_support::http::keep_alive(srv.addr, &requests, pipelined);
+        for ((method, target), reply) in requests.iter().zip(&replies) {
+            assert_eq!(reply.status, 200, "{method} {target} (pipelined: {pipelined})");
+            let want: &[u8] = match (*method, *target) {
+                ("HEAD", _) => b"",
+                (_, t) if t == big => &big_nar,
+                (_, t) if t == odd => &odd_nar,
+                _ => continue,
+            };
+            assert!(reply.body == want, "{method} {target} (pipelined: {pipelined}): wrong body");
+        }
+        assert_eq!(test_support::compression::decompress(formats::Compression::Zstd, &replies[6].body), big_nar);
+        assert_eq!(replies[8].body, b"StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n");
+    }
+    // Each of the 8 whole bare NARs of `big` sent its 2 MiB file directly; nothing else did.
+    let file_len = std::fs::metadata(sample.store.real_path(&sample.big)).unwrap().len();
+    assert_eq!(srv.stats().streams.sendfile_bytes_total - before, 8 * file_len);
+}
