@@ -221,6 +221,7 @@ impl Baker {
         // Counters first: a bake leaves `pending` before it is counted done or failed.
         let mut stats = self.counters.snapshot();
         stats.pending = self.pending_len();
+        stats.running = self.writing().len();
         stats
     }
 
@@ -382,6 +383,8 @@ impl Baker {
                     nar_size = job.nar_size, file_size = baked.file_size, "baked"
                 );
                 grower.done(baked.file_size);
+                self.counters.read_bytes_total.fetch_add(job.nar_size, Ordering::Relaxed);
+                self.counters.written_bytes_total.fetch_add(baked.file_size, Ordering::Relaxed);
                 self.counters.completed_total.fetch_add(1, Ordering::Release);
             }
             Err(e) => {

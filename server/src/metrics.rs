@@ -276,6 +276,13 @@ impl Collector for StoreCounters {
             None,
             bakers.iter().map(|(l, b)| (l.clone(), ConstGauge::new(b.pending as i64))),
         )?;
+        family(
+            e,
+            "bakes_running",
+            "Bakes being written now (by the workers, or started by a client asking for the file)",
+            None,
+            bakers.iter().map(|(l, b)| (l.clone(), ConstGauge::new(b.running as i64))),
+        )?;
         for (name, help, pick) in [
             (
                 "bakes_queued",
@@ -293,6 +300,8 @@ impl Collector for StoreCounters {
             }),
             ("bakes_completed", "Baked files committed to the cache area", |b| b.completed_total),
             ("bakes_failed", "Bakes abandoned (I/O trouble, files that no longer match the DB)", |b| b.failed_total),
+            ("bakes_read_bytes", "NAR bytes of the completed bakes", |b| b.read_bytes_total),
+            ("bakes_written_bytes", "Bytes of the baked files committed", |b| b.written_bytes_total),
         ] {
             family(e, name, help, None, bakers.iter().map(|(l, b)| (l.clone(), ConstCounter::new(pick(b)))))?;
         }

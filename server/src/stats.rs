@@ -92,6 +92,9 @@ impl Drop for Waiting<'_> {
 pub struct BakeStats {
     /// Gauge `subserve_bakes_pending`: NARs queued or being baked now.
     pub pending: usize,
+    /// Gauge `subserve_bakes_running`: bakes being written now (by the workers, or started
+    /// by a client asking for the file).
+    pub running: usize,
     /// Counter `subserve_bakes_queued_total`: NARs handed to the bake workers.
     pub queued_total: u64,
     /// Counter `subserve_bakes_skipped_total`: narinfo requests of local NARs below the size
@@ -109,11 +112,18 @@ pub struct BakeStats {
     /// Counter `subserve_bakes_failed_total`: bakes abandoned (I/O trouble, files that no
     /// longer match the DB); the path stays served on the fly.
     pub failed_total: u64,
+    /// Counter `subserve_bakes_read_bytes_total`: NAR bytes of the completed bakes.
+    pub read_bytes_total: u64,
+    /// Counter `subserve_bakes_written_bytes_total`: bytes of the baked files committed.
+    pub written_bytes_total: u64,
 }
 
 impl std::ops::AddAssign for BakeStats {
     fn add_assign(&mut self, other: Self) {
         self.pending += other.pending;
+        self.running += other.running;
+        self.read_bytes_total += other.read_bytes_total;
+        self.written_bytes_total += other.written_bytes_total;
         self.queued_total += other.queued_total;
         self.skipped_total += other.skipped_total;
         self.unprofitable_total += other.unprofitable_total;
@@ -132,14 +142,19 @@ pub(crate) struct BakeCounters {
     pub(crate) streamed_total: AtomicU64,
     pub(crate) completed_total: AtomicU64,
     pub(crate) failed_total: AtomicU64,
+    pub(crate) read_bytes_total: AtomicU64,
+    pub(crate) written_bytes_total: AtomicU64,
 }
 
 impl BakeCounters {
-    /// A snapshot of the counters; `pending` is for the baker to fill in, after this (see
+    /// A snapshot of the counters; `pending` and `running` are for the baker to fill in, after this (see
     /// `completed_total`).
     pub(crate) fn snapshot(&self) -> BakeStats {
         BakeStats {
             pending: 0,
+            running: 0,
+            read_bytes_total: self.read_bytes_total.load(Ordering::Relaxed),
+            written_bytes_total: self.written_bytes_total.load(Ordering::Relaxed),
             queued_total: self.queued_total.load(Ordering::Relaxed),
             skipped_total: self.skipped_total.load(Ordering::Relaxed),
             unprofitable_total: self.unprofitable_total.load(Ordering::Relaxed),

@@ -69,6 +69,11 @@ fn large_nars_are_baked_once_and_then_served_as_files() {
     // Asking again bakes nothing twice, and samples nothing twice.
     let stats = srv.stats().bakes;
     assert_eq!((stats.queued_total, stats.completed_total, stats.unprofitable_total), (n, n, plain.len() as u64));
+    // What was read and written is counted, and nothing is running.
+    let after: Vec<_> = coming.iter().map(|(p, _)| narinfo(&srv, p)).collect();
+    let read: u64 = after.iter().map(|i| i.nar_size).sum();
+    let written: u64 = after.iter().map(|i| i.file_size.unwrap()).sum();
+    assert_eq!((stats.read_bytes_total, stats.written_bytes_total, stats.running), (read, written, 0));
 }
 
 /// The URL of `path`'s NAR in `ext` (`""` or `".zst"`), from a narinfo of a server that bakes

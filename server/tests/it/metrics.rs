@@ -77,6 +77,9 @@ fn store_families_move_with_their_events() {
     );
     assert_eq!(value(&after, "subserve_bakes_completed_total{store=\"/\"}"), bakes.completed_total as f64);
     assert_eq!(value(&after, "subserve_bakes_queued_total{store=\"/\"}"), bakes.queued_total as f64);
+    assert_eq!(value(&after, "subserve_bakes_written_bytes_total{store=\"/\"}"), bakes.written_bytes_total as f64);
+    assert!(bakes.written_bytes_total > 0 && bakes.read_bytes_total > bakes.written_bytes_total);
+    assert_eq!(value(&after, "subserve_bakes_running{store=\"/\"}"), 0.0);
     assert!(stats.bakes.completed_total >= 1);
     assert!(value(&after, "subserve_cache_bytes{store=\"/\"}") > 0.0);
     assert!(value(&after, "subserve_proxy_narinfo_fetches_total{store=\"/\"}") >= 1.0);
