@@ -2,8 +2,10 @@
 """Helpers for bench/run, for the parts that are awkward in bash.
 
   helper.py absent-hashes N              N random, valid-looking store path hashes
-  helper.py curl-config BASE HASHES OUT  a curl --config file fetching the NAR of every path
-                                         (URLs from BASE's narinfos); prints the NarSize sum
+  helper.py curl-config BASE HASHES OUT [bare]
+                                         a curl --config file fetching the NAR of every path
+                                         (URLs from BASE's narinfos; `bare`: the uncompressed
+                                         NAR at the same URL stem); prints the NarSize sum
   helper.py narinfo BASE HASH FIELD      one field of one narinfo
   helper.py rss PID...                   the summed VmHWM of the PIDs and their children, MiB
   helper.py concurrent URL N PID         N truly concurrent downloads of URL; prints the
@@ -38,13 +40,16 @@ def absent_hashes(n):
         print("".join(rng.choice(NIX32) for _ in range(32)))
 
 
-def curl_config(base, hashes_file, out):
+def curl_config(base, hashes_file, out, bare=None):
     total = 0
     with open(hashes_file) as f, open(out, "w") as cfg:
         for h in f.read().split():
             info = fetch_narinfo(base, h)
             total += int(info["NarSize"])
-            cfg.write(f'url = "{base}/{info["URL"]}"\noutput = "/dev/null"\n')
+            url = info["URL"]
+            if bare:
+                url = url[: url.index(".nar") + 4]
+            cfg.write(f'url = "{base}/{url}"\noutput = "/dev/null"\n')
     print(total)
 
 
@@ -265,50 +270,73 @@ def report(tsv, meta):
       f"({int(info['nginx_zstd_bytes']) / 2**20:.0f} MiB as `nix copy` zstd files); "
       f"big NAR {int(info['big_bytes']) / 2**20:.1f} MiB.\n")
 
+    baked, unprofitable = info.get("baked", "?"), info.get("unprofitable", "?")
+    w("subserve: **defaults** is the README's command (only `--listen`, the store and `--upstream none` set: "
+      "bakes zstd in the background); **--bake none** is the same with baking off; **otf** is `--bake none "
+      "--compression zstd` (zstd on the fly). Ratios are subserve / other: above 1 is better for subserve in "
+      "req/s and MiB/s, worse in seconds and latency.\n")
+
+    w("## Baking: narinfo throughput while the defaults server bakes\n")
+    w(f"The closure's narinfos were requested once at start-up, which queued the bakes: {baked} NARs baked, "
+      f"{unprofitable} found not worth it, all done {float(info.get('bake_seconds') or 0):.0f} s after "
+      "the first request (30 s of it `--bake-delay`). wrk at 16 connections on present paths, back to back.\n")
+    w("| runs | req/s while idle | req/s while a bake runs | ratio |")
+    w("|---|---|---|---|")
+    k = "baking/c16/rps"
+    n_idle, n_baking = len(data.get((k, "idle"), [])), len(data.get((k, "baking"), []))
+    w(f"| {n_idle} idle, {n_baking} baking | {cell(k, 'idle')} | {cell(k, 'baking')} | {ratio(k, 'baking', 'idle')} |")
+    w("")
+
     w(f"## narinfo (wrk, {info['wrk_seconds']} s per run)\n")
-    w("| paths | conns | subserve req/s | nginx req/s | ratio | subserve p50 / p99 µs | nginx p50 / p99 µs | p99 ratio |")
-    w("|---|---|---|---|---|---|---|---|")
+    w("| paths | conns | defaults req/s | nginx req/s | **ratio** | --bake none req/s | ratio | "
+      "defaults p50 / p99 µs | nginx p50 / p99 µs |")
+    w("|---|---|---|---|---|---|---|---|---|")
     for kind in ("present", "absent"):
         for c in (1, 16, 64):
             k = f"narinfo/{kind}/c{c}"
-            w(f"| {kind} | {c} | {cell(k + '/rps', 'subserve')} | {cell(k + '/rps', 'nginx')} | "
-              f"{ratio(k + '/rps', 'subserve', 'nginx')} | "
-              f"{fmt(med(k + '/p50', 'subserve') or 0)} / {cell(k + '/p99', 'subserve')} | "
-              f"{fmt(med(k + '/p50', 'nginx') or 0)} / {cell(k + '/p99', 'nginx')} | "
-              f"{ratio(k + '/p99', 'subserve', 'nginx')} |")
+            w(f"| {kind} | {c} | {cell(k + '/rps', 'defaults')} | {cell(k + '/rps', 'nginx')} | "
+              f"**{ratio(k + '/rps', 'defaults', 'nginx')}** | {cell(k + '/rps', 'nobake')} | "
+              f"{ratio(k + '/rps', 'nobake', 'nginx')} | "
+              f"{fmt(med(k + '/p50', 'defaults') or 0)} / {fmt(med(k + '/p99', 'defaults') or 0)} | "
+              f"{fmt(med(k + '/p50', 'nginx') or 0)} / {fmt(med(k + '/p99', 'nginx') or 0)} |")
     w("")
 
     w("## Closure download (every NAR of the closure, `curl --parallel`, seconds)\n")
-    w("| served as | parallel | subserve s | nginx s | time ratio | MiB sent subserve / nginx |")
-    w("|---|---|---|---|---|---|")
-    for comp, label in (("none", "uncompressed"), ("zstd", "zstd (subserve on the fly, nginx `nix copy` files)"),
-                        ("baked", "zstd (subserve baked files, nginx `nix copy` files)")):
-        if med(f"closure/{comp}/p1/s", "subserve") is None:
-            continue
+    w("| served as | parallel | subserve | subserve s | nginx s | **time ratio** | MiB sent subserve / nginx |")
+    w("|---|---|---|---|---|---|---|")
+    for comp, label, whos in (
+            ("named", "as the narinfos name them (defaults: baked zstd, bare where baking does not pay; "
+                      "nginx: `nix copy` zstd)", ("defaults",)),
+            ("none", "uncompressed", ("defaults", "nobake")),
+            ("zstd", "zstd (subserve on the fly, nginx `nix copy` files)", ("otf",))):
         for p in (1, 4, 16):
             k = f"closure/{comp}/p{p}/s"
-            sb, nb = med(f"closure/{comp}/bytes", "subserve"), med(f"closure/{comp}/bytes", "nginx")
-            w(f"| {label} | {p} | {cell(k, 'subserve')} | {cell(k, 'nginx')} | {ratio(k, 'subserve', 'nginx')} | "
-              f"{(sb or 0) / 2**20:.0f} / {(nb or 0) / 2**20:.0f} |")
+            for who in whos:
+                if med(k, who) is None:
+                    continue
+                sb, nb = med(f"closure/{comp}/bytes", who), med(f"closure/{comp}/bytes", "nginx")
+                w(f"| {label} | {p} | {who} | {cell(k, who)} | {cell(k, 'nginx')} | **{ratio(k, who, 'nginx')}** | "
+                  f"{(sb or 0) / 2**20:.0f} / {(nb or 0) / 2**20:.0f} |")
     w("")
 
     w("## One NAR: serving and compressing (MiB/s of uncompressed NAR; output to /dev/null)\n")
-    w("| what | subserve MiB/s | compared with | its MiB/s | ratio | output MiB subserve / other |")
-    w("|---|---|---|---|---|---|")
+    w("| what | subserve | subserve MiB/s | compared with | its MiB/s | **ratio** | output MiB subserve / other |")
+    w("|---|---|---|---|---|---|---|")
     rows = (
-        ("nar256/none", "uncompressed", "nginx", "nginx (sendfile)"),
-        ("nar256/zstd", "zstd level 3 on the fly", "zstd-3", "`zstd -3 -T1`"),
-        ("nar256/zstd", "zstd level 3 on the fly", "zstd-1", "`zstd -1 -T1`"),
-        ("nar256/zstd", "zstd level 3 on the fly", "zstd-3-st", "`zstd -3 --single-thread`"),
-        ("nar256/zstd", "zstd level 3 on the fly", "zstd-1-st", "`zstd -1 --single-thread`"),
-        ("narxz/xz", f"xz preset 2 on the fly ({int(info['xz_nar_bytes']) / 2**20:.0f} MiB NAR of tree-0)", "xz-2",
-         "`xz -2 -T1`"),
+        ("nar256/none", "big NAR, uncompressed", "defaults", "nginx", "nginx (sendfile)"),
+        ("nar256/none", "big NAR, uncompressed", "nobake", "nginx", "nginx (sendfile)"),
+        ("nar256/zstd", "big NAR, zstd level 3 on the fly", "otf", "zstd-3", "`zstd -3 -T1`"),
+        ("nar256/zstd", "big NAR, zstd level 3 on the fly", "otf", "zstd-1", "`zstd -1 -T1`"),
+        ("nar256/zstd", "big NAR, zstd level 3 on the fly", "otf", "zstd-3-st", "`zstd -3 --single-thread`"),
+        ("nar256/zstd", "big NAR, zstd level 3 on the fly", "otf", "zstd-1-st", "`zstd -1 --single-thread`"),
+        ("narxz/xz", f"xz preset 2 on the fly ({int(info['xz_nar_bytes']) / 2**20:.0f} MiB NAR of tree-0)",
+         "defaults", "xz-2", "`xz -2 -T1`"),
     )
-    for key, label, other, other_label in rows:
+    for key, label, who, other, other_label in rows:
         k = key + "/MiBps"
-        so, oo = med(key + "/out", "subserve"), med(key + "/out", other)
+        so, oo = med(key + "/out", who), med(key + "/out", other)
         sizes = f"{so / 2**20:.1f} / {oo / 2**20:.1f}" if so and oo else "–"
-        w(f"| {label} | {cell(k, 'subserve')} | {other_label} | {cell(k, other)} | {ratio(k, 'subserve', other)} | "
+        w(f"| {label} | {who} | {cell(k, who)} | {other_label} | {cell(k, other)} | **{ratio(k, who, other)}** | "
           f"{sizes} |")
     w("")
 
@@ -325,11 +353,7 @@ def report(tsv, meta):
           f"{fmt(ns or 0)} / {fmt(nn) if nn else '–'} | "
           f"{fmt(med(k + '/open', 'subserve') or 0)} / {fmt(med(k + '/open', 'nginx') or 0)} |")
     w("")
-    w("Ratios are subserve / other: above 1 is better for subserve in req/s and MiB/s, worse in "
-      "seconds and latency. The zstd row of the closure download compares on-the-fly compression "
-      "with files compressed ahead of time; the baked row compares subserve's own pre-compressed files "
-      f"(zstd level 15, baked in {float(info.get('bake_seconds') or 0):.0f} s by the background workers) "
-      "with them.")
+    w("Memory: subserve with defaults for the uncompressed downloads, otf for the zstd ones.")
     print("\n".join(out))
 
 

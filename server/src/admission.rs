@@ -251,11 +251,17 @@ impl Limiter {
         }
     }
 
+    /// The histogram of how long admitted requests waited (see `LimiterCounters::wait_seconds`).
+    pub(crate) fn wait_seconds(&self) -> prometheus_client::metrics::histogram::Histogram {
+        self.counters.wait_seconds.clone()
+    }
+
     /// A permit for `client` (none: counted against the cap only), at once or after waiting
     /// in line; [`AppError::Overloaded`] if none freed up within the queue timeout. Waiters
     /// are served in arrival order, first in their client's line, then in the common one.
     pub async fn admit(&self, client: Option<IpAddr>) -> Result<Permit, AppError> {
-        let deadline = tokio::time::Instant::now() + self.queue_timeout;
+        let start = tokio::time::Instant::now();
+        let deadline = start + self.queue_timeout;
         // Counted once as waiting, whether for the client's share, the cap, or both.
         let mut waiting = None;
         let client = match client {
@@ -263,12 +269,16 @@ impl Limiter {
             _ => None,
         };
         if let Ok(permit) = Arc::clone(&self.semaphore).try_acquire_owned() {
+            self.counters.wait_seconds.observe(start.elapsed().as_secs_f64());
             return Ok(Permit { _permit: permit, _client: client, counters: Arc::clone(&self.counters) });
         }
         self.log_full("NAR streams at their cap: requests are queueing");
         waiting.get_or_insert_with(|| self.counters.wait());
         match tokio::time::timeout_at(deadline, Arc::clone(&self.semaphore).acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(Permit { _permit: permit, _client: client, counters: Arc::clone(&self.counters) }),
+            Ok(Ok(permit)) => {
+                self.counters.wait_seconds.observe(start.elapsed().as_secs_f64());
+                Ok(Permit { _permit: permit, _client: client, counters: Arc::clone(&self.counters) })
+            }
             // Timed out (the semaphore is never closed, so there is no other error).
             Ok(Err(_)) | Err(_) => Err(self.overloaded("no NAR stream slot freed up: answering 503")),
         }
@@ -435,6 +445,33 @@ mod tests {
         drop(_held);
         assert_eq!(limiter.available(), 1);
         let _again = limiter.admit(None).await.unwrap();
+    }
+
+    /// Every admitted request's wait is observed: 0 for one admitted at once, the time it
+    /// queued for one that waited.
+    #[tokio::test(start_paused = true)]
+    async fn the_wait_of_every_admitted_request_is_observed() {
+        let limiter = Arc::new(Limiter::new("test", 1, Duration::from_secs(30)));
+        let held = limiter.admit(None).await.unwrap();
+        let waiter = tokio::spawn({
+            let limiter = Arc::clone(&limiter);
+            async move { limiter.admit(None).await.map(drop) }
+        });
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        drop(held);
+        waiter.await.unwrap().unwrap();
+        let _third = limiter.admit(None).await.unwrap(); // a slot is free: waits 0
+        let mut text = String::new();
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register("wait", "", limiter.wait_seconds());
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let series = |name: &str| -> f64 {
+            let line = text.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} in {text}"));
+            line.rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        assert_eq!(series("wait_count "), 3.0);
+        assert!((7.0..7.1).contains(&series("wait_sum ")), "{text}");
+        assert_eq!(series("wait_bucket{le=\"0.001\"}"), 2.0, "{text}");
     }
 
     #[tokio::test]

@@ -207,6 +207,19 @@ impl Collector for StoreCounters {
         let caps = [("plain", stats.streams), ("compressed", stats.compressed_streams)];
         let cap = |name| CapLabels { cap: name };
         let e = &mut encoder;
+        if let Some(first) = stores.first() {
+            let admission = &first.admission;
+            family(
+                e,
+                "nar_streams_wait",
+                "How long admitted requests waited for a stream slot, by cap",
+                Some(&Unit::Seconds),
+                [
+                    (cap("plain"), admission.streams.wait_seconds()),
+                    (cap("compressed"), admission.compressed.wait_seconds()),
+                ],
+            )?;
+        }
         family(
             e,
             "nar_streams_in_use",
@@ -267,6 +280,13 @@ impl Collector for StoreCounters {
             "Local narinfo lookups the narinfo cache could not answer (read from the DB)",
             None,
             caches.iter().map(|(l, (_, misses))| (l.clone(), ConstCounter::new(*misses))),
+        )?;
+        family(
+            e,
+            "store_db_lookup",
+            "Store DB lookups of a path by its hash (narinfo and NAR requests the narinfo cache could not answer)",
+            Some(&Unit::Seconds),
+            stores.iter().map(|s| (label(s), s.db_lookups.clone())),
         )?;
         let bakers: Vec<_> = stores.iter().filter_map(|s| Some((label(s), s.baker.as_ref()?.stats()))).collect();
         family(

@@ -104,6 +104,7 @@ pub fn build_state(
         admission,
         narinfo_cache: NarinfoCache::with_defaults(settings.negative_ttl),
         listings: Default::default(),
+        db_lookups: crate::state::db_lookup_histogram(),
     };
     Ok((state, source))
 }
@@ -174,6 +175,7 @@ pub fn reload_states(old: &[Arc<AppState>], settings: &Settings) -> anyhow::Resu
             admission: Arc::clone(&old.admission),
             narinfo_cache: old.narinfo_cache.reloaded(new.negative_ttl),
             listings: Default::default(),
+            db_lookups: old.db_lookups.clone(),
         });
     }
     Ok((states, changes))

@@ -40,6 +40,16 @@ pub struct AppState {
     pub narinfo_cache: NarinfoCache,
     /// Recent `.ls` listings (see `routes::listing`).
     pub listings: crate::routes::ListingCache,
+    /// Histogram `subserve_store_db_lookup_seconds`: how long store DB lookups take (shared
+    /// with the states of reloaded configurations, so that it only grows).
+    pub db_lookups: prometheus_client::metrics::histogram::Histogram,
+}
+
+/// A new histogram for [`AppState::db_lookups`]: 10 µs to about 5 s.
+pub fn db_lookup_histogram() -> prometheus_client::metrics::histogram::Histogram {
+    prometheus_client::metrics::histogram::Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.000_01, 2.0, 20,
+    ))
 }
 
 /// The keys a store signs its narinfos with; their kind is the store's dialect, so a Nix

@@ -59,13 +59,32 @@ pub struct LimiterStats {
 }
 
 /// The live counters behind [`LimiterStats`], updated by the limiter.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct LimiterCounters {
+    /// Histogram `subserve_nar_streams_wait_seconds`: how long admitted requests waited for
+    /// their slot (0 for most).
+    pub(crate) wait_seconds: prometheus_client::metrics::histogram::Histogram,
     pub(crate) waiting: AtomicUsize,
     pub(crate) queued_total: AtomicU64,
     pub(crate) rejected_total: AtomicU64,
     pub(crate) aborted_total: AtomicU64,
     pub(crate) sendfile_bytes_total: AtomicU64,
+}
+
+impl Default for LimiterCounters {
+    fn default() -> Self {
+        Self {
+            // 1 ms to about 65 s, past the longest queue timeout worth having.
+            wait_seconds: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 17),
+            ),
+            waiting: AtomicUsize::default(),
+            queued_total: AtomicU64::default(),
+            rejected_total: AtomicU64::default(),
+            aborted_total: AtomicU64::default(),
+            sendfile_bytes_total: AtomicU64::default(),
+        }
+    }
 }
 
 impl LimiterCounters {

@@ -222,7 +222,10 @@ async fn lookup(state: &Arc<AppState>, hash: &StorePathHash) -> Result<PathInfo,
     let state = Arc::clone(state);
     admission
         .blocking(move || {
-            let Some(info) = state.store.query_by_hash(&hash)? else {
+            let start = Instant::now();
+            let found = state.store.query_by_hash(&hash);
+            state.db_lookups.observe(start.elapsed().as_secs_f64());
+            let Some(info) = found? else {
                 return Err(AppError::NotFound);
             };
             let real = state.store.real_path(&info.path);

@@ -80,6 +80,11 @@ fn store_families_move_with_their_events() {
     assert_eq!(value(&after, "subserve_bakes_written_bytes_total{store=\"/\"}"), bakes.written_bytes_total as f64);
     assert!(bakes.written_bytes_total > 0 && bakes.read_bytes_total > bakes.written_bytes_total);
     assert_eq!(value(&after, "subserve_bakes_running{store=\"/\"}"), 0.0);
+    // Every DB lookup and every admitted body is timed: the two narinfo misses at least, and
+    // the proxied NAR.
+    assert!(value(&after, "subserve_store_db_lookup_seconds_count{store=\"/\"}") >= 2.0);
+    assert!(value(&after, "subserve_nar_streams_wait_seconds_count{cap=\"plain\"}") >= 1.0);
+    assert!(value(&after, "subserve_nar_streams_wait_seconds_bucket{cap=\"plain\",le=\"+Inf\"}") >= 1.0);
     assert!(stats.bakes.completed_total >= 1);
     assert!(value(&after, "subserve_cache_bytes{store=\"/\"}") > 0.0);
     assert!(value(&after, "subserve_proxy_narinfo_fetches_total{store=\"/\"}") >= 1.0);
