@@ -273,13 +273,15 @@ def report(tsv, meta):
     baked, unprofitable = info.get("baked", "?"), info.get("unprofitable", "?")
     w("subserve: **defaults** is the README's command (only `--listen`, the store and `--upstream none` set: "
       "bakes zstd in the background); **--bake none** is the same with baking off; **otf** is `--bake none "
-      "--compression zstd` (zstd on the fly). Ratios are subserve / other: above 1 is better for subserve in "
+      "--compression zstd` (zstd on the fly); **--audit=off** is the defaults without the audit trail. Ratios are subserve / other: above 1 is better for subserve in "
       "req/s and MiB/s, worse in seconds and latency.\n")
 
     w("## Baking: narinfo throughput while the defaults server bakes\n")
     w(f"The closure's narinfos were requested once at start-up, which queued the bakes: {baked} NARs baked, "
       f"{unprofitable} found not worth it, all done {float(info.get('bake_seconds') or 0):.0f} s after "
-      "the first request (30 s of it `--bake-delay`). wrk at 16 connections on present paths, back to back.\n")
+      f"the first request (30 s of it `--bake-delay`; paused {float(info.get('bake_paused') or 0):.0f} s "
+      "while wrk kept the CPUs busy). wrk at 16 connections on present paths, back to back while the "
+      "bakes ran, then idle runs after they were done.\n")
     w("| runs | req/s while idle | req/s while a bake runs | ratio |")
     w("|---|---|---|---|")
     k = "baking/c16/rps"
@@ -289,14 +291,15 @@ def report(tsv, meta):
 
     w(f"## narinfo (wrk, {info['wrk_seconds']} s per run)\n")
     w("| paths | conns | defaults req/s | nginx req/s | **ratio** | --bake none req/s | ratio | "
-      "defaults p50 / p99 µs | nginx p50 / p99 µs |")
-    w("|---|---|---|---|---|---|---|---|---|")
+      "--audit=off req/s | defaults / --audit=off | defaults p50 / p99 µs | nginx p50 / p99 µs |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|")
     for kind in ("present", "absent"):
         for c in (1, 16, 64):
             k = f"narinfo/{kind}/c{c}"
             w(f"| {kind} | {c} | {cell(k + '/rps', 'defaults')} | {cell(k + '/rps', 'nginx')} | "
               f"**{ratio(k + '/rps', 'defaults', 'nginx')}** | {cell(k + '/rps', 'nobake')} | "
-              f"{ratio(k + '/rps', 'nobake', 'nginx')} | "
+              f"{ratio(k + '/rps', 'nobake', 'nginx')} | {cell(k + '/rps', 'noaudit')} | "
+              f"{ratio(k + '/rps', 'defaults', 'noaudit')} | "
               f"{fmt(med(k + '/p50', 'defaults') or 0)} / {fmt(med(k + '/p99', 'defaults') or 0)} | "
               f"{fmt(med(k + '/p50', 'nginx') or 0)} / {fmt(med(k + '/p99', 'nginx') or 0)} |")
     w("")

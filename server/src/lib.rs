@@ -12,6 +12,7 @@ pub mod bake;
 pub mod cli;
 pub mod compression;
 pub mod conn;
+mod cpu;
 mod direct;
 pub mod error;
 pub mod metrics;

@@ -325,6 +325,13 @@ impl Collector for StoreCounters {
         ] {
             family(e, name, help, None, bakers.iter().map(|(l, b)| (l.clone(), ConstCounter::new(pick(b)))))?;
         }
+        family(
+            e,
+            "bakes_paused",
+            "Time background bakes spent paused because the machine's CPUs were saturated",
+            Some(&Unit::Seconds),
+            bakers.iter().map(|(l, b)| (l.clone(), ConstCounter::new(b.paused_total.as_secs_f64()))),
+        )?;
 
         let areas: Vec<_> = stores
             .iter()

@@ -135,6 +135,9 @@ pub struct BakeStats {
     pub read_bytes_total: u64,
     /// Counter `subserve_bakes_written_bytes_total`: bytes of the baked files committed.
     pub written_bytes_total: u64,
+    /// Counter `subserve_bakes_paused_seconds_total`: time background bakes spent paused
+    /// because the machine was saturated (see `crate::cpu`), counted when a bake ends.
+    pub paused_total: std::time::Duration,
 }
 
 impl std::ops::AddAssign for BakeStats {
@@ -143,6 +146,7 @@ impl std::ops::AddAssign for BakeStats {
         self.running += other.running;
         self.read_bytes_total += other.read_bytes_total;
         self.written_bytes_total += other.written_bytes_total;
+        self.paused_total += other.paused_total;
         self.queued_total += other.queued_total;
         self.skipped_total += other.skipped_total;
         self.unprofitable_total += other.unprofitable_total;
@@ -163,6 +167,7 @@ pub(crate) struct BakeCounters {
     pub(crate) failed_total: AtomicU64,
     pub(crate) read_bytes_total: AtomicU64,
     pub(crate) written_bytes_total: AtomicU64,
+    pub(crate) paused_ms_total: AtomicU64,
 }
 
 impl BakeCounters {
@@ -173,6 +178,7 @@ impl BakeCounters {
             pending: 0,
             running: 0,
             read_bytes_total: self.read_bytes_total.load(Ordering::Relaxed),
+            paused_total: std::time::Duration::from_millis(self.paused_ms_total.load(Ordering::Relaxed)),
             written_bytes_total: self.written_bytes_total.load(Ordering::Relaxed),
             queued_total: self.queued_total.load(Ordering::Relaxed),
             skipped_total: self.skipped_total.load(Ordering::Relaxed),
