@@ -16,6 +16,14 @@ use crate::{millis, AuditConfig, Error, Message, Record};
 /// transactions a second, small enough that one stays short.
 pub(crate) const BATCH: usize = 1024;
 
+/// After a batch of at least [`BUSY`] records, how long the writer lets the next records
+/// gather before it takes them: under load it then writes full batches a few times a second,
+/// and the requests queueing records never have to wake it.
+const GATHER: Duration = Duration::from_millis(50);
+
+/// A batch at least this big means load (see [`GATHER`]).
+const BUSY: usize = 64;
+
 /// How often the retention and the size cap are applied.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(600);
 
@@ -106,8 +114,12 @@ impl Writer {
                     self.dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 }
             }
+            let busy = batch.len() >= BUSY && flushes.is_empty();
             for done in flushes {
                 let _ = done.send(());
+            }
+            if busy {
+                std::thread::sleep(GATHER);
             }
             if maintained.elapsed() >= MAINTENANCE_EVERY {
                 self.maintain(SystemTime::now());

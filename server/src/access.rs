@@ -1,7 +1,8 @@
 //! Who the client is, and what it may see: the address a request is counted, logged and
 //! audited under (the TCP peer, or the client a trusted reverse proxy names in
-//! `X-Forwarded-For`), and whether that address may read the operator's pages (`/metrics`,
-//! the status page's client lists), which tell what each node fetches and so what it runs.
+//! `X-Forwarded-For`), whether that address may read from the server at all (`--allow`), and
+//! whether it may read the operator's pages (`/metrics`, the status page's client lists),
+//! which tell what each node fetches and so what it runs.
 //!
 //! Both rules are address ranges, [`Cidr`]s, parsed by the `ipnet` crate. The client is
 //! resolved once per request, by the router's outermost layer, which replaces the request's
@@ -74,12 +75,14 @@ pub struct Access {
     pub admin_allow: Vec<Cidr>,
     /// Reverse proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<Cidr>,
+    /// Who may read at all (`None`: everyone); the admins may too.
+    pub allow: Option<Vec<Cidr>>,
 }
 
 impl Default for Access {
     /// This host is the admin; no proxy is trusted.
     fn default() -> Self {
-        Access { admin_allow: default_admin_allow(), trusted_proxies: Vec::new() }
+        Access { admin_allow: default_admin_allow(), trusted_proxies: Vec::new(), allow: None }
     }
 }
 
@@ -87,6 +90,12 @@ impl Access {
     /// Whether `client` may read the operator's pages.
     pub fn is_admin(&self, client: IpAddr) -> bool {
         self.admin_allow.iter().any(|net| net.contains(client))
+    }
+
+    /// Whether `client` may read from this server at all: `--allow` names it, or it is an
+    /// admin, or there is no `--allow`.
+    pub fn may_read(&self, client: IpAddr) -> bool {
+        self.allow.as_ref().is_none_or(|allow| allow.iter().any(|net| net.contains(client))) || self.is_admin(client)
     }
 
     fn is_trusted(&self, ip: IpAddr) -> bool {

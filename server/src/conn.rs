@@ -58,6 +58,18 @@ impl ClientAddr {
     }
 }
 
+/// The open connections of the server a request came in on (a request extension): what
+/// `/metrics` reports.
+#[derive(Clone)]
+pub struct OpenConnections(Arc<Registry>);
+
+impl OpenConnections {
+    /// Connections open now, idle or busy.
+    pub fn count(&self) -> usize {
+        self.0.open()
+    }
+}
+
 /// Time limits and the connection cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnLimits {
@@ -311,8 +323,10 @@ async fn serve_connection(
         (Stream::Tcp(tcp), Some(acceptor)) => (Socket::Tls(tcp, acceptor), None),
         (Stream::Unix(unix), _) => (Socket::Unix(unix), None),
     };
+    let open = OpenConnections(Arc::clone(&conn.registry));
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ClientAddr(peer));
+        request.extensions_mut().insert(open.clone());
         if let Some(direct) = &direct {
             request.extensions_mut().insert(direct.clone());
         }

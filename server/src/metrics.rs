@@ -366,6 +366,20 @@ impl Collector for StoreCounters {
             None,
             areas.iter().map(|(l, _, n)| (l.clone(), ConstCounter::new(*n))),
         )?;
+        family(
+            e,
+            "cache_recovery_cleanups",
+            "Files and entries crash recovery removed when the cache area was opened",
+            None,
+            stores.iter().filter_map(|s| Some((label(s), ConstCounter::new(s.cache.as_ref()?.recovered())))),
+        )?;
+        family(
+            e,
+            "proxy_negative_entries",
+            "Upstream misses remembered and not yet expired (the negative cache)",
+            None,
+            areas.iter().map(|(l, u, _)| (l.clone(), ConstGauge::new(u.misses as i64))),
+        )?;
 
         let proxies: Vec<_> = stores.iter().filter_map(|s| Some((label(s), s.proxy.as_ref()?))).collect();
         let proxy_counter = |pick: fn(&upstream::Stats) -> &AtomicU64| {
@@ -414,8 +428,51 @@ impl Collector for StoreCounters {
                 })
             }),
         )?;
+        let upstreams: Vec<_> = proxies
+            .iter()
+            .flat_map(|(l, p)| p.upstream_stats().into_iter().map(move |u| (l.store.clone(), u)))
+            .collect();
+        let labels = |store: &String, u: &upstream::UpstreamStats| UpstreamLabels {
+            store: store.clone(),
+            upstream: u.url.clone(),
+        };
+        for (name, help, pick) in [
+            (
+                "upstream_narinfo_fetches",
+                "narinfo requests sent to one upstream, retries included",
+                (|u: &upstream::UpstreamStats| u.narinfo_fetches) as fn(&_) -> u64,
+            ),
+            ("upstream_nar_fetches", "NAR downloads started from one upstream", |u| u.nar_fetches),
+        ] {
+            family(e, name, help, None, upstreams.iter().map(|(s, u)| (labels(s, u), ConstCounter::new(pick(u)))))?;
+        }
+        family(
+            e,
+            "upstream_nar_received",
+            "NAR bytes received from one upstream",
+            Some(&Unit::Bytes),
+            upstreams.iter().map(|(s, u)| (labels(s, u), ConstCounter::new(u.nar_bytes))),
+        )?;
+        family(
+            e,
+            "upstream_errors",
+            "Failures of one upstream by cause (refused, dns, tls, connection, timeout, status, garbage, verify)",
+            None,
+            upstreams.iter().flat_map(|(s, u)| {
+                u.errors_by_cause.iter().map(move |(cause, n)| {
+                    (UpstreamCauseLabels { store: s.clone(), upstream: u.url.clone(), cause }, ConstCounter::new(*n))
+                })
+            }),
+        )?;
         Ok(())
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct UpstreamCauseLabels {
+    store: String,
+    upstream: String,
+    cause: &'static str,
 }
 
 /// The process's metrics.
@@ -426,15 +483,47 @@ pub struct Metrics {
     totals: Totals,
     requests: Family<RequestLabels, Counter>,
     response_bytes: Family<KindLabels, Counter>,
+    nar_bytes: Family<SourceLabels, Counter>,
     unfinished: Family<CutLabels, Counter>,
     narinfo_seconds: Family<StoreLabels, Histogram, fn() -> Histogram>,
     nar_seconds: Family<StoreLabels, Histogram, fn() -> Histogram>,
+    open_connections: Gauge<i64, std::sync::atomic::AtomicI64>,
 }
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Metrics").finish_non_exhaustive()
     }
+}
+
+/// Where a NAR response's body comes from (`subserve_nar_response_bytes_total`'s `source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodySource {
+    /// Made from the local store as it is sent (bare, or compressed on the fly).
+    OnTheFly,
+    /// A baked file, or a bake being written.
+    Baked,
+    /// A proxied NAR from the cache area.
+    ProxyCache,
+    /// A proxied NAR streamed while it downloads.
+    ProxyDownload,
+}
+
+impl BodySource {
+    fn label(self) -> &'static str {
+        match self {
+            Self::OnTheFly => "on_the_fly",
+            Self::Baked => "baked",
+            Self::ProxyCache => "proxy_cache",
+            Self::ProxyDownload => "proxy_download",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SourceLabels {
+    store: String,
+    source: &'static str,
 }
 
 /// How a response's body ended.
@@ -472,6 +561,13 @@ impl Metrics {
             Unit::Bytes,
             response_bytes.clone(),
         );
+        let nar_bytes = Family::<SourceLabels, Counter>::default();
+        registry.register_with_unit(
+            "nar_response",
+            "NAR body bytes sent, by store and where they came from",
+            Unit::Bytes,
+            nar_bytes.clone(),
+        );
         let unfinished = Family::<CutLabels, Counter>::default();
         registry.register(
             "http_responses_unfinished",
@@ -501,6 +597,12 @@ impl Metrics {
         let started: Gauge<f64, AtomicU64> = Gauge::default();
         started.set(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()));
         registry.register_with_unit("start_time", "When the process started, in Unix time", Unit::Seconds, started);
+        let open_connections = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+        registry.register(
+            "http_connections_open",
+            "Client connections open, idle or busy (as of this scrape)",
+            open_connections.clone(),
+        );
         registry.register_collector(Box::new(AuditCounters(audit)));
         let stores = StoreCounters::default();
         registry.register_collector(Box::new(stores.clone()));
@@ -510,9 +612,11 @@ impl Metrics {
             totals: Totals::default(),
             requests,
             response_bytes,
+            nar_bytes,
             unfinished,
             narinfo_seconds,
             nar_seconds,
+            open_connections,
         }
     }
 
@@ -522,7 +626,17 @@ impl Metrics {
     }
 
     /// Records one request of `store` (its prefix, `/` at the root) once its body has ended.
-    pub fn request(&self, store: &str, kind: RouteKind, status: u16, bytes: u64, took: Duration, outcome: Outcome) {
+    #[allow(clippy::too_many_arguments)] // one call site, each a distinct fact of the request
+    pub fn request(
+        &self,
+        store: &str,
+        kind: RouteKind,
+        status: u16,
+        bytes: u64,
+        took: Duration,
+        outcome: Outcome,
+        source: Option<BodySource>,
+    ) {
         self.totals.requests.fetch_add(1, Ordering::Relaxed);
         self.totals.bytes.fetch_add(bytes, Ordering::Relaxed);
         match kind {
@@ -539,6 +653,9 @@ impl Metrics {
         let kind_label = kind.label();
         self.requests.get_or_create(&RequestLabels { store: store.clone(), kind: kind_label, status }).inc();
         self.response_bytes.get_or_create(&KindLabels { store: store.clone(), kind: kind_label }).inc_by(bytes);
+        if let Some(source) = source {
+            self.nar_bytes.get_or_create(&SourceLabels { store: store.clone(), source: source.label() }).inc_by(bytes);
+        }
         let outcome = match outcome {
             Outcome::Complete => None,
             Outcome::Cut => Some("cut"),
@@ -565,6 +682,11 @@ impl Metrics {
             nar_requests: t.nar_requests.load(Ordering::Relaxed),
             nar_bytes: t.nar_bytes.load(Ordering::Relaxed),
         }
+    }
+
+    /// Sets the gauge of open connections (read from the connection layer at each scrape).
+    pub fn set_open_connections(&self, n: usize) {
+        self.open_connections.set(n as i64);
     }
 
     /// The Prometheus text of every family.
@@ -596,13 +718,15 @@ mod tests {
     #[test]
     fn a_request_moves_its_families() {
         let metrics = Metrics::new();
-        metrics.request("", RouteKind::Narinfo, 200, 512, Duration::from_millis(2), Outcome::Complete);
-        metrics.request("/nix", RouteKind::Nar, 200, 1 << 20, Duration::from_secs(3), Outcome::Cut);
+        metrics.request("", RouteKind::Narinfo, 200, 512, Duration::from_millis(2), Outcome::Complete, None);
+        let baked = Some(BodySource::Baked);
+        metrics.request("/nix", RouteKind::Nar, 200, 1 << 20, Duration::from_secs(3), Outcome::Cut, baked);
         let text = metrics.render();
         for line in [
             "subserve_http_requests_total{store=\"/\",kind=\"narinfo\",status=\"200\"} 1",
             "subserve_http_requests_total{store=\"/nix\",kind=\"nar\",status=\"200\"} 1",
             "subserve_http_response_bytes_total{store=\"/nix\",kind=\"nar\"} 1048576",
+            "subserve_nar_response_bytes_total{store=\"/nix\",source=\"baked\"} 1048576",
             "subserve_http_responses_unfinished_total{store=\"/nix\",kind=\"nar\",outcome=\"cut\"} 1",
             "subserve_narinfo_request_duration_seconds_count{store=\"/\"} 1",
             "subserve_nar_request_duration_seconds_bucket{store=\"/nix\",le=\"2.56\"} 0",

@@ -159,7 +159,11 @@ pub fn reload_states(old: &[Arc<AppState>], settings: &Settings) -> anyhow::Resu
                 cache.forget_misses().context("cannot clear the cache's remembered misses")?;
                 match config.upstreams.is_empty() {
                     true => None,
-                    false => Some(upstream::Proxy::with_cache(config.clone(), cache.clone())?),
+                    // Counting on from the old proxy's counters.
+                    false => Some(match &old.proxy {
+                        Some(proxy) => proxy.reconfigured(config.clone())?,
+                        None => upstream::Proxy::with_cache(config.clone(), cache.clone())?,
+                    }),
                 }
             }
             _ => old.proxy.clone(),

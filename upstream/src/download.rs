@@ -82,6 +82,9 @@ impl Downloads {
         flights.insert(hash.clone(), Arc::clone(&download));
         drop(flights);
         self.stats.nar_fetches.fetch_add(1, Ordering::Relaxed);
+        if let Some(up) = &upstream {
+            up.counters.nar_fetches.fetch_add(1, Ordering::Relaxed);
+        }
         let job = Job { hash: hash.clone(), entry, expected, temp, upstream };
         tokio::spawn(Arc::clone(self).run(job, tx));
         Some(download)
@@ -134,6 +137,9 @@ impl Downloads {
                 Ok(None) => break Ok(()),
                 Ok(Some(Err(e))) => break Err(FetchError::from(e)),
                 Ok(Some(Ok(chunk))) => {
+                    if let Some(up) = &job.upstream {
+                        up.counters.nar_bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    }
                     if tx.send(chunk).is_err() {
                         // The writer stopped early: its result says why.
                         break Ok(());

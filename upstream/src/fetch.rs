@@ -2,7 +2,7 @@
 //! of a NAR GET. Every failure is a [`FetchError`]; a 404, 403 or 410 is a clean miss.
 //! Failures are reported to the [`Upstream`]'s breaker by whoever asked.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use formats::StorePathHash;
@@ -12,10 +12,22 @@ use crate::breaker::Breaker;
 use crate::error::FetchError;
 use crate::{Stats, UpstreamConfig};
 
-/// One upstream as the proxy uses it: what it was configured with, and its health.
+/// One upstream as the proxy uses it: what it was configured with, its health, and what was
+/// asked of it.
 pub(crate) struct Upstream {
     pub(crate) config: UpstreamConfig,
     pub(crate) breaker: Breaker,
+    /// Shared with the upstream of the same URL in a reconfigured proxy.
+    pub(crate) counters: std::sync::Arc<UpstreamCounters>,
+}
+
+/// What one upstream was asked and answered, since the proxy was made.
+#[derive(Default)]
+pub(crate) struct UpstreamCounters {
+    pub(crate) narinfo_fetches: AtomicU64,
+    pub(crate) nar_fetches: AtomicU64,
+    pub(crate) nar_bytes: AtomicU64,
+    pub(crate) errors_by_cause: [AtomicU64; crate::FAILURE_CAUSES.len()],
 }
 
 impl Upstream {
@@ -26,6 +38,7 @@ impl Upstream {
             stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
             if let Some(i) = crate::FAILURE_CAUSES.iter().position(|c| *c == e.cause()) {
                 stats.upstream_errors_by_cause[i].fetch_add(1, Ordering::Relaxed);
+                self.counters.errors_by_cause[i].fetch_add(1, Ordering::Relaxed);
             }
             if self.breaker.failure(Instant::now()) {
                 tracing::warn!(upstream = %self.config.url, "upstream failing repeatedly: skipping it for a while");

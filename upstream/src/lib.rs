@@ -45,7 +45,7 @@ mod verify;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -109,6 +109,21 @@ pub struct Stats {
     pub nar_verify_failures: AtomicU64,
 }
 
+/// What one upstream was asked and answered (see [`Proxy::upstream_stats`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamStats {
+    /// The upstream's URL, as configured.
+    pub url: String,
+    /// narinfo requests sent to it, retries included.
+    pub narinfo_fetches: u64,
+    /// NAR downloads started from it.
+    pub nar_fetches: u64,
+    /// NAR bytes received from it.
+    pub nar_bytes: u64,
+    /// Its failures by cause, in the order of [`FAILURE_CAUSES`].
+    pub errors_by_cause: [(&'static str, u64); FAILURE_CAUSES.len()],
+}
+
 struct Inner {
     config: ProxyConfig,
     client: reqwest::Client,
@@ -147,7 +162,23 @@ impl Proxy {
 
     /// A proxy that keeps what it fetches in `cache`, an area opened for the same store dir
     /// and flavour (and shared, say, with a baker). Contacts no upstream.
-    pub fn with_cache(mut config: ProxyConfig, cache: CacheArea) -> Result<Self, Error> {
+    pub fn with_cache(config: ProxyConfig, cache: CacheArea) -> Result<Self, Error> {
+        Self::build(config, cache, Arc::default(), &[])
+    }
+
+    /// A proxy for a reloaded `config` over this one's cache area, counting on from this
+    /// one's counters (an upstream kept by URL keeps its own). Downloads in flight finish on
+    /// this proxy. Contacts no upstream.
+    pub fn reconfigured(&self, config: ProxyConfig) -> Result<Self, Error> {
+        Self::build(config, self.inner.cache.clone(), Arc::clone(&self.inner.stats), &self.inner.upstreams)
+    }
+
+    fn build(
+        mut config: ProxyConfig,
+        cache: CacheArea,
+        stats: Arc<Stats>,
+        previous: &[Arc<Upstream>],
+    ) -> Result<Self, Error> {
         let area = cache.config();
         if (area.dialect, area.store_dir.as_str()) != (config.dialect, config.store_dir.as_str()) {
             return Err(Error::AreaMismatch {
@@ -180,10 +211,13 @@ impl Proxy {
             .iter()
             .map(|c| {
                 let breaker = Breaker::new(config.breaker_cool_down, config.outage_patience);
-                Arc::new(Upstream { config: c.clone(), breaker })
+                let counters = previous
+                    .iter()
+                    .find(|p| p.config.url == c.url)
+                    .map_or_else(Arc::default, |p| Arc::clone(&p.counters));
+                Arc::new(Upstream { config: c.clone(), breaker, counters })
             })
             .collect();
-        let stats = Arc::new(Stats::default());
         let downloads = Downloads::new(cache.clone(), client.clone(), config.stall_timeout, Arc::clone(&stats));
         let inner = Inner {
             caps: Caps::new(config.max_narinfo_fetches, config.max_narinfo_fetches_per_client),
@@ -211,6 +245,26 @@ impl Proxy {
             .upstreams
             .iter()
             .map(|u| (u.config.url.clone(), u.breaker.open_since().map(|since| now.saturating_duration_since(since))))
+            .collect()
+    }
+
+    /// Each upstream, in the order they are asked, with what was asked of it since this
+    /// proxy was made.
+    pub fn upstream_stats(&self) -> Vec<UpstreamStats> {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        self.inner
+            .upstreams
+            .iter()
+            .map(|u| {
+                let c = &u.counters;
+                UpstreamStats {
+                    url: u.config.url.clone(),
+                    narinfo_fetches: load(&c.narinfo_fetches),
+                    nar_fetches: load(&c.nar_fetches),
+                    nar_bytes: load(&c.nar_bytes),
+                    errors_by_cause: std::array::from_fn(|i| (FAILURE_CAUSES[i], load(&c.errors_by_cause[i]))),
+                }
+            })
             .collect()
     }
 

@@ -161,6 +161,7 @@ impl Inner {
     /// One request to one upstream, its outcome recorded in the upstream's breaker.
     async fn ask(&self, up: &Upstream, hash: &StorePathHash, timeout: Duration) -> Asked {
         self.stats.narinfo_fetches.fetch_add(1, Ordering::Relaxed);
+        up.counters.narinfo_fetches.fetch_add(1, Ordering::Relaxed);
         let result = fetch::narinfo(&self.client, &up.config, hash, timeout).await.and_then(|found| match found {
             None => Ok(None),
             Some(text) => self.accept(up, hash, &text).map(Some),

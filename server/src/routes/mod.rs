@@ -35,7 +35,7 @@ use crate::compression::Compression;
 use crate::conn::ClientAddr;
 use crate::direct::Direct;
 use crate::error::{AppError, Failure};
-use crate::metrics::{Outcome, RouteKind};
+use crate::metrics::{BodySource, Outcome, RouteKind};
 use crate::process::Process;
 use crate::state::AppState;
 use formats::Dialect;
@@ -73,6 +73,7 @@ pub fn router_with(stores: &[Arc<AppState>], process: &Arc<Process>) -> Router {
     app.route("/index.txt", get(status::get_text).with_state(pages(stores.to_vec())))
         .route("/metrics", get(metrics_text).with_state(Arc::clone(process)))
         .route("/health", get(health).with_state(stores.to_vec()))
+        .layer(middleware::from_fn_with_state(Arc::clone(process), allowed_readers))
         .layer(middleware::from_fn_with_state(requests, log_request))
         .layer(middleware::from_fn_with_state(Arc::clone(process), resolve_client))
 }
@@ -89,12 +90,28 @@ async fn resolve_client(State(process): State<Arc<Process>>, mut request: Reques
     next.run(request).await
 }
 
+/// Inside the request log: a client `--allow` does not name gets 403 on every route but
+/// `/health` (which tells nothing of the stores); the 403 is logged and counted like any
+/// answer. Nix treats 403 as "not here".
+async fn allowed_readers(State(process): State<Arc<Process>>, request: Request, next: Next) -> Response {
+    if process.access.allow.is_some() && request.uri().path() != "/health" {
+        let client = request.extensions().get::<ClientAddr>().map(ClientAddr::ip);
+        if !client.is_some_and(|ip| process.access.may_read(ip)) {
+            return AppError::Forbidden.into_response();
+        }
+    }
+    next.run(request).await
+}
+
 /// `GET /metrics`: the Prometheus text, for `--admin-allow` clients only (a node's requests
 /// reveal what it runs).
 async fn metrics_text(State(process): State<Arc<Process>>, request: Request) -> Result<Response, AppError> {
     let client = request.extensions().get::<ClientAddr>().map(ClientAddr::ip);
     if !client.is_some_and(|ip| process.access.is_admin(ip)) {
         return Err(AppError::Forbidden);
+    }
+    if let Some(open) = request.extensions().get::<crate::conn::OpenConnections>() {
+        process.metrics.set_open_connections(open.count());
     }
     // The cache areas' use is read from their SQLite indexes: off the async runtime.
     let text = tokio::task::spawn_blocking(move || process.metrics.render()).await.map_err(AppError::Task)?;
@@ -259,11 +276,17 @@ async fn log_request(State(requests): State<Arc<Requests>>, request: Request, ne
         target: audited.then(|| Target::of(kind, relative)).flatten(),
         status: 0,
         failure: None,
+        source: None,
         bytes: 0,
     };
     let response = next.run(request).await;
     let (mut parts, body) = response.into_parts();
-    let line = RequestLine { status: parts.status.as_u16(), failure: parts.extensions.remove::<Failure>(), ..line };
+    let line = RequestLine {
+        status: parts.status.as_u16(),
+        failure: parts.extensions.remove::<Failure>(),
+        source: parts.extensions.get::<BodySource>().copied(),
+        ..line
+    };
     let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
     let expected = declared.or(body.size_hint().exact());
     Response::from_parts(parts, Body::new(LoggedBody { inner: body, expected, line: Some(line) }))
@@ -286,6 +309,8 @@ struct RequestLine {
     target: Option<Target>,
     status: u16,
     failure: Option<Failure>,
+    /// Where a NAR body comes from.
+    source: Option<BodySource>,
     bytes: u64,
 }
 
@@ -304,7 +329,7 @@ impl RequestLine {
     /// says how the body ended.
     fn log(self, outcome: Outcome, error: Option<&dyn std::fmt::Display>) {
         let took = self.start.elapsed();
-        self.process.metrics.request(&self.store, self.kind, self.status, self.bytes, took, outcome);
+        self.process.metrics.request(&self.store, self.kind, self.status, self.bytes, took, outcome, self.source);
         if let (Some(trail), Some(target), Some(client)) = (&self.process.audit, &self.target, self.client) {
             trail.record(audit::Record {
                 at: self.at,
@@ -317,6 +342,14 @@ impl RequestLine {
                 bytes: self.bytes,
                 duration: took,
             });
+        }
+        // The line's text is made only if it is written (SUBSERVE_LOG may turn it off).
+        let wanted = match self.failure {
+            Some(_) => tracing::enabled!(tracing::Level::ERROR),
+            None => tracing::enabled!(tracing::Level::INFO),
+        };
+        if !wanted {
+            return;
         }
         let outcome = match (outcome, error) {
             (Outcome::Complete, _) => "complete".to_owned(),

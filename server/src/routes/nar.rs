@@ -29,6 +29,7 @@ use super::Slots;
 use crate::bake::Following;
 use crate::compression::{self, Compression, Levels};
 use crate::error::AppError;
+use crate::metrics::BodySource;
 use crate::range::{self, ByteRange};
 use crate::state::AppState;
 use crate::stream::{admitted_body_from_writer, file_body};
@@ -49,21 +50,27 @@ pub(super) async fn get(
         Ok(info) if info.nar_hash == nar_hash && Dialect::Nix.can_offer(compression) => {
             match baked_or_baking(&state, &info, compression).await {
                 Some(Following::Baked(baked)) => {
-                    return file_response(baked.path, baked.file_size, &slots, &method, &headers).await;
+                    let response = file_response(baked.path, baked.file_size, &slots, &method, &headers).await;
+                    return sourced(response, BodySource::Baked);
                 }
                 Some(Following::Writing(bake)) => match bake.subscribe(None).await {
-                    Ok(stream) => return download_response(stream, &slots, &method, &headers).await,
+                    Ok(stream) => {
+                        let response = download_response(stream, &slots, &method, &headers).await;
+                        return sourced(response, BodySource::Baked);
+                    }
                     // The bake landed between our look and our open: serve the baked file.
                     Err(_) => {
                         if let Some(baked) = baked_file(&state, &info, compression).await {
-                            return file_response(baked.path, baked.file_size, &slots, &method, &headers).await;
+                            let response = file_response(baked.path, baked.file_size, &slots, &method, &headers).await;
+                            return sourced(response, BodySource::Baked);
                         }
                     }
                 },
                 None => {}
             }
             let root = state.store.real_path(&info.path);
-            local(root, info.nar_size, compression, state.settings.levels, &slots, &method, &headers).await
+            let response = local(root, info.nar_size, compression, state.settings.levels, &slots, &method, &headers);
+            sourced(response.await, BodySource::OnTheFly)
         }
         // Not here (any more): maybe the proxy handed out this URL.
         Ok(_) | Err(AppError::NotFound) => {
@@ -71,6 +78,14 @@ pub(super) async fn get(
         }
         Err(e) => Err(e),
     }
+}
+
+/// Marks a NAR response with where its body comes from, for the metrics.
+fn sourced(response: Result<Response, AppError>, source: BodySource) -> Result<Response, AppError> {
+    response.map(|mut r| {
+        r.extensions_mut().insert(source);
+        r
+    })
 }
 
 /// The baked file of a local path in `compression`, if one is ready.
@@ -226,8 +241,12 @@ async fn proxied(
 ) -> Result<Response, AppError> {
     let proxy = state.proxy.as_ref().ok_or(AppError::NotFound)?;
     match proxy.nar(hash, &nar_hash, compression, slots.client).await.ok_or(AppError::NotFound)? {
-        NarSource::Stream(download) => download_response(download, slots, method, headers).await,
-        NarSource::File { path, size } => file_response(path, size, slots, method, headers).await,
+        NarSource::Stream(download) => {
+            sourced(download_response(download, slots, method, headers).await, BodySource::ProxyDownload)
+        }
+        NarSource::File { path, size } => {
+            sourced(file_response(path, size, slots, method, headers).await, BodySource::ProxyCache)
+        }
     }
 }
 

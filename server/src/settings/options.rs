@@ -144,6 +144,10 @@ option_set! {
         /// lists; others get 403 [default: 127.0.0.0/8 and ::1, this host].
         #[arg(long = "admin-allow", value_name = "CIDR")]
         pub admin_allow: Option<Vec<Cidr>>,
+        /// Addresses (ranges, repeatable) that may read from this server at all; others get
+        /// 403, except for /health and the --admin-allow addresses [default: everyone].
+        #[arg(long = "allow", value_name = "CIDR")]
+        pub allow: Option<Vec<Cidr>>,
     }
 }
 

@@ -97,6 +97,7 @@ pub fn resolve(flags: &Options, env: &Env, file: &FileConfig) -> Result<Settings
     let access = Access {
         admin_allow: get!(g, admin_allow).map_or_else(crate::access::default_admin_allow, |a| a.value),
         trusted_proxies: get!(g, trusted_proxies).map(|t| t.value).unwrap_or_default(),
+        allow: get!(g, allow).map(|a| a.value),
     };
     let s = Layers { flags: &flags.store, vars: &vars.store, file: &file.store, file_name: &file.name, table: None };
     let stores = match &file.stores {

@@ -522,3 +522,25 @@ fn admin_and_proxy_ranges() {
     let msg = resolve(&Options::default(), &vars, &FileConfig::default()).unwrap_err().to_string();
     assert!(msg.starts_with("environment variable SUBSERVE_TRUSTED_PROXY: invalid value"), "{msg}");
 }
+
+/// `--allow`: everyone by default; else the ranges given, and the admins.
+#[test]
+fn allowed_readers() {
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    let all = resolve(&Options::default(), &env(&[]), &FileConfig::default()).unwrap();
+    assert!(all.access.allow.is_none() && all.access.may_read(ip("203.0.113.9")));
+    let vars = env(&[("SUBSERVE_ALLOW", "10.1.0.0/16, 192.0.2.7")]);
+    let s = resolve(&Options::default(), &vars, &FileConfig::default()).unwrap();
+    let text: Vec<_> = s.access.allow.iter().flatten().map(ToString::to_string).collect();
+    assert_eq!(text, ["10.1.0.0/16", "192.0.2.7/32"]);
+    assert!(s.access.may_read(ip("10.1.200.3")) && s.access.may_read(ip("::ffff:192.0.2.7")));
+    assert!(!s.access.may_read(ip("10.2.0.1")) && !s.access.may_read(ip("192.0.2.8")));
+    assert!(s.access.may_read(ip("127.0.0.1")), "the admins may read too");
+    use clap::Parser as _;
+    let cli = crate::cli::Cli::try_parse_from(["subserve", "serve", "--allow", "fd00::/8", "--allow", "10.0.0.0/8"]);
+    let crate::cli::Command::Serve(serve) = cli.unwrap().command else { unreachable!() };
+    let s = resolve(&serve.options, &env(&[]), &parse("allow = [\"192.0.2.0/24\"]\n")).unwrap();
+    assert_eq!(s.access.allow.iter().flatten().count(), 2, "flags win over the file");
+    let s = resolve(&Options::default(), &env(&[]), &parse("allow = [\"192.0.2.0/24\"]\n")).unwrap();
+    assert!(s.access.may_read(ip("192.0.2.200")) && !s.access.may_read(ip("198.51.100.1")));
+}

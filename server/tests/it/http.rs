@@ -294,3 +294,36 @@ fn direct_sends_and_copies_interleave_on_one_connection() {
     let file_len = std::fs::metadata(sample.store.real_path(&sample.big)).unwrap().len();
     assert_eq!(srv.stats().streams.sendfile_bytes_total - before, 8 * file_len);
 }
+
+/// `--allow`: a client it does not name gets 403 everywhere but `/health`, and is logged and
+/// counted; the clients it names, and the admins, are served as usual.
+#[test]
+fn only_allowed_clients_may_read() {
+    use test_support::http::request_from;
+    let sample = sample();
+    let state = tempfile::tempdir().unwrap();
+    let extra = "allow = [\"127.0.0.3\"]\nadmin-allow = [\"127.0.0.1\"]\n";
+    let srv = spawn_server(&config(&sample.store, state.path(), extra));
+    let from = |last: u8, path: &str| {
+        let ip = std::net::IpAddr::from([127, 0, 0, last]);
+        request_from(ip, srv.addr, "GET", path.as_bytes(), "").status
+    };
+    let narinfo = format!("/{}.narinfo", hash_part(&sample.top));
+    let nar = format!("/{}", crate::store::narinfo(&srv, &sample.big).url);
+    for path in [narinfo.as_str(), nar.as_str(), "/nix-cache-info", "/", "/metrics"] {
+        assert_eq!(from(2, path), 403, "{path} for a client --allow does not name");
+    }
+    assert_eq!(from(2, "/health"), 200);
+    for path in [narinfo.as_str(), nar.as_str(), "/nix-cache-info"] {
+        assert_eq!(from(3, path), 200, "{path} for an allowed client");
+    }
+    assert_eq!(from(3, "/metrics"), 403, "allowed to read the cache, not the operator's pages");
+    // The admin (127.0.0.1, which fetched the narinfo above) reads everything; the refusals
+    // were counted.
+    let metrics = String::from_utf8(get(srv.addr, "/metrics").body).unwrap();
+    assert!(
+        metrics.contains("subserve_http_requests_total{store=\"/\",kind=\"narinfo\",status=\"403\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("subserve_http_requests_total{store=\"/\",kind=\"nar\",status=\"403\"} 1"), "{metrics}");
+}

@@ -22,8 +22,8 @@ fn value(text: &str, series: &str) -> f64 {
 fn store_families_move_with_their_events() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let key = SecretKey::generate("upstream-1").unwrap();
-    let fake =
-        rt.block_on(Fake::start(vec![make_item(&key, PROXIED, "p", noise(3, 40_000), Compression::Zstd)], key.clone()));
+    let item = make_item(&key, PROXIED, "p", noise(3, 40_000), Compression::Zstd);
+    let fake = rt.block_on(Fake::start(vec![item.clone()], key.clone()));
     let sample = sample();
     let state = tempfile::tempdir().unwrap();
     let srv = spawn_server(&format!(
@@ -99,4 +99,24 @@ fn store_families_move_with_their_events() {
     let failed = metrics();
     assert!(value(&failed, "subserve_proxy_upstream_errors_total{store=\"/\",cause=\"refused\"}") >= 1.0);
     assert_eq!(value(&failed, "subserve_proxy_upstream_errors_total{store=\"/\",cause=\"timeout\"}"), 0.0);
+
+    // Per upstream: the fake answered the narinfos and the one NAR; the dead one refused.
+    let up = |name: &str, url: &str| format!("subserve_upstream_{name}{{store=\"/\",upstream=\"{url}\"}}");
+    let fake_url = fake.url();
+    assert_eq!(value(&failed, &up("nar_fetches_total", &fake_url)), 1.0);
+    assert_eq!(value(&failed, &up("nar_received_bytes_total", &fake_url)), item.file.len() as f64);
+    assert!(value(&failed, &up("narinfo_fetches_total", &fake_url)) >= 2.0);
+    assert_eq!(value(&failed, &up("nar_fetches_total", "http://127.0.0.1:1")), 0.0);
+    let dead_refused = "subserve_upstream_errors_total{store=\"/\",upstream=\"http://127.0.0.1:1\",cause=\"refused\"}";
+    assert!(value(&failed, dead_refused) >= 1.0);
+    let fake_refused =
+        format!("subserve_upstream_errors_total{{store=\"/\",upstream=\"{fake_url}\",cause=\"refused\"}}");
+    assert_eq!(value(&failed, &fake_refused), 0.0);
+    // The miss was not clean (an upstream failed), so it is not remembered; the area was
+    // new, so nothing needed cleaning; this scrape came over one connection at least.
+    assert_eq!(value(&failed, "subserve_proxy_negative_entries{store=\"/\"}"), 0.0);
+    assert_eq!(value(&failed, "subserve_cache_recovery_cleanups_total{store=\"/\"}"), 0.0);
+    assert!(value(&failed, "subserve_http_connections_open") >= 1.0);
+    // NAR bytes by source: the proxied download, the bake's file or stream.
+    assert!(value(&failed, "subserve_nar_response_bytes_total{store=\"/\",source=\"proxy_download\"}") > 0.0);
 }

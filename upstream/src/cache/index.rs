@@ -194,6 +194,15 @@ impl Index {
         .map(drop)
     }
 
+    /// How many misses of this flavour are remembered and not yet expired at `now`.
+    pub(crate) fn misses_count(&self, now: i64) -> Result<u64, Error> {
+        self.with(|c| {
+            c.prepare_cached("SELECT count(*) FROM negative WHERE expires > ?1 AND flavour = ?2")?
+                .query_row(params![now, self.flavour], |r| r.get::<_, i64>(0))
+        })
+        .map(|n| n as u64)
+    }
+
     /// Drops every negative entry of this flavour.
     pub(crate) fn clear_negative(&self) -> Result<(), Error> {
         self.with(|c| c.execute("DELETE FROM negative WHERE flavour = ?1", [self.flavour])).map(drop)

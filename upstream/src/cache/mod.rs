@@ -77,6 +77,8 @@ pub struct Usage {
     pub files: u64,
     /// The size limit beyond which the least recently used files are evicted.
     pub max_size: u64,
+    /// Upstream misses remembered and not yet expired (the negative cache).
+    pub misses: u64,
 }
 
 /// A NAR baked into the cache area: compressed once, served as a file.
@@ -101,6 +103,8 @@ struct Area {
     index: Index,
     /// Entries evicted to respect the size limit.
     evictions: AtomicU64,
+    /// Files and entries removed by crash recovery when the area was opened.
+    recovered: u64,
     /// When narinfo-only entries were last pruned (unix seconds).
     last_prune: AtomicI64,
     /// The lock that makes this process the area's only user, held as long as any clone.
@@ -155,10 +159,20 @@ impl CacheArea {
         std::fs::write(&info, format!("StoreDir: {}\nWantMassQuery: 1\nPriority: 50\n", config.store_dir))
             .map_err(|e| Error::io(&info, e))?;
         let index = Index::open(&dir.join("index.sqlite"), config.dialect)?;
-        recover::recover(dir, &index)?;
+        let recovered = recover::recover(dir, &index)?;
+        if recovered > 0 {
+            tracing::info!(dir = %dir.display(), removed = recovered, "cache area: cleaned up after an unclean stop");
+        }
         index.prune_uncached(unix_now() - UNCACHED_TTL)?;
         index.prune_negative(unix_now())?;
-        let area = Area { config, index, evictions: AtomicU64::new(0), last_prune: AtomicI64::new(0), _owner: owner };
+        let area = Area {
+            config,
+            index,
+            evictions: AtomicU64::new(0),
+            recovered,
+            last_prune: AtomicI64::new(0),
+            _owner: owner,
+        };
         Ok(Self { inner: Arc::new(area) })
     }
 
@@ -172,13 +186,20 @@ impl CacheArea {
         self.inner.evictions.load(Ordering::Relaxed)
     }
 
-    /// What the area holds now, against its limit. Blocking (two SQLite reads).
+    /// Files and entries crash recovery removed when the area was opened (temp files of
+    /// downloads and bakes cut short, entries whose file is gone, files no entry names).
+    pub fn recovered(&self) -> u64 {
+        self.inner.recovered
+    }
+
+    /// What the area holds now, against its limit. Blocking (three SQLite reads).
     pub fn usage(&self) -> Result<Usage, Error> {
         let index = &self.inner.index;
         Ok(Usage {
             bytes: index.cached_bytes()?,
             files: index.cached_files_count()?,
             max_size: self.inner.config.max_size,
+            misses: index.misses_count(unix_now())?,
         })
     }
 

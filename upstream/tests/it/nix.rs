@@ -62,3 +62,32 @@ async fn a_compression_no_one_can_verify_is_absent() {
     assert_eq!(proxy.stats().untrusted.load(Ordering::Relaxed), 0);
     assert_nothing_cached(dir.path());
 }
+
+/// A proxy reconfigured for new upstreams (SIGHUP) counts on: overall, and per upstream for
+/// the URLs it keeps; a new upstream starts at zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconfigured_proxy_counts_on() {
+    let key = SecretKey::generate("upstream-1").unwrap();
+    let item = make_item(&key, H, "thing", noise(1, 1000), Compression::Xz);
+    let fake = Fake::start(vec![item.clone()], key).await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = fake.proxy(dir.path(), 1 << 30);
+    proxy.narinfo(&item.hash, None).await.found().unwrap();
+    let nar = proxy.nar(&item.hash, &NarHash::digest(&item.nar), Compression::Xz, None).await.unwrap();
+    read_all(nar).await.unwrap();
+    let before = proxy.upstream_stats();
+    assert_eq!(before.len(), 1);
+    assert_eq!((before[0].narinfo_fetches, before[0].nar_fetches), (1, 1));
+    assert_eq!(before[0].nar_bytes, item.file.len() as u64);
+
+    let mut config = test_support::fake_upstream::config_for(&[&fake], dir.path());
+    let mut dead = config.upstreams[0].clone();
+    dead.url = "http://127.0.0.1:1".into();
+    dead.priority += 1;
+    config.upstreams.push(dead);
+    let again = proxy.reconfigured(config).unwrap();
+    let after = again.upstream_stats();
+    assert_eq!(after[0], before[0], "the kept upstream counts on");
+    assert_eq!((after[1].narinfo_fetches, after[1].nar_fetches, after[1].nar_bytes), (0, 0, 0));
+    assert_eq!(again.stats().nar_fetches.load(Ordering::Relaxed), 1, "the proxy's own counters too");
+}
