@@ -483,6 +483,7 @@ pub struct Metrics {
     totals: Totals,
     requests: Family<RequestLabels, Counter>,
     response_bytes: Family<KindLabels, Counter>,
+    nar_responses: Family<SourceLabels, Counter>,
     nar_bytes: Family<SourceLabels, Counter>,
     unfinished: Family<CutLabels, Counter>,
     narinfo_seconds: Family<StoreLabels, Histogram, fn() -> Histogram>,
@@ -561,6 +562,12 @@ impl Metrics {
             Unit::Bytes,
             response_bytes.clone(),
         );
+        let nar_responses = Family::<SourceLabels, Counter>::default();
+        registry.register(
+            "nar_responses",
+            "NAR responses, by store and where their bodies came from (proxy_cache: a proxy hit; proxy_download: a miss)",
+            nar_responses.clone(),
+        );
         let nar_bytes = Family::<SourceLabels, Counter>::default();
         registry.register_with_unit(
             "nar_response",
@@ -612,6 +619,7 @@ impl Metrics {
             totals: Totals::default(),
             requests,
             response_bytes,
+            nar_responses,
             nar_bytes,
             unfinished,
             narinfo_seconds,
@@ -654,7 +662,9 @@ impl Metrics {
         self.requests.get_or_create(&RequestLabels { store: store.clone(), kind: kind_label, status }).inc();
         self.response_bytes.get_or_create(&KindLabels { store: store.clone(), kind: kind_label }).inc_by(bytes);
         if let Some(source) = source {
-            self.nar_bytes.get_or_create(&SourceLabels { store: store.clone(), source: source.label() }).inc_by(bytes);
+            let labels = SourceLabels { store: store.clone(), source: source.label() };
+            self.nar_responses.get_or_create(&labels).inc();
+            self.nar_bytes.get_or_create(&labels).inc_by(bytes);
         }
         let outcome = match outcome {
             Outcome::Complete => None,
@@ -727,6 +737,7 @@ mod tests {
             "subserve_http_requests_total{store=\"/nix\",kind=\"nar\",status=\"200\"} 1",
             "subserve_http_response_bytes_total{store=\"/nix\",kind=\"nar\"} 1048576",
             "subserve_nar_response_bytes_total{store=\"/nix\",source=\"baked\"} 1048576",
+            "subserve_nar_responses_total{store=\"/nix\",source=\"baked\"} 1",
             "subserve_http_responses_unfinished_total{store=\"/nix\",kind=\"nar\",outcome=\"cut\"} 1",
             "subserve_narinfo_request_duration_seconds_count{store=\"/\"} 1",
             "subserve_nar_request_duration_seconds_bucket{store=\"/nix\",le=\"2.56\"} 0",

@@ -23,9 +23,12 @@ fn store_families_move_with_their_events() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let key = SecretKey::generate("upstream-1").unwrap();
     let item = make_item(&key, PROXIED, "p", noise(3, 40_000), Compression::Zstd);
+    // What a killed process leaves: a partial download in the cache area's tmp/.
+    let state = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(state.path().join("cache/tmp")).unwrap();
+    std::fs::write(state.path().join("cache/tmp/partial.nar.zst"), b"half a download").unwrap();
     let fake = rt.block_on(Fake::start(vec![item.clone()], key.clone()));
     let sample = sample();
-    let state = tempfile::tempdir().unwrap();
     let srv = spawn_server(&format!(
         "state-dir = {:?}\n{}bake-min-size = \"0\"\nbake-delay = 0\nbake-zstd-level = 3\n\
          cache-max-size = \"1G\"\n[[upstream]]\nurl = {:?}\nkeys = [{:?}]\n\
@@ -112,11 +115,13 @@ fn store_families_move_with_their_events() {
     let fake_refused =
         format!("subserve_upstream_errors_total{{store=\"/\",upstream=\"{fake_url}\",cause=\"refused\"}}");
     assert_eq!(value(&failed, &fake_refused), 0.0);
-    // The miss was not clean (an upstream failed), so it is not remembered; the area was
-    // new, so nothing needed cleaning; this scrape came over one connection at least.
+    // The miss was not clean (an upstream failed), so it is not remembered; this scrape came
+    // over one connection at least.
     assert_eq!(value(&failed, "subserve_proxy_negative_entries{store=\"/\"}"), 0.0);
-    assert_eq!(value(&failed, "subserve_cache_recovery_cleanups_total{store=\"/\"}"), 0.0);
+    assert_eq!(value(&failed, "subserve_cache_recovery_cleanups_total{store=\"/\"}"), 1.0, "the partial download");
+    assert!(!state.path().join("cache/tmp/partial.nar.zst").exists());
     assert!(value(&failed, "subserve_http_connections_open") >= 1.0);
     // NAR bytes by source: the proxied download, the bake's file or stream.
     assert!(value(&failed, "subserve_nar_response_bytes_total{store=\"/\",source=\"proxy_download\"}") > 0.0);
+    assert_eq!(value(&failed, "subserve_nar_responses_total{store=\"/\",source=\"proxy_download\"}"), 1.0);
 }
