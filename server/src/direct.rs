@@ -157,9 +157,16 @@ impl AsyncRead for DirectTcp {
     }
 }
 
-impl AsyncWrite for DirectTcp {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        let discarded = self.discard(data.len());
+impl DirectTcp {
+    /// A write of `len` bytes by `write`: the pending placeholders are discarded first,
+    /// anything else goes to the socket once it is writable.
+    fn poll_write_with(
+        &self,
+        cx: &mut Context<'_>,
+        len: usize,
+        write: impl Fn(&TcpStream) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        let discarded = self.discard(len);
         if discarded > 0 {
             return Poll::Ready(Ok(discarded));
         }
@@ -167,11 +174,17 @@ impl AsyncWrite for DirectTcp {
         let socket = &self.0.socket;
         loop {
             ready!(socket.poll_write_ready(cx))?;
-            match socket.try_write(data) {
+            match write(socket) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 result => return Poll::Ready(result),
             }
         }
+    }
+}
+
+impl AsyncWrite for DirectTcp {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        self.poll_write_with(cx, data.len(), |socket| socket.try_write(data))
     }
 
     fn poll_write_vectored(
@@ -179,19 +192,7 @@ impl AsyncWrite for DirectTcp {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let discarded = self.discard(bufs.iter().map(|b| b.len()).sum());
-        if discarded > 0 {
-            return Poll::Ready(Ok(discarded));
-        }
-        self.0.flushed.store(false, Ordering::Release);
-        let socket = &self.0.socket;
-        loop {
-            ready!(socket.poll_write_ready(cx))?;
-            match socket.try_write_vectored(bufs) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                result => return Poll::Ready(result),
-            }
-        }
+        self.poll_write_with(cx, bufs.iter().map(|b| b.len()).sum(), |socket| socket.try_write_vectored(bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
