@@ -147,6 +147,7 @@ pub fn reload_states(old: &[Arc<AppState>], settings: &Settings) -> anyhow::Resu
             (was.priority != new.priority, "priority"),
             (was.log_dir != new.log_dir, "log-dir"),
             (was.proxy != new.proxy, "upstreams"),
+            (was.publish != new.publish, "the publishing policy"),
         ];
         changes.extend(reloadable.iter().filter(|(c, _)| *c).map(|(_, what)| format!("{what} of the store at {at}")));
         let mut store = Store::open(new.store.clone()).context("cannot open the store")?;

@@ -148,6 +148,14 @@ impl FakeStore {
         self.db.execute("UPDATE ValidPaths SET deriver = ?1 WHERE path = ?2", [drv, path]).expect("deriver");
     }
 
+    /// Sets the signatures the DB records for `path` (what `nix store sign` or a substitution
+    /// leaves there).
+    pub fn set_sigs(&self, path: &str, sigs: &[String]) {
+        self.db
+            .execute("UPDATE ValidPaths SET sigs = ?1 WHERE path = ?2", [sigs.join(" "), path.to_owned()])
+            .expect("sigs");
+    }
+
     /// Writes the build log of `drv` (an absolute path or a basename) as Nix (`bzip2`) or
     /// Guix (`gzip`) keep it, or plain (`none`).
     pub fn add_log(&self, drv: &str, text: &str, compression: formats::Compression) {

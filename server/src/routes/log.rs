@@ -38,6 +38,13 @@ pub(super) async fn get(
     method: Method,
 ) -> Result<Response, AppError> {
     let drv = StorePath::from_basename(&drv).map_err(|_| AppError::BadRequest("invalid derivation name"))?;
+    if state.settings.publish != crate::settings::Publish::All {
+        // Under a policy, a log is served only for a derivation the policy publishes.
+        let info = super::lookup(&state, drv.hash()).await?;
+        if info.path != drv {
+            return Err(AppError::NotFound);
+        }
+    }
     let base = drv.basename();
     let dir = state.settings.log_dir.join(&base[..2]);
     let rest = &base[2..];

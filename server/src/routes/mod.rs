@@ -232,7 +232,8 @@ impl FromRequestParts<Arc<AppState>> for Slots {
 /// Looks a path up by its hash part, off the async runtime.
 ///
 /// A path that the DB lists but whose files are missing is treated as absent: promising it
-/// in a narinfo would only make the NAR download fail.
+/// in a narinfo would only make the NAR download fail. So is a path the store's publishing
+/// policy (`--publish`) does not serve.
 async fn lookup(state: &Arc<AppState>, hash: &StorePathHash) -> Result<PathInfo, AppError> {
     let hash = hash.clone();
     let admission = Arc::clone(&state.admission);
@@ -245,6 +246,10 @@ async fn lookup(state: &Arc<AppState>, hash: &StorePathHash) -> Result<PathInfo,
             let Some(info) = found? else {
                 return Err(AppError::NotFound);
             };
+            // Outside the publishing policy: exactly as absent.
+            if !state.settings.publish.allows(&info, state.store.store_dir()) {
+                return Err(AppError::NotFound);
+            }
             let real = state.store.real_path(&info.path);
             if std::fs::symlink_metadata(&real).is_err() {
                 tracing::warn!(path = %real.display(), "valid in the store DB but missing on disk");

@@ -23,7 +23,7 @@ pub mod resolved;
 pub use file::{FileConfig, StoreTable, UpstreamTable};
 pub use options::{GlobalOptions, Options, Source, StoreOptions};
 pub use resolve::{parse_size, resolve, Env, DEFAULT_LISTEN, DEFAULT_NARINFO_TTL, DEFAULT_PRIORITY};
-pub use resolved::{AuditSettings, ConnSettings, ListenAddr, LogFormat, Settings, StoreSettings};
+pub use resolved::{AuditSettings, ConnSettings, ListenAddr, LogFormat, Publish, Settings, StoreSettings};
 
 /// A setting that is malformed or out of range, named as the operator gave it.
 #[derive(Debug, thiserror::Error)]

@@ -198,6 +198,16 @@ option_set! {
         /// Priority in /nix-cache-info; lower is preferred (cache.nixos.org is 40) [default: 30].
         #[arg(long, value_name = "N")]
         pub priority: Option<i32>,
+        /// Which local paths are served: all, or signed (only those whose signatures in the
+        /// store DB include one by a --publish-trusted-key); others answer as absent
+        /// [default: all].
+        #[arg(long, value_name = "all|signed")]
+        #[serde(default, deserialize_with = "parsed")]
+        pub publish: Option<PublishMode>,
+        /// A public key (name:base64, repeatable) whose signatures in the store DB publish a
+        /// path under --publish signed.
+        #[arg(long = "publish-trusted-key", value_name = "KEY")]
+        pub publish_trusted_keys: Option<Vec<String>>,
         /// Upstream cache to proxy (repeatable; `none` turns proxying off)
         /// [default: cache.nixos.org, with its key].
         #[arg(long = "upstream", value_name = "URL")]
@@ -300,6 +310,28 @@ fn variable(long: &str) -> String {
 }
 
 /// Reads a file value as a string and parses it as the flag does.
+/// What `--publish` says; with the keys of `--publish-trusted-key` it becomes a
+/// `resolved::Publish`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishMode {
+    /// Every valid path.
+    All,
+    /// Paths signed by a trusted key.
+    Signed,
+}
+
+impl std::str::FromStr for PublishMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "all" => Ok(Self::All),
+            "signed" => Ok(Self::Signed),
+            other => Err(format!("{other:?} is not a publishing policy: all or signed")),
+        }
+    }
+}
+
 fn parsed<'de, D: Deserializer<'de>, T: std::str::FromStr>(d: D) -> Result<Option<T>, D::Error>
 where
     T::Err: std::fmt::Display,

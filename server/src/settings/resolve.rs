@@ -14,8 +14,8 @@ use store_reader::StoreConfig;
 use upstream::{ProxyConfig, Trust, UpstreamConfig};
 
 use super::file::{FileConfig, StoreTable};
-use super::options::{get, GlobalOptions, Layers, Options, Source, Sourced, StoreOptions};
-use super::{AuditSettings, ConnSettings, Settings, SettingsError, StoreSettings};
+use super::options::{get, GlobalOptions, Layers, Options, PublishMode, Source, Sourced, StoreOptions};
+use super::{AuditSettings, ConnSettings, Publish, Settings, SettingsError, StoreSettings};
 use crate::access::Access;
 use crate::admission;
 use crate::bake::{self, BakeConfig};
@@ -221,6 +221,7 @@ fn resolve_store(
     };
     let bake = resolve_bake(s, env, &store.store_dir, levels)?;
     let proxy = resolve_proxy(s, dialect, &store.store_dir, default_cache, negative_ttl)?;
+    let publish = resolve_publish(s, dialect)?;
     Ok(StoreSettings {
         prefix,
         dialect,
@@ -235,7 +236,37 @@ fn resolve_store(
         narinfo_ttl: get!(s, narinfo_ttl).map_or(DEFAULT_NARINFO_TTL, |t| Duration::from_secs(t.value)),
         negative_ttl,
         bake,
+        publish,
     })
+}
+
+/// `--publish` and its `--publish-trusted-key`s: keys only with `signed`, and `signed` only
+/// with keys and for a Nix store (Guix's DB keeps no signatures).
+fn resolve_publish(s: &Layers<'_, StoreOptions>, dialect: Dialect) -> Result<Publish, SettingsError> {
+    let mode = get!(s, publish);
+    let keys = get!(s, publish_trusted_keys);
+    match (mode, keys) {
+        (None, None) => Ok(Publish::All),
+        (Some(m), None) if m.value == PublishMode::All => Ok(Publish::All),
+        (Some(m), _) if m.value == PublishMode::Signed && dialect == Dialect::Guix => {
+            Err(m.invalid("a Guix store's DB keeps no signatures: serve it with `all`".to_owned()))
+        }
+        (Some(m), None) => Err(m.invalid(format!("`signed` needs {}", s.like(&m.from, "publish_trusted_keys").name()))),
+        (Some(m), Some(keys)) if m.value == PublishMode::Signed => {
+            let parsed = keys
+                .value
+                .iter()
+                .map(|k| PublicKey::parse(k).map_err(|e| keys.invalid(format!("{k:?}: {e}"))))
+                .collect::<Result<Vec<_>, _>>()?;
+            if parsed.is_empty() {
+                return Err(keys.invalid("no key given".to_owned()));
+            }
+            Ok(Publish::Signed(parsed))
+        }
+        (_, Some(keys)) => {
+            Err(keys.invalid(format!("only has a use with {} signed", s.like(&keys.from, "publish").name())))
+        }
+    }
 }
 
 /// The store's dialect and locations: an explicit path wins, then one under `store-root`,

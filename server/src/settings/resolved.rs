@@ -184,6 +184,34 @@ pub struct StoreSettings {
     pub proxy: Option<ProxyConfig>,
     /// Background compression of local NARs into the cache area.
     pub bake: BakeConfig,
+    /// Which local paths are served.
+    pub publish: Publish,
+}
+
+/// Which local paths a store serves (`--publish`); the others answer as absent paths do, on
+/// every route. Proxied paths are not concerned.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Publish {
+    /// Every valid path.
+    #[default]
+    All,
+    /// The paths whose signatures in the store DB include a valid one by one of these keys.
+    Signed(Vec<signing::PublicKey>),
+}
+
+impl Publish {
+    /// Whether `info` is served; `store_dir` is the store dir its signatures are made for.
+    pub fn allows(&self, info: &store_reader::PathInfo, store_dir: &str) -> bool {
+        match self {
+            Publish::All => true,
+            Publish::Signed(keys) => {
+                let refs: Vec<String> = info.references.iter().map(|r| r.absolute(store_dir)).collect();
+                let path = info.path.absolute(store_dir);
+                let fingerprint = formats::narinfo::fingerprint(&path, &info.nar_hash, info.nar_size, &refs);
+                signing::verify_any(keys, &fingerprint, &info.sigs)
+            }
+        }
+    }
 }
 
 /// How log lines are written to stderr.

@@ -544,3 +544,34 @@ fn allowed_readers() {
     let s = resolve(&Options::default(), &env(&[]), &parse("allow = [\"192.0.2.0/24\"]\n")).unwrap();
     assert!(s.access.may_read(ip("192.0.2.200")) && !s.access.may_read(ip("198.51.100.1")));
 }
+
+/// `--publish`: all by default; `signed` with its trusted keys, and refused without keys, for
+/// a Guix store, or with keys that do not parse; keys alone are refused too.
+#[test]
+fn publishing_policy() {
+    use crate::settings::Publish;
+    let key = signing::SecretKey::generate("farm-1").unwrap().to_public().to_string();
+    let publish = |vars: &[(&str, &str)], file: &str| {
+        resolve(&Options::default(), &env(vars), &parse(file))
+            .map(|s| s.stores[0].publish.clone())
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(publish(&[], ""), Ok(Publish::All));
+    assert_eq!(publish(&[("SUBSERVE_PUBLISH", "all")], ""), Ok(Publish::All));
+    let signed = publish(&[("SUBSERVE_PUBLISH", "signed"), ("SUBSERVE_PUBLISH_TRUSTED_KEY", &key)], "").unwrap();
+    assert!(matches!(&signed, Publish::Signed(keys) if keys.len() == 1 && keys[0].to_string() == key));
+    let file = format!("publish = \"signed\"\npublish-trusted-keys = [{key:?}]\n");
+    assert_eq!(publish(&[], &file), Ok(signed));
+
+    let err = publish(&[("SUBSERVE_PUBLISH", "signed")], "").unwrap_err();
+    assert!(err.contains("SUBSERVE_PUBLISH") && err.contains("SUBSERVE_PUBLISH_TRUSTED_KEY"), "{err}");
+    let err = publish(&[("SUBSERVE_PUBLISH_TRUSTED_KEY", &key)], "").unwrap_err();
+    assert!(err.contains("only has a use with SUBSERVE_PUBLISH signed"), "{err}");
+    let err = publish(&[], "publish = \"signed\"\npublish-trusted-keys = [\"farm-1:nonsense\"]\n").unwrap_err();
+    assert!(err.contains("publish-trusted-keys") && err.contains("farm-1:nonsense"), "{err}");
+    let err = FileConfig::parse("publish = \"some\"\n", "test.toml").unwrap_err().to_string();
+    assert!(err.contains("publish") && err.contains("\"some\" is not a publishing policy: all or signed"), "{err}");
+    let guix = format!("store-dir = \"/gnu/store\"\npublish = \"signed\"\npublish-trusted-keys = [{key:?}]\n");
+    let err = publish(&[], &guix).unwrap_err();
+    assert!(err.contains("a Guix store's DB keeps no signatures"), "{err}");
+}

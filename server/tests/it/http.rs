@@ -327,3 +327,54 @@ fn only_allowed_clients_may_read() {
     );
     assert!(metrics.contains("subserve_http_requests_total{store=\"/\",kind=\"nar\",status=\"403\"} 1"), "{metrics}");
 }
+
+/// `--publish signed`: only paths whose DB signatures include a valid one by a trusted key are
+/// served, on every route; the others answer exactly as absent paths do.
+#[test]
+fn only_signed_paths_are_published_under_publish_signed() {
+    use signing::SecretKey;
+    let sample = sample();
+    let farm = SecretKey::generate("farm-1").unwrap();
+    let stranger = SecretKey::generate("stranger-1").unwrap();
+    // Fingerprints from a server that publishes everything.
+    let state = tempfile::tempdir().unwrap();
+    let all = spawn_server(&config(&sample.store, state.path(), ""));
+    let fingerprint = |path: &str| narinfo(&all, path).fingerprint("/nix/store");
+    let (big_fp, odd_fp, top_fp) = (fingerprint(&sample.big), fingerprint(&sample.odd), fingerprint(&sample.top));
+    drop(all);
+    // big: signed by the farm; odd: by a stranger only; top: a farm signature of other contents.
+    sample.store.set_sigs(&sample.big, &[stranger.sign(&big_fp), farm.sign(&big_fp)]);
+    sample.store.set_sigs(&sample.odd, &[stranger.sign(&odd_fp)]);
+    sample.store.set_sigs(&sample.top, &[farm.sign(&format!("{top_fp}x"))]);
+
+    let state = tempfile::tempdir().unwrap();
+    let extra = format!("publish = \"signed\"\npublish-trusted-keys = [{:?}]\n", farm.to_public().to_string());
+    let srv = spawn_server(&config(&sample.store, state.path(), &extra));
+    let info = narinfo(&srv, &sample.big);
+    assert!(info.sigs.iter().any(|s| s.starts_with("farm-1:")), "the farm's signature is kept: {:?}", info.sigs);
+    assert_eq!(get(srv.addr, &format!("/{}", info.url)).status, 200);
+    assert_eq!(get(srv.addr, &format!("/{}.ls", hash_part(&sample.big))).status, 200);
+
+    let absent = get(srv.addr, "/00000000000000000000000000000000.narinfo");
+    let names = |r: &test_support::http::Reply| {
+        let mut h: Vec<_> = r.headers.iter().map(|(n, _)| n.clone()).filter(|n| n != "date").collect();
+        h.sort();
+        h
+    };
+    for path in [&sample.odd, &sample.top] {
+        let hidden = get(srv.addr, &format!("/{}.narinfo", hash_part(path)));
+        assert_eq!((hidden.status, &hidden.body), (404, &absent.body), "{path}");
+        assert_eq!(names(&hidden), names(&absent), "{path}: the same headers as an absent path");
+        assert_eq!(hidden.header("cache-control"), absent.header("cache-control"));
+        assert_eq!(get(srv.addr, &format!("/{}.ls", hash_part(path))).status, 404, "{path}");
+    }
+    // The NAR of a hidden path, at the URL a publishing server gave out.
+    let state = tempfile::tempdir().unwrap();
+    let all = spawn_server(&config(&sample.store, state.path(), "bake = \"none\"\n"));
+    let odd_url = narinfo(&all, &sample.odd).url;
+    assert_eq!(get(srv.addr, &format!("/{odd_url}")).status, 404);
+    // The log of a derivation the policy does not publish (derivations are not signed).
+    let log = format!("/log/{}", test_support::basename(&sample.top_drv));
+    assert_eq!(get(all.addr, &log).status, 200);
+    assert_eq!(get(srv.addr, &log).status, 404);
+}
