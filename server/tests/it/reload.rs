@@ -57,3 +57,26 @@ fn new_upstreams_serve_at_once_and_old_misses_are_forgotten() {
     assert!(refused.contains("the cache of the store at / changed: restart subserve to apply it"), "{refused}");
     assert_eq!(get(srv.addr, &format!("/{OTHER}.narinfo")).status, 200);
 }
+
+/// The publishing policy changes on SIGHUP: a path served a moment ago answers as absent at
+/// once (the narinfo cache is not consulted for it), and is served again when signed.
+#[test]
+fn the_publishing_policy_changes_on_reload() {
+    let store = FakeStore::nix();
+    let path = store.add_file("private-build", b"not for the cluster\n");
+    let farm = SecretKey::generate("farm-1").unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let config = |extra: &str| format!("state-dir = {:?}\n{}upstream = []\n{extra}", state.path(), store.config());
+    let mut srv = spawn_server(&config(""));
+    let url = format!("/{}.narinfo", test_support::hash_part(&path));
+    let reply = get(srv.addr, &url);
+    assert_eq!(reply.status, 200);
+    let info = formats::NarInfo::parse(std::str::from_utf8(&reply.body).unwrap()).unwrap();
+    let signed = format!("publish = \"signed\"\npublish-trusted-keys = [{:?}]\n", farm.to_public().to_string());
+    let changes = srv.reload(&config(&signed)).unwrap();
+    assert!(changes.iter().any(|c| c.contains("the publishing policy")), "{changes:?}");
+    assert_eq!(get(srv.addr, &url).status, 404, "unsigned: now absent");
+    store.set_sigs(&path, &[farm.sign(&info.fingerprint("/nix/store"))]);
+    srv.reload(&config(&format!("{signed}priority = 31\n"))).unwrap();
+    assert_eq!(get(srv.addr, &url).status, 200, "signed by the farm: served");
+}
