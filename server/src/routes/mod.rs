@@ -73,7 +73,6 @@ pub fn router_with(stores: &[Arc<AppState>], process: &Arc<Process>) -> Router {
     app.route("/index.txt", get(status::get_text).with_state(pages(stores.to_vec())))
         .route("/metrics", get(metrics_text).with_state(Arc::clone(process)))
         .route("/health", get(health).with_state(stores.to_vec()))
-        .layer(middleware::from_fn_with_state(Arc::clone(process), allowed_readers))
         .layer(middleware::from_fn_with_state(requests, log_request))
         .layer(middleware::from_fn_with_state(Arc::clone(process), resolve_client))
 }
@@ -85,19 +84,6 @@ async fn resolve_client(State(process): State<Arc<Process>>, mut request: Reques
         let client = process.access.client(peer.ip(), request.headers());
         if client != peer.ip() {
             request.extensions_mut().insert(ClientAddr(std::net::SocketAddr::new(client, 0)));
-        }
-    }
-    next.run(request).await
-}
-
-/// Inside the request log: a client `--allow` does not name gets 403 on every route but
-/// `/health` (which tells nothing of the stores); the 403 is logged and counted like any
-/// answer. Nix treats 403 as "not here".
-async fn allowed_readers(State(process): State<Arc<Process>>, request: Request, next: Next) -> Response {
-    if process.access.allow.is_some() && request.uri().path() != "/health" {
-        let client = request.extensions().get::<ClientAddr>().map(ClientAddr::ip);
-        if !client.is_some_and(|ip| process.access.may_read(ip)) {
-            return AppError::Forbidden.into_response();
         }
     }
     next.run(request).await
@@ -284,7 +270,13 @@ async fn log_request(State(requests): State<Arc<Requests>>, request: Request, ne
         source: None,
         bytes: 0,
     };
-    let response = next.run(request).await;
+    // A client `--allow` does not name gets 403 on every route but `/health` (which tells
+    // nothing of the stores), logged and counted like any answer. Nix takes 403 as "not here".
+    let access = &requests.process.access;
+    let refused = access.allow.is_some()
+        && request.uri().path() != "/health"
+        && !line.client.is_some_and(|ip| access.may_read(ip));
+    let response = if refused { AppError::Forbidden.into_response() } else { next.run(request).await };
     let (mut parts, body) = response.into_parts();
     let line = RequestLine {
         status: parts.status.as_u16(),
