@@ -5,7 +5,7 @@
 //! which tell what each node fetches and so what it runs.
 //!
 //! Both rules are address ranges, [`Cidr`]s, parsed by the `ipnet` crate. The client is
-//! resolved once per request, by the router's outermost layer, which replaces the request's
+//! resolved once per request, by the router's one layer, which replaces the request's
 //! [`crate::ClientAddr`]: the per-client stream shares, the request log, the metrics and the
 //! audit trail all see the same address.
 

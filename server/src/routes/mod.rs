@@ -74,19 +74,17 @@ pub fn router_with(stores: &[Arc<AppState>], process: &Arc<Process>) -> Router {
         .route("/metrics", get(metrics_text).with_state(Arc::clone(process)))
         .route("/health", get(health).with_state(stores.to_vec()))
         .layer(middleware::from_fn_with_state(requests, log_request))
-        .layer(middleware::from_fn_with_state(Arc::clone(process), resolve_client))
 }
 
-/// The router's outermost layer: the request's [`ClientAddr`] becomes the client a trusted
-/// proxy names (see [`crate::access::Access::client`]), for every layer and handler after.
-async fn resolve_client(State(process): State<Arc<Process>>, mut request: Request, next: Next) -> Response {
-    if let Some(ClientAddr(peer)) = request.extensions().get::<ClientAddr>().copied() {
-        let client = process.access.client(peer.ip(), request.headers());
-        if client != peer.ip() {
-            request.extensions_mut().insert(ClientAddr(std::net::SocketAddr::new(client, 0)));
-        }
+/// The request's [`ClientAddr`] becomes the client a trusted proxy names (see
+/// [`crate::access::Access::client`]), for everything after; returns that client.
+fn resolve_client(process: &Process, request: &mut Request) -> Option<IpAddr> {
+    let ClientAddr(peer) = request.extensions().get::<ClientAddr>().copied()?;
+    let client = process.access.client(peer.ip(), request.headers());
+    if client != peer.ip() {
+        request.extensions_mut().insert(ClientAddr(std::net::SocketAddr::new(client, 0)));
     }
-    next.run(request).await
+    Some(client)
 }
 
 /// `GET /metrics`: the Prometheus text, for `--admin-allow` clients only (a node's requests
@@ -251,7 +249,11 @@ async fn lookup(state: &Arc<AppState>, hash: &StorePathHash) -> Result<PathInfo,
 /// ([`Failure`], set by [`AppError`]'s response). An error line for a failure, info otherwise.
 /// The same moment records the request's metrics and, for a GET of a narinfo or a NAR, its
 /// audit record (see `crate::audit_trail`).
-async fn log_request(State(requests): State<Arc<Requests>>, request: Request, next: Next) -> Response {
+///
+/// It is the router's one layer: it first resolves the client ([`resolve_client`]) and
+/// refuses one `--allow` does not name.
+async fn log_request(State(requests): State<Arc<Requests>>, mut request: Request, next: Next) -> Response {
+    let client = resolve_client(&requests.process, &mut request);
     let (store, relative) = requests.split(request.uri().path());
     let kind = RouteKind::of(relative);
     let audited = requests.process.audit.is_some() && request.method() == Method::GET;
@@ -259,7 +261,7 @@ async fn log_request(State(requests): State<Arc<Requests>>, request: Request, ne
         process: Arc::clone(&requests.process),
         store: store.to_owned(),
         kind,
-        client: request.extensions().get::<ClientAddr>().map(ClientAddr::ip),
+        client,
         method: request.method().clone(),
         path: request.uri().path().to_owned(),
         start: Instant::now(),
