@@ -6,7 +6,8 @@
 //! and every time they fill one the server's next request finds its caches cold (measured at
 //! 2 cores: level-15 zstd bakes cost a narinfo load 10–15% of its throughput). So a worker
 //! also pauses outright while the CPU time used by everything but itself, over the last
-//! [`WINDOW`], is at least [`SATURATED`] of all cores, and carries on once it falls below.
+//! [`WINDOW`], is at least [`SATURATED`] of all CPUs (those `/proc/stat` counts: in a container
+//! with a CPU quota, the host's), and carries on once it falls below.
 
 use std::time::{Duration, Instant};
 
@@ -16,11 +17,14 @@ pub(crate) const WINDOW: Duration = Duration::from_millis(100);
 /// The share of all cores that, used by other threads, makes background work pause.
 pub(crate) const SATURATED: f64 = 0.75;
 
-/// Busy and total time of all CPUs, from `/proc/stat`, in clock ticks.
+/// Busy time of all CPUs, from `/proc/stat`, in clock ticks, and how many CPUs it covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct CpuTimes {
     /// Ticks spent on anything but idling and waiting for I/O.
     pub(crate) busy: u64,
+    /// The CPUs `/proc/stat` lists (`cpu0`, `cpu1`, …): in a container with a CPU quota,
+    /// the host's, which the busy time is counted over, not the quota's.
+    pub(crate) cpus: usize,
 }
 
 impl CpuTimes {
@@ -34,7 +38,11 @@ impl CpuTimes {
         // Guest time is already counted in user and nice.
         let counted = &fields[..fields.len().min(8)];
         let total: u64 = counted.iter().sum();
-        Some(Self { busy: total - fields[3] - fields[4] })
+        let cpus = stat
+            .lines()
+            .filter(|l| l.strip_prefix("cpu").is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit())))
+            .count();
+        Some(Self { busy: total - fields[3] - fields[4], cpus: cpus.max(1) })
     }
 
     fn read() -> Option<Self> {
@@ -50,7 +58,6 @@ pub(crate) fn saturated(busy: f64, own: f64, wall: f64, cores: usize) -> bool {
 
 /// Decides, in a background thread, when to pause for the machine (see the module docs).
 pub(crate) struct Yielder {
-    cores: usize,
     tick: f64,
     /// The last look: when, the machine's busy ticks, this thread's CPU time.
     last: Option<(Instant, CpuTimes, Duration)>,
@@ -67,9 +74,8 @@ impl Default for Yielder {
 impl Yielder {
     /// A yielder for the calling thread.
     pub(crate) fn new() -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let tick = 1.0 / rustix::param::clock_ticks_per_second() as f64;
-        Self { cores, tick, last: None, paused: Duration::ZERO }
+        Self { tick, last: None, paused: Duration::ZERO }
     }
 
     /// Called between pieces of work: once a [`WINDOW`] has passed since the last look, looks
@@ -92,7 +98,7 @@ impl Yielder {
             self.last = Some((now, times, own));
             let busy = times.busy.saturating_sub(before.busy) as f64 * self.tick;
             let own_used = own.saturating_sub(own_before).as_secs_f64();
-            if !saturated(busy, own_used, wall.as_secs_f64(), self.cores) {
+            if !saturated(busy, own_used, wall.as_secs_f64(), times.cpus) {
                 return slept;
             }
             std::thread::sleep(WINDOW);
@@ -120,7 +126,9 @@ mod tests {
     fn proc_stat_busy_time_leaves_out_idle_and_iowait() {
         let stat = "cpu  100 5 50 1000 20 3 2 7 40 0\ncpu0 50 2 25 500 10 1 1 3 20 0\nintr 1 2\n";
         // user nice system irq softirq steal; guest (40) is inside user already.
-        assert_eq!(CpuTimes::parse(stat), Some(CpuTimes { busy: 100 + 5 + 50 + 3 + 2 + 7 }));
+        assert_eq!(CpuTimes::parse(stat), Some(CpuTimes { busy: 100 + 5 + 50 + 3 + 2 + 7, cpus: 1 }));
+        let two = "cpu  10 0 10 100 0 0 0 0\ncpu0 5 0 5 50 0 0 0 0\ncpu1 5 0 5 50 0 0 0 0\n";
+        assert_eq!(CpuTimes::parse(two).map(|t| t.cpus), Some(2));
         assert_eq!(CpuTimes::parse("cpu  1 2 3 4\n"), None, "too few fields");
         assert_eq!(CpuTimes::parse("intr 1 2\n"), None);
         assert_eq!(CpuTimes::parse("cpu  a b c d e\n"), None);
@@ -142,7 +150,7 @@ mod tests {
         use std::sync::atomic::{AtomicBool, Ordering};
         use std::sync::Arc;
         let stop = Arc::new(AtomicBool::new(false));
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let cores = CpuTimes::read().expect("/proc/stat").cpus;
         let spinners: Vec<_> = (0..cores)
             .map(|_| {
                 let stop = Arc::clone(&stop);
@@ -164,7 +172,7 @@ mod tests {
         y.pause_while_saturated(); // the first sample
         std::thread::sleep(WINDOW);
         let slept = y.pause_while_saturated();
-        assert!(slept >= WINDOW, "no pause while {cores} threads spun on {cores} cores");
+        assert!(slept >= WINDOW, "no pause while {cores} threads spun on the {cores} CPUs of /proc/stat");
         assert_eq!(y.paused(), slept);
         stopper.join().unwrap();
         for s in spinners {
