@@ -371,17 +371,15 @@ impl Baker {
     }
 
     /// Bakes `job` through `grower` at `levels`, commits it, and leaves the table of bakes
-    /// being written.
-    /// Bakes `job` into the temp file `grower` announces; a background bake pauses through
-    /// `yielder` while the machine is saturated (see `crate::cpu`).
-    fn run(&self, job: &Job, levels: Levels, grower: Grower, yielder: Option<&mut Yielder>) {
+    /// being written. A background bake pauses through `yielder` while the machine is
+    /// saturated (see `crate::cpu`).
+    fn run(&self, job: &Job, levels: Levels, grower: Grower, mut yielder: Option<&mut Yielder>) {
         let key = (job.nar_hash, job.compression);
         let Some(temp) = self.writing().get(&key).map(|g| g.temp().to_owned()) else { return };
-        let paused_before = yielder.as_ref().map_or(Duration::ZERO, |y| y.paused());
-        let mut input = Yielding { yielder };
-        let result = bake(&self.cache, job, levels, &temp, &grower, &mut input);
-        if let Some(y) = input.yielder {
-            let paused = y.paused().saturating_sub(paused_before);
+        let paused_before = yielder.as_ref().map(|y| y.paused());
+        let result = bake(&self.cache, job, levels, &temp, &grower, yielder.as_deref_mut());
+        if let (Some(y), Some(before)) = (yielder, paused_before) {
+            let paused = y.paused().saturating_sub(before);
             self.counters.paused_ms_total.fetch_add(paused.as_millis() as u64, Ordering::Relaxed);
         }
         // Leaves the table before it counts as done: whoever sees it counted finds it baked.
@@ -493,14 +491,14 @@ fn bake(
     levels: Levels,
     temp: &Path,
     grower: &Grower,
-    input: &mut Yielding<'_>,
+    yielder: Option<&mut Yielder>,
 ) -> Result<Baked, BakeError> {
     let result = (|| {
         let file = std::fs::OpenOptions::new().write(true).truncate(true).open(temp)?;
         let out = Counting { inner: Announcing { file, grower, written: 0 }, hasher: Sha256::new(), bytes: 0 };
         let mut nar = None;
         let out = compression::encode(job.compression, levels, out, |w| {
-            let mut tee = Counting { inner: input.wrap(w), hasher: Sha256::new(), bytes: 0 };
+            let mut tee = Counting { inner: Yielding { inner: w, yielder }, hasher: Sha256::new(), bytes: 0 };
             store_reader::nar::dump(&job.root, &mut tee).map_err(io::Error::other)?;
             nar = Some((tee.bytes, tee.hasher.finalize()));
             Ok(())
@@ -543,26 +541,15 @@ impl Write for Announcing<'_> {
     }
 }
 
-/// Pauses a background bake's input between writes while the machine is saturated.
-struct Yielding<'y> {
+/// A writer that, for a background bake, pauses between writes while the machine is saturated.
+struct Yielding<'y, W> {
+    inner: W,
     yielder: Option<&'y mut Yielder>,
 }
 
-impl<'y> Yielding<'y> {
-    fn wrap<W: Write>(&mut self, inner: W) -> YieldingWriter<'_, 'y, W> {
-        YieldingWriter { inner, yielding: self }
-    }
-}
-
-/// What [`Yielding::wrap`] makes of a writer.
-struct YieldingWriter<'a, 'y, W> {
-    inner: W,
-    yielding: &'a mut Yielding<'y>,
-}
-
-impl<W: Write> Write for YieldingWriter<'_, '_, W> {
+impl<W: Write> Write for Yielding<'_, W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        if let Some(y) = self.yielding.yielder.as_deref_mut() {
+        if let Some(y) = self.yielder.as_deref_mut() {
             y.pause_while_saturated();
         }
         self.inner.write(data)

@@ -65,12 +65,6 @@ pub(crate) struct Yielder {
     paused: Duration,
 }
 
-impl Default for Yielder {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Yielder {
     /// A yielder for the calling thread.
     pub(crate) fn new() -> Self {
@@ -85,20 +79,17 @@ impl Yielder {
         let mut slept = Duration::ZERO;
         loop {
             let now = Instant::now();
-            let own = thread_cpu_time();
-            let Some(times) = CpuTimes::read() else { return slept };
-            let Some((at, before, own_before)) = self.last else {
-                self.last = Some((now, times, own));
-                return slept;
-            };
-            let wall = now.duration_since(at);
-            if wall < WINDOW {
+            // Between looks, a call costs one clock read: /proc/stat is read once a window.
+            if self.last.is_some_and(|(at, _, _)| now.duration_since(at) < WINDOW) {
                 return slept;
             }
-            self.last = Some((now, times, own));
+            let own = thread_cpu_time();
+            let Some(times) = CpuTimes::read() else { return slept };
+            let Some((at, before, own_before)) = self.last.replace((now, times, own)) else { return slept };
+            let wall = now.duration_since(at).as_secs_f64();
             let busy = times.busy.saturating_sub(before.busy) as f64 * self.tick;
             let own_used = own.saturating_sub(own_before).as_secs_f64();
-            if !saturated(busy, own_used, wall.as_secs_f64(), times.cpus) {
+            if !saturated(busy, own_used, wall, times.cpus) {
                 return slept;
             }
             std::thread::sleep(WINDOW);

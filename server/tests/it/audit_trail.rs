@@ -18,14 +18,7 @@ fn every_narinfo_and_nar_answer_is_recorded() {
     let hello = nix.add_file("hello-2.12", b"hello\n");
     let guile = guix.add_file("guile-3.0", b"guile\n");
     let state = tempfile::tempdir().unwrap();
-    let srv = spawn_server(&format!(
-        "state-dir = {:?}\n\
-         [[store]]\nprefix = \"/nix\"\n{}upstream = []\nbake = \"none\"\n\
-         [[store]]\nprefix = \"/guix\"\ndialect = \"guix\"\n{}upstream = []\nbake = \"none\"\n",
-        state.path(),
-        nix.config(),
-        guix.config(),
-    ));
+    let srv = spawn_server(&crate::store::nix_and_guix_config(&nix, &guix, state.path()));
 
     let narinfo = get(srv.addr, &format!("/nix/{}.narinfo", hash_part(&hello)));
     assert_eq!(narinfo.status, 200);

@@ -86,14 +86,7 @@ fn each_store_has_its_page_under_its_prefix() {
     let nix = FakeStore::nix();
     let guix = FakeStore::guix();
     let state = tempfile::tempdir().unwrap();
-    let srv = spawn_server(&format!(
-        "state-dir = {:?}\n\
-         [[store]]\nprefix = \"/nix\"\n{}upstream = []\nbake = \"none\"\n\
-         [[store]]\nprefix = \"/guix\"\ndialect = \"guix\"\n{}upstream = []\nbake = \"none\"\n",
-        state.path(),
-        nix.config(),
-        guix.config(),
-    ));
+    let srv = spawn_server(&crate::store::nix_and_guix_config(&nix, &guix, state.path()));
     let all = body(&request(srv.addr, "GET", b"/", HTML));
     assert!(all.contains(&format!("substituters = {}/nix", srv.url())), "{all}");
     assert!(all.contains("guix archive --authorize &#60;&#60;&#39;EOF&#39;"), "{all}");

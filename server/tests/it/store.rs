@@ -76,6 +76,18 @@ pub fn config(store: &FakeStore, state: &Path, extra: &str) -> String {
     format!("state-dir = {state:?}\n{}upstream = []\n{extra}\n", store.config())
 }
 
+/// A config file serving `nix` at `/nix` and `guix` at `/guix`, their state in `state`, with
+/// neither upstreams nor baking.
+pub fn nix_and_guix_config(nix: &FakeStore, guix: &FakeStore, state: &Path) -> String {
+    format!(
+        "state-dir = {state:?}\n\
+         [[store]]\nprefix = \"/nix\"\n{}upstream = []\nbake = \"none\"\n\
+         [[store]]\nprefix = \"/guix\"\ndialect = \"guix\"\n{}upstream = []\nbake = \"none\"\n",
+        nix.config(),
+        guix.config(),
+    )
+}
+
 /// The narinfo of `path`, which must be served.
 pub fn narinfo(srv: &TestServer, path: &str) -> NarInfo {
     narinfo_at(srv, "", path)
