@@ -7,12 +7,17 @@
 //! 2 cores: level-15 zstd bakes cost a narinfo load 10–15% of its throughput). So a worker
 //! also pauses outright while the CPU time used by everything but itself, over the last
 //! [`WINDOW`], is at least [`SATURATED`] of all CPUs (those `/proc/stat` counts: in a container
-//! with a CPU quota, the host's), and carries on once it falls below.
+//! with a CPU quota, the host's), and carries on once it falls below, or after [`MAX_PAUSE`]
+//! for one window, so that a machine that stays saturated does not starve it.
 
 use std::time::{Duration, Instant};
 
 /// How often the machine's load is looked at.
 pub(crate) const WINDOW: Duration = Duration::from_millis(100);
+
+/// The longest pause in a row: then a window of work goes through, so that background work
+/// on a machine that stays saturated still moves on (at SCHED_IDLE, by the scheduler's leave).
+pub(crate) const MAX_PAUSE: Duration = Duration::from_secs(5);
 
 /// The share of all cores that, used by other threads, makes background work pause.
 pub(crate) const SATURATED: f64 = 0.75;
@@ -59,6 +64,8 @@ pub(crate) fn saturated(busy: f64, own: f64, wall: f64, cores: usize) -> bool {
 /// Decides, in a background thread, when to pause for the machine (see the module docs).
 pub(crate) struct Yielder {
     tick: f64,
+    /// The longest pause in a row ([`MAX_PAUSE`]).
+    max_pause: Duration,
     /// The last look: when, the machine's busy ticks, this thread's CPU time.
     last: Option<(Instant, CpuTimes, Duration)>,
     /// Time spent paused so far.
@@ -69,12 +76,12 @@ impl Yielder {
     /// A yielder for the calling thread.
     pub(crate) fn new() -> Self {
         let tick = 1.0 / rustix::param::clock_ticks_per_second() as f64;
-        Self { tick, last: None, paused: Duration::ZERO }
+        Self { tick, max_pause: MAX_PAUSE, last: None, paused: Duration::ZERO }
     }
 
     /// Called between pieces of work: once a [`WINDOW`] has passed since the last look, looks
-    /// at the machine, and sleeps a window at a time while others keep it saturated. Returns
-    /// how long it slept.
+    /// at the machine, and sleeps a window at a time while others keep it saturated, at most
+    /// [`MAX_PAUSE`] in a row. Returns how long it slept.
     pub(crate) fn pause_while_saturated(&mut self) -> Duration {
         let mut slept = Duration::ZERO;
         loop {
@@ -89,7 +96,7 @@ impl Yielder {
             let wall = now.duration_since(at).as_secs_f64();
             let busy = times.busy.saturating_sub(before.busy) as f64 * self.tick;
             let own_used = own.saturating_sub(own_before).as_secs_f64();
-            if !saturated(busy, own_used, wall, times.cpus) {
+            if !saturated(busy, own_used, wall, times.cpus) || slept >= self.max_pause {
                 return slept;
             }
             std::thread::sleep(WINDOW);
@@ -155,16 +162,20 @@ mod tests {
         let stopper = std::thread::spawn({
             let stop = Arc::clone(&stop);
             move || {
-                std::thread::sleep(Duration::from_millis(800));
+                std::thread::sleep(Duration::from_millis(2000));
                 stop.store(true, Ordering::Relaxed);
             }
         });
         let mut y = Yielder::new();
+        y.max_pause = 3 * WINDOW; // rather than MAX_PAUSE, to keep the test short
         y.pause_while_saturated(); // the first sample
         std::thread::sleep(WINDOW);
         let slept = y.pause_while_saturated();
-        assert!(slept >= WINDOW, "no pause while {cores} threads spun on the {cores} CPUs of /proc/stat");
-        assert_eq!(y.paused(), slept);
+        assert_eq!(slept, 3 * WINDOW, "a pause while {cores} threads spin on the {cores} CPUs of /proc/stat, capped");
+        assert_eq!(y.pause_while_saturated(), Duration::ZERO, "then a window of work goes through");
+        std::thread::sleep(WINDOW);
+        assert_eq!(y.pause_while_saturated(), 3 * WINDOW, "and the next look pauses again");
+        assert_eq!(y.paused(), 6 * WINDOW);
         stopper.join().unwrap();
         for s in spinners {
             s.join().unwrap();

@@ -104,8 +104,16 @@ fn clients_before_the_bake_follow_one_bake_as_it_is_written() {
     let nar = decompress(Compression::Zstd, &first.body);
     let info = narinfo(&srv, &sample.big);
     assert_eq!((NarHash::digest(&nar), nar.len() as u64), (info.nar_hash, info.nar_size));
-    for reply in &replies {
-        assert!(reply.complete && reply.body == first.body, "every client gets the one bake's bytes");
+    for (i, reply) in replies.iter().enumerate() {
+        assert!(
+            reply.complete && reply.body == first.body,
+            "every client gets the one bake's bytes: client {i}: status {}, complete {}, {} bytes against {}, headers {:?}",
+            reply.status,
+            reply.complete,
+            reply.body.len(),
+            first.body.len(),
+            reply.headers
+        );
     }
     let stats = srv.wait_until("the bake is committed", |s| s.bakes.completed_total == 1);
     assert_eq!((stats.bakes.streamed_total, stats.bakes.failed_total), (1, 0));
